@@ -1,0 +1,89 @@
+//! # tenant-core
+//!
+//! The one way into tenant data. Every tenant-scoped handle of the SDK
+//! (retrieval, memory, tools, governance) is built from a [`TenantContext`],
+//! and a `TenantContext` can only be made here: by a [`ContextIssuer`] that
+//! holds the platform master key, from a JWT checked by a [`ClaimVerifier`],
+//! or by [`TenantContext::delegate`], which can only narrow.
+//!
+//! A context carries the tenant, the principal, the agent lineage, the
+//! isolation tier, [`Capabilities`], issue and expiry times, and an
+//! HMAC-SHA256 proof over all of them. Other layers verify it with
+//! purpose-separated subkeys ([`ContextIssuer::subkey`]), so a bug in one
+//! layer is caught by the next.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tenant_core::*;
+//!
+//! // Once, at platform start-up.
+//! let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("2026-11")?));
+//!
+//! // Per request: a root context for the tenant's orchestrator agent.
+//! let ctx = issuer
+//!     .context()
+//!     .tenant(TenantId::random())
+//!     .principal(PrincipalId::new("alice@example.com")?)
+//!     .capabilities(
+//!         Capabilities::none()
+//!             .with_tools(["search", "python"])?
+//!             .with_collections(["docs"])?
+//!             .with_token_budget(100_000)
+//!             .with_max_delegation_depth(2),
+//!     )
+//!     .issue()?;
+//!
+//! // A sub-agent gets strictly less.
+//! let researcher = ctx
+//!     .delegate(AgentId::new("researcher")?)
+//!     .tools(["search"])
+//!     .token_budget(20_000)
+//!     .ttl(Duration::from_secs(120))
+//!     .issue()?;
+//! assert!(!researcher.capabilities().tools().allows("python"));
+//!
+//! // Widening is an error, not a silent clamp.
+//! let err = ctx.delegate(AgentId::new("rogue")?).tools(["shell"]).issue().unwrap_err();
+//! assert!(matches!(err, Error::Widening { capability: "tools" }));
+//! # Ok::<(), tenant_core::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod audit;
+mod capabilities;
+mod claims;
+mod context;
+mod delegation;
+mod encoding;
+mod error;
+mod ids;
+mod issuer;
+mod key_provider;
+mod keys;
+mod proof;
+mod revocation;
+mod scope;
+mod tier;
+mod token;
+
+pub use audit::AUDIT_TARGET;
+pub use capabilities::{Capabilities, Scope, ScopeKind, MAX_NAME_LEN, MAX_SCOPE_NAMES};
+pub use claims::{ClaimVerifier, ClaimVerifierBuilder, DEFAULT_TENANT_CLAIM};
+pub use context::TenantContext;
+pub use delegation::DelegationBuilder;
+pub use error::{ClaimRejection, Error, Result};
+pub use ids::{AgentId, ContextId, PrincipalId, TenantId};
+pub use issuer::{
+    ContextBuilder, ContextIssuer, ReadyToIssue, WantsPrincipal, WantsTenant, DEFAULT_MAX_TTL,
+    DEFAULT_TTL,
+};
+pub use key_provider::{DataKey, DerivedKeyProvider, FileKeyProvider, KeyProvider};
+pub use keys::{KeyId, MasterKey, Purpose, Subkey};
+pub use revocation::Revocations;
+pub use scope::Scoped;
+pub use tier::{IsolationTier, StaticTiers, TierResolver};
+pub use token::ContextToken;
+
+/// Re-exported so users name the same `secrecy` types the SDK uses.
+pub use secrecy;

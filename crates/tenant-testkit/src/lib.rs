@@ -1,0 +1,73 @@
+//! Real, throw-away PostgreSQL and Redis servers for the tenant SDK's tests,
+//! examples and benches.
+//!
+//! * [`TestPostgres`] runs `initdb` + `postgres` (PostgreSQL 15 from the
+//!   machine: `$PATH` or `/usr/lib/postgresql/*/bin`) in a temp dir on a free
+//!   127.0.0.1 port, and provisions database [`DEFAULT_DATABASE`] with an
+//!   owner role ([`OWNER_ROLE`], runs migrations) and a least-privileged
+//!   application role ([`APP_ROLE`], no `SUPERUSER`, no `BYPASSRLS`, owns
+//!   nothing). When the tests run as root the server runs as the `postgres`
+//!   system user, because PostgreSQL refuses to run as root.
+//! * [`TestRedis`] runs `redis-server` without persistence on a free port, and
+//!   can be [stopped](TestRedis::stop) and [restarted](TestRedis::restart) on
+//!   the same port to test outages.
+//!
+//! Install the servers with `.ci/setup-services.sh` (Debian). A missing
+//! installation is reported as [`TestkitError::PostgresNotFound`] or
+//! [`TestkitError::RedisNotFound`], never as a panic (except from the
+//! `shared()` conveniences, which document it).
+//!
+//! # Teardown
+//!
+//! Servers stop when their value is dropped. They also stop when the process
+//! ends without dropping them (values in a `static`, such as
+//! [`TestPostgres::shared`], or a process killed with `SIGKILL`): each server
+//! is the child of a small shell watchdog reading a pipe from this process,
+//! and the kernel closes that pipe when the process ends, which makes the
+//! watchdog stop the server and delete its temp dir.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use sqlx::{Connection, PgConnection};
+//! use tenant_testkit::{TestPostgres, TestRedis};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // One cluster per test binary; each test gets its own database.
+//! let pg = TestPostgres::shared();
+//! let db = pg.fresh_database()?;
+//!
+//! // Migrations run as the owner, the code under test as the app role.
+//! let mut owner = PgConnection::connect(db.owner_url()).await?;
+//! sqlx::raw_sql("CREATE TABLE notes (id uuid PRIMARY KEY DEFAULT gen_random_uuid());
+//!                GRANT SELECT, INSERT ON notes TO tenant_app")
+//!     .execute(&mut owner)
+//!     .await?;
+//! let mut app = PgConnection::connect(db.app_url()).await?;
+//! sqlx::raw_sql("INSERT INTO notes DEFAULT VALUES").execute(&mut app).await?;
+//!
+//! // A private Redis that can go down and come back.
+//! let mut redis = TestRedis::start()?;
+//! println!("redis at {}", redis.url());
+//! redis.stop()?;
+//! redis.restart()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The constructors block (for a second or two for PostgreSQL); they can be
+//! called from synchronous tests and from inside an async runtime alike.
+
+#![deny(missing_docs)]
+
+mod error;
+pub mod postgres;
+mod process;
+pub mod redis;
+
+pub use error::TestkitError;
+pub use postgres::{
+    PostgresBinaries, TestDatabase, TestPostgres, APP_PASSWORD, APP_ROLE, DEFAULT_DATABASE,
+    OWNER_PASSWORD, OWNER_ROLE, SUPERUSER,
+};
+pub use redis::{locate_redis_server, TestRedis};
