@@ -1,1 +1,60 @@
-//! facade
+//! # tenant-sdk
+//!
+//! Makes cross-tenant data leaks in multi-tenant AI-agent platforms
+//! structurally impossible: every handle that touches tenant data —
+//! retrieval, memory, tools, quotas — can only be built from a verified
+//! [`TenantContext`], can only ever act for that tenant, and sub-agents get
+//! handles that are narrowed, never widened.
+//!
+//! This facade re-exports [`tenant_core`] at its root and each store crate
+//! as a module behind a cargo feature (all on by default):
+//!
+//! | feature      | module         | crate               |
+//! |--------------|----------------|---------------------|
+//! | `retrieval`  | [`retrieval`]  | `tenant-retrieval`  |
+//! | `memory`     | [`memory`]     | `tenant-memory`     |
+//! | `tools`      | [`tools`]      | `tenant-tools`      |
+//! | `governance` | [`governance`] | `tenant-governance` |
+//!
+//! ```
+//! use tenant_sdk::*;
+//!
+//! let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("2026-11")?));
+//! let ctx = issuer
+//!     .context()
+//!     .tenant(TenantId::random())
+//!     .principal(PrincipalId::new("alice@example.com")?)
+//!     .capabilities(Capabilities::none().with_tools(["search"])?.with_max_delegation_depth(1))
+//!     .issue()?;
+//! let sub_agent = ctx.delegate(AgentId::new("researcher")?).issue()?;
+//! assert_eq!(sub_agent.tenant(), ctx.tenant());
+//! # Ok::<(), tenant_sdk::Error>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub use tenant_core::*;
+
+/// Tenant-scoped vector retrieval (`tenant-retrieval`).
+#[cfg(feature = "retrieval")]
+pub mod retrieval {
+    pub use tenant_retrieval::*;
+}
+
+/// Tenant-scoped agent memory in PostgreSQL (`tenant-memory`).
+#[cfg(feature = "memory")]
+pub mod memory {
+    pub use tenant_memory::*;
+}
+
+/// Tenant-scoped tool execution (`tenant-tools`).
+#[cfg(feature = "tools")]
+pub mod tools {
+    pub use tenant_tools::*;
+}
+
+/// Quotas, scheduling and model entitlements (`tenant-governance`).
+#[cfg(feature = "governance")]
+pub mod governance {
+    pub use tenant_governance::*;
+}

@@ -145,9 +145,9 @@ impl Scope {
         match (&self.0, &other.0) {
             (ScopeInner::Any, _) => other.clone(),
             (_, ScopeInner::Any) => self.clone(),
-            (ScopeInner::Only(a), ScopeInner::Only(b)) => {
-                Scope(ScopeInner::Only(Arc::new(a.intersection(b).cloned().collect())))
-            }
+            (ScopeInner::Only(a), ScopeInner::Only(b)) => Scope(ScopeInner::Only(Arc::new(
+                a.intersection(b).cloned().collect(),
+            ))),
         }
     }
 
@@ -234,7 +234,10 @@ impl Capabilities {
     }
 
     /// Sets the allowed tools.
-    pub fn with_tools<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, names: I) -> Result<Self> {
+    pub fn with_tools<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        mut self,
+        names: I,
+    ) -> Result<Self> {
         self.tools = Scope::only(names)?;
         Ok(self)
     }
@@ -258,7 +261,10 @@ impl Capabilities {
     }
 
     /// Sets the allowed models.
-    pub fn with_models<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, names: I) -> Result<Self> {
+    pub fn with_models<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        mut self,
+        names: I,
+    ) -> Result<Self> {
         self.models = Scope::only(names)?;
         Ok(self)
     }

@@ -118,9 +118,9 @@ impl ClaimVerifier {
             None | Some(Value::Null) => {
                 return Err(ClaimRejection::MissingClaim(self.tenant_claim.clone()).into())
             }
-            Some(Value::String(s)) => {
-                s.parse::<TenantId>().map_err(|_| ClaimRejection::InvalidTenant)?
-            }
+            Some(Value::String(s)) => s
+                .parse::<TenantId>()
+                .map_err(|_| ClaimRejection::InvalidTenant)?,
             Some(_) => return Err(ClaimRejection::InvalidTenant.into()),
         };
         let principal = match claims.get("sub") {
@@ -298,9 +298,9 @@ impl ClaimVerifierBuilder {
 
     /// Checks the configuration.
     pub fn build(self) -> Result<ClaimVerifier> {
-        let (algorithm, key) = self
-            .key
-            .ok_or_else(|| Error::InvalidConfiguration("a verification key is required".into()))??;
+        let (algorithm, key) = self.key.ok_or_else(|| {
+            Error::InvalidConfiguration("a verification key is required".into())
+        })??;
         let issuer = self
             .issuer
             .ok_or_else(|| Error::InvalidConfiguration("an issuer (iss) is required".into()))?;

@@ -225,7 +225,12 @@ impl TenantContext {
         if now_ms() >= c.expires_at_ms {
             return Err(Error::ContextExpired);
         }
-        if self.inner.authority.revocations().any_revoked(c.id, &c.ancestors) {
+        if self
+            .inner
+            .authority
+            .revocations()
+            .any_revoked(c.id, &c.ancestors)
+        {
             return Err(Error::ContextRevoked);
         }
         Ok(())

@@ -216,9 +216,10 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 fn read_key_file(path: &Path) -> Result<Option<KeyBytes>> {
     match fs::read(path) {
         Ok(bytes) => {
-            let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                Error::Key(format!("key file {} is not 32 bytes", path.display()))
-            })?;
+            let arr: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Key(format!("key file {} is not 32 bytes", path.display())))?;
             Ok(Some(SecretBox::new(Box::new(arr))))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

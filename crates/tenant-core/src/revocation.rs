@@ -51,7 +51,11 @@ impl Revocations {
 
     /// Revokes the context with this id and all its descendants.
     pub fn revoke_id(&self, id: ContextId) {
-        let mut set = self.inner.revoked.write().unwrap_or_else(|e| e.into_inner());
+        let mut set = self
+            .inner
+            .revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         if set.insert(id) {
             self.inner.count.store(set.len(), Ordering::Release);
         }
@@ -79,6 +83,8 @@ impl Revocations {
 
 impl std::fmt::Debug for Revocations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Revocations").field("revoked", &self.len()).finish()
+        f.debug_struct("Revocations")
+            .field("revoked", &self.len())
+            .finish()
     }
 }

@@ -60,6 +60,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bench_ratio;
 mod error;
 pub mod postgres;
 mod process;

@@ -249,9 +249,8 @@ impl TestPostgres {
         run_as.chown(temp.path())?;
         let data_dir = temp.path().join("data");
         let socket_dir = temp.path().join("sock");
-        std::fs::create_dir(&socket_dir).map_err(|e| {
-            TestkitError::io(format!("creating {}", socket_dir.display()), e)
-        })?;
+        std::fs::create_dir(&socket_dir)
+            .map_err(|e| TestkitError::io(format!("creating {}", socket_dir.display()), e))?;
         run_as.chown(&socket_dir)?;
 
         let mut initdb = Command::new(binaries.initdb());
@@ -479,7 +478,8 @@ fn spawn_server(
                     status: status.to_string(),
                     log: text.clone(),
                 };
-                if text.contains("already in use") || text.contains("could not create any TCP/IP sockets")
+                if text.contains("already in use")
+                    || text.contains("could not create any TCP/IP sockets")
                 {
                     last_error = Some(error);
                     continue;
@@ -548,9 +548,7 @@ async fn create_roles(port: u16) -> Result<(), TestkitError> {
 async fn provision_database(port: u16, name: &str) -> Result<(), TestkitError> {
     let mut conn = connect(&admin_url(port, "postgres")).await?;
     for statement in [
-        format!(
-            "CREATE DATABASE \"{name}\" OWNER {OWNER_ROLE} TEMPLATE template0 ENCODING 'UTF8'"
-        ),
+        format!("CREATE DATABASE \"{name}\" OWNER {OWNER_ROLE} TEMPLATE template0 ENCODING 'UTF8'"),
         format!("REVOKE ALL ON DATABASE \"{name}\" FROM PUBLIC"),
         format!("GRANT CONNECT ON DATABASE \"{name}\" TO {APP_ROLE}"),
     ] {
@@ -695,6 +693,9 @@ mod tests {
             db.owner_url(),
             "postgres://tenant_owner:tenant_owner@127.0.0.1:5433/x"
         );
-        assert_eq!(db.app_url(), "postgres://tenant_app:tenant_app@127.0.0.1:5433/x");
+        assert_eq!(
+            db.app_url(),
+            "postgres://tenant_app:tenant_app@127.0.0.1:5433/x"
+        );
     }
 }

@@ -115,10 +115,7 @@ impl RunAs {
             RunAs::CurrentUser => Ok(()),
             RunAs::User(user) => std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
                 .map_err(|e| {
-                    TestkitError::io(
-                        format!("chown {} to {}", path.display(), user.name),
-                        e,
-                    )
+                    TestkitError::io(format!("chown {} to {}", path.display(), user.name), e)
                 }),
         }
     }
@@ -272,10 +269,7 @@ pub(crate) fn tail_file(path: &Path, max_bytes: u64) -> String {
 }
 
 /// Runs a short-lived helper command to completion, capturing its output.
-pub(crate) fn run_to_completion(
-    mut command: Command,
-    run_as: &RunAs,
-) -> Result<(), TestkitError> {
+pub(crate) fn run_to_completion(mut command: Command, run_as: &RunAs) -> Result<(), TestkitError> {
     run_as.apply(&mut command);
     let description = describe(&command);
     let output = command
@@ -551,7 +545,10 @@ mod tests {
         watchdog.shutdown(Duration::from_secs(5)).expect("shutdown");
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(!pid_alive(pid));
-        assert!(!cleanup.exists(), "cleanup dir removed after requested stop");
+        assert!(
+            !cleanup.exists(),
+            "cleanup dir removed after requested stop"
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! [`TestRedis::start`] runs the machine's `redis-server` on a free port of
 //! 127.0.0.1 with persistence disabled (`--save '' --appendonly no`) in a
-//! fresh temporary directory, under the stdin-pipe watchdog (see
-//! [`crate::process`]). Redis may run as root, so no privileges are dropped.
+//! fresh temporary directory, under the stdin-pipe watchdog (see the crate
+//! docs, "Teardown"). Redis may run as root, so no privileges are dropped.
 //!
 //! [`TestRedis::stop`] and [`TestRedis::restart`] simulate an outage: the
 //! server comes back on the same port, empty.
@@ -122,11 +122,7 @@ impl TestRedis {
                         run: Some(run),
                     })
                 }
-                Err(e @ TestkitError::StartFailed { ref log, .. })
-                    if log.contains("already in use") =>
-                {
-                    last_error = Some(e);
-                }
+                Err(e) if is_port_conflict(&e) => last_error = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -181,6 +177,11 @@ impl TestRedis {
     /// exited on its own).
     pub fn is_running(&self) -> bool {
         self.pid().is_some_and(process::pid_alive)
+    }
+
+    /// The server log of the current run, or `None` while stopped.
+    pub fn log_path(&self) -> Option<PathBuf> {
+        self.run.as_ref().map(|run| run.temp.path().join(LOG_FILE))
     }
 
     /// The executable this server runs.
@@ -277,6 +278,11 @@ fn spawn(executable: &Path, port: u16) -> Result<Run, TestkitError> {
             })
         }
     }
+}
+
+/// Whether a startup failure was caused by the port being taken.
+fn is_port_conflict(error: &TestkitError) -> bool {
+    matches!(error, TestkitError::StartFailed { log, .. } if log.contains("already in use"))
 }
 
 /// Whether a server on `port` answers an inline `PING` with `+PONG`.

@@ -1,0 +1,5 @@
+use tenant_core::TenantContext;
+
+fn main() {
+    let _ctx = TenantContext::default();
+}

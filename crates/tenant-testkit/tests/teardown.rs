@@ -1,0 +1,133 @@
+//! Servers held in `static`s (never dropped) must not outlive the process,
+//! whether it exits normally or is killed.
+//!
+//! Each test re-runs this test binary as a child that starts the shared
+//! servers, prints their pids and directories, and then exits (without
+//! running destructors) or waits to be `SIGKILL`ed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tenant_testkit::{TestPostgres, TestRedis};
+
+const CHILD_ENV: &str = "TENANT_TESTKIT_TEARDOWN_CHILD";
+
+/// Runs only when spawned by the tests below.
+#[test]
+#[ignore = "helper process for the teardown tests"]
+fn child_holds_shared_servers() {
+    let Ok(mode) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let pg = TestPostgres::shared();
+    let redis = TestRedis::shared();
+    let redis_log = redis.log_path().expect("redis running");
+    println!("TESTKIT pg_pid={}", pg.pid());
+    println!("TESTKIT pg_dir={}", pg.data_dir().display());
+    println!("TESTKIT redis_pid={}", redis.pid().expect("redis running"));
+    println!(
+        "TESTKIT redis_dir={}",
+        redis_log.parent().expect("run dir").display()
+    );
+    println!("TESTKIT ready");
+    match mode.as_str() {
+        // Statics are never dropped; exit skips every destructor anyway.
+        "exit" => std::process::exit(0),
+        _ => std::thread::sleep(Duration::from_secs(60)),
+    }
+}
+
+struct ChildReport {
+    pids: Vec<u32>,
+    dirs: Vec<PathBuf>,
+}
+
+fn spawn_child(mode: &str) -> (std::process::Child, ChildReport) {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = Command::new(exe)
+        .args([
+            "child_holds_shared_servers",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, mode)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child test process");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut report = ChildReport {
+        pids: Vec::new(),
+        dirs: Vec::new(),
+    };
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read child output");
+        // The harness may have printed "test name ... " on the same line.
+        let Some((_, rest)) = line.split_once("TESTKIT ") else {
+            continue;
+        };
+        if rest == "ready" {
+            break;
+        }
+        let (key, value) = rest.split_once('=').expect("key=value");
+        if key.ends_with("_pid") {
+            report.pids.push(value.parse().expect("pid"));
+        } else {
+            report.dirs.push(PathBuf::from(value));
+        }
+    }
+    assert_eq!(report.pids.len(), 2, "child reported both servers");
+    for pid in &report.pids {
+        assert!(alive(*pid), "server {pid} running while the child lives");
+    }
+    (child, report)
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn assert_cleaned_up(report: &ChildReport) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let live: Vec<_> = report.pids.iter().filter(|p| alive(**p)).collect();
+        let left: Vec<_> = report
+            .dirs
+            .iter()
+            .filter(|d| Path::new(d).exists())
+            .collect();
+        if live.is_empty() && left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphans after the child ended: pids {live:?}, dirs {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn servers_stop_when_process_exits_without_drop() {
+    let (mut child, report) = spawn_child("exit");
+    let status = child.wait().expect("wait child");
+    assert!(status.success(), "child failed: {status}");
+    assert_cleaned_up(&report);
+}
+
+#[test]
+fn servers_stop_when_process_is_killed() {
+    let (mut child, report) = spawn_child("kill");
+    child.kill().expect("SIGKILL child");
+    child.wait().expect("reap child");
+    assert_cleaned_up(&report);
+}
