@@ -16,6 +16,9 @@
 //! | `tools`      | [`tools`]      | `tenant-tools`      |
 //! | `governance` | [`governance`] | `tenant-governance` |
 //!
+//! Feature `axum` (off by default) adds `axum_extract`, an extractor that
+//! verifies a bearer JWT into a [`TenantContext`].
+//!
 //! ```
 //! use tenant_sdk::*;
 //!
@@ -34,6 +37,9 @@
 #![forbid(unsafe_code)]
 
 pub use tenant_core::*;
+
+#[cfg(feature = "axum")]
+pub mod axum_extract;
 
 /// Tenant-scoped vector retrieval (`tenant-retrieval`).
 #[cfg(feature = "retrieval")]
