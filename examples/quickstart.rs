@@ -72,11 +72,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     report(
         "sub-agent asks for a tool its parent lacks",
-        researcher.delegate(AgentId::new("coder")?).tools(["shell"]).issue(),
+        researcher
+            .delegate(AgentId::new("coder")?)
+            .tools(["shell"])
+            .issue(),
     );
     report(
         "sub-agent tries to outlive its parent",
-        researcher.delegate(AgentId::new("coder")?).ttl(Duration::from_secs(3600)).issue(),
+        researcher
+            .delegate(AgentId::new("coder")?)
+            .ttl(Duration::from_secs(3600))
+            .issue(),
     );
     report(
         "JWT signed with alg:none",
@@ -84,7 +90,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &format!(
                 "{}.{}.",
                 b64(br#"{"alg":"none"}"#),
-                b64(json!({"sub":"mallory","tenant_id":globex.to_string()}).to_string().as_bytes())
+                b64(json!({"sub":"mallory","tenant_id":globex.to_string()})
+                    .to_string()
+                    .as_bytes())
             ),
             &issuer,
         ),
@@ -96,7 +104,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "exp": get_current_timestamp() + 600}),
         &EncodingKey::from_secret(b"a guessed secret that is long enough"),
     )?;
-    report("JWT signed with the wrong key", verifier.verify(&forged, &issuer));
+    report(
+        "JWT signed with the wrong key",
+        verifier.verify(&forged, &issuer),
+    );
 
     // A context token whose tenant was swapped to another tenant's id.
     let mut token = b64_decode(alice.to_token().as_str());
