@@ -1,1 +1,106 @@
-//! skeleton
+//! # tenant-tools
+//!
+//! Scoped tool execution for multi-tenant agent platforms. Tools have real
+//! side effects and ambient authority, so every path a tool can take is
+//! bound to the calling [`TenantContext`](tenant_core::TenantContext):
+//!
+//! - [`ToolExecutor`] — the handle, built only from a context: lists and
+//!   calls only tools that both the tenant's [`ToolPolicy`] and the
+//!   context's capabilities allow, validates input against the tool's
+//!   schema ([`InputSchema`]), runs inside the context's span and audits
+//!   every decision (target `tenant_audit`).
+//! - [`Vault`] ([`MemoryVault`], [`FileVault`]) — secrets per (tenant,
+//!   integration), reaching a tool only through [`Credentials`] at call
+//!   time; tool output and errors are scrubbed of them ([`Redactor`]).
+//! - [`Workspace`] — a per-run directory whose file API resolves every path
+//!   with `openat2(RESOLVE_BENEATH)`.
+//! - [`EgressClient`] — HTTP to allowlisted `host[:port]` pairs only, with
+//!   resolved addresses and every redirect re-checked.
+//! - [`Sandbox`] — subprocesses in user/mount/pid/net/ipc/uts namespaces
+//!   under Landlock, seccomp and rlimits, with a wall-clock timeout that
+//!   kills the whole tree; [`WarmPool`] keeps some pre-started.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use serde_json::json;
+//! use tenant_core::*;
+//! use tenant_tools::*;
+//! use tenant_tools::Error;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Platform set-up, once.
+//! let registry = ToolRegistry::new();
+//! registry.register(FnTool::new(
+//!     "add",
+//!     "Adds two integers",
+//!     json!({"type": "object",
+//!            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+//!            "required": ["a", "b"], "additionalProperties": false}),
+//!     |_call, input| async move {
+//!         Ok(json!(input["a"].as_i64().unwrap_or(0) + input["b"].as_i64().unwrap_or(0)))
+//!     },
+//! ))?;
+//! let vault = Arc::new(MemoryVault::new());
+//! let policies = ToolPolicies::new();
+//! let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
+//!
+//! // Per tenant and request.
+//! let tenant = TenantId::random();
+//! policies.set(tenant, ToolPolicy::deny_all().allow_tools(["add"]));
+//! let ctx = issuer
+//!     .context()
+//!     .tenant(tenant)
+//!     .principal(PrincipalId::new("alice")?)
+//!     .capabilities(Capabilities::none().with_tools(["add"])?)
+//!     .issue()?;
+//! let tools = ToolExecutor::builder()
+//!     .registry(&registry)
+//!     .vault(&vault)
+//!     .policies(&policies)
+//!     .tenant(&ctx)
+//!     .build()?;
+//!
+//! assert_eq!(tools.list()?.len(), 1);
+//! assert_eq!(tools.call("add", json!({"a": 2, "b": 3})).await?, json!(5));
+//! assert!(matches!(
+//!     tools.call("shell", json!({})).await,
+//!     Err(Error::ToolNotAllowed { .. })
+//! ));
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod command_tool;
+mod credentials;
+mod egress;
+mod error;
+mod executor;
+mod policy;
+mod registry;
+pub mod sandbox;
+mod schema;
+mod tool;
+mod vault;
+mod workspace;
+
+pub use command_tool::CommandTool;
+pub use credentials::{Credentials, Redactor, REDACTED};
+pub use egress::{
+    is_internal_address, EgressClient, EgressPolicy, EgressResponse, DEFAULT_MAX_BODY,
+    MAX_REDIRECTS,
+};
+pub use error::{Error, Result};
+pub use executor::{ToolExecutor, ToolExecutorBuilder};
+pub use policy::{ToolPolicies, ToolPolicy};
+pub use registry::ToolRegistry;
+pub use sandbox::{
+    Sandbox, SandboxCommand, SandboxConfig, SandboxLimits, SandboxOutput, SandboxSupport, WarmPool,
+    WarmSandbox,
+};
+pub use schema::{InputSchema, SchemaViolation, MAX_INPUT_DEPTH};
+pub use tool::{FnTool, Tool, ToolCall, ToolInfo, MAX_TOOL_NAME_LEN};
+pub use vault::{FileVault, MemoryVault, Vault};
+pub use workspace::{Workspace, WorkspaceRoot};

@@ -1,0 +1,236 @@
+//! Quota benchmarks, each with a baseline measured in the same run:
+//!
+//! * `per_tenant_check/*`: a per-tenant rate decision over 10k tenants —
+//!   `InProcessLedger` (request bucket + token budget, check-and-hold) vs
+//!   `governor`'s keyed GCRA check. Target ≤ 1.0×.
+//! * `redis/*`: reserve + settle on `RedisLedger` vs one `INCR` round trip,
+//!   sequential and with 64 in flight. Target ≥ 0.5× throughput.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use governor::{Quota, RateLimiter};
+use tenant_core::*;
+use tenant_governance::*;
+use tenant_testkit::bench_ratio::report;
+use tenant_testkit::TestRedis;
+
+const TENANTS: usize = 10_000;
+
+fn requests(levels: Vec<LevelSpec>, tokens: u64) -> HoldRequest {
+    HoldRequest {
+        levels: levels.into(),
+        amount: Amount {
+            tokens,
+            cost_micros: 0,
+        },
+        ttl: Duration::from_secs(60),
+    }
+}
+
+fn tenant_level(t: TenantId, with_budget: bool) -> LevelSpec {
+    let limits = Limits::unlimited().requests(u32::MAX, 1e12);
+    let limits = if with_budget {
+        limits.tokens_per(u64::MAX / 2, Duration::from_secs(3600))
+    } else {
+        limits
+    };
+    LevelSpec {
+        key: LevelKey::Tenant(t),
+        tokens: limits
+            .token_budget()
+            .map_or(Bound::Unlimited, Bound::Periodic),
+        cost: Bound::Unlimited,
+        requests: limits.rate_limit(),
+    }
+}
+
+fn per_tenant_check(c: &mut Criterion) {
+    let tenants: Vec<TenantId> = (0..TENANTS).map(|_| TenantId::random()).collect();
+    let mut g = c.benchmark_group("per_tenant_check");
+
+    let limiter = RateLimiter::keyed(Quota::per_second(NonZeroU32::MAX));
+    let mut i = 0;
+    g.bench_function("governor_keyed", |b| {
+        b.iter(|| {
+            i = (i + 1) % TENANTS;
+            black_box(limiter.check_key(&tenants[i]).is_ok())
+        })
+    });
+
+    let ledger = InProcessLedger::default();
+    let rate_only: Vec<HoldRequest> = tenants
+        .iter()
+        .map(|t| requests(vec![tenant_level(*t, false)], 0))
+        .collect();
+    let mut i = 0;
+    g.bench_function("ledger_rate_check", |b| {
+        b.iter(|| {
+            i = (i + 1) % TENANTS;
+            black_box(ledger.try_reserve(&rate_only[i]).is_ok())
+        })
+    });
+
+    let with_budget: Vec<HoldRequest> = tenants
+        .iter()
+        .map(|t| requests(vec![tenant_level(*t, true)], 100))
+        .collect();
+    let mut i = 0;
+    g.bench_function("ledger_reserve_settle", |b| {
+        b.iter(|| {
+            i = (i + 1) % TENANTS;
+            let hold = ledger.try_reserve(&with_budget[i]).expect("within budget");
+            ledger.settle_now(
+                &hold,
+                Amount {
+                    tokens: 90,
+                    cost_micros: 0,
+                },
+            );
+        })
+    });
+    g.finish();
+
+    report(
+        "in-process rate check vs governor keyed (10k tenants)",
+        ("per_tenant_check", "ledger_rate_check"),
+        ("per_tenant_check", "governor_keyed"),
+        "<= 1.0x",
+        false,
+    );
+    report(
+        "in-process reserve+settle vs governor keyed (10k tenants)",
+        ("per_tenant_check", "ledger_reserve_settle"),
+        ("per_tenant_check", "governor_keyed"),
+        "info",
+        false,
+    );
+}
+
+fn redis(c: &mut Criterion) {
+    let server = match TestRedis::start() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("SKIP redis benches: {e}");
+            return;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
+    let ctx = issuer
+        .context()
+        .tenant(TenantId::random())
+        .principal(PrincipalId::new("bench").unwrap())
+        .capabilities(Capabilities::unrestricted().with_token_budget(u64::MAX / 4))
+        .issue()
+        .unwrap();
+    let (quotas, conn) = rt.block_on(async {
+        let ledger = RedisLedger::builder()
+            .url(server.url())
+            .op_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let policy = Policy::new(
+            TenantPolicy::new().tenant_limits(
+                Limits::unlimited()
+                    .tokens_per(u64::MAX / 4, Duration::from_secs(3600))
+                    .requests(u32::MAX, 1e9),
+            ),
+        );
+        let quotas = Quotas::builder()
+            .ledger(ledger)
+            .policy(policy)
+            .build()
+            .unwrap();
+        let conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        (quotas, conn)
+    });
+    let estimate = Estimate::new("m", 100, 50);
+    let mut g = c.benchmark_group("redis");
+    g.bench_function("incr_round_trip", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = conn.clone();
+            async move {
+                let _: i64 = redis::cmd("INCR")
+                    .arg("bench:counter")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    g.bench_function("reserve_settle", |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = quotas.reserve(&ctx, &estimate).await.unwrap();
+            r.settle(Usage::new(100, 20)).await.unwrap();
+        })
+    });
+    const IN_FLIGHT: usize = 64;
+    g.bench_function("incr_64_in_flight", |b| {
+        b.to_async(&rt).iter(|| {
+            let conn = conn.clone();
+            async move {
+                let mut set = tokio::task::JoinSet::new();
+                for _ in 0..IN_FLIGHT {
+                    let mut conn = conn.clone();
+                    set.spawn(async move {
+                        let _: i64 = redis::cmd("INCR")
+                            .arg("bench:counter")
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap();
+                    });
+                }
+                while set.join_next().await.is_some() {}
+            }
+        })
+    });
+    let shared = Arc::new((quotas.clone(), ctx.clone(), estimate.clone()));
+    g.bench_function("reserve_settle_64_in_flight", |b| {
+        b.to_async(&rt).iter(|| {
+            let shared = shared.clone();
+            async move {
+                let mut set = tokio::task::JoinSet::new();
+                for _ in 0..IN_FLIGHT {
+                    let shared = shared.clone();
+                    set.spawn(async move {
+                        let (q, ctx, e) = &*shared;
+                        let r = q.reserve(ctx, e).await.unwrap();
+                        r.settle(Usage::new(100, 20)).await.unwrap();
+                    });
+                }
+                while set.join_next().await.is_some() {}
+            }
+        })
+    });
+    g.finish();
+    report(
+        "redis reserve+settle vs INCR, sequential (throughput)",
+        ("redis", "reserve_settle"),
+        ("redis", "incr_round_trip"),
+        ">= 0.5x",
+        true,
+    );
+    report(
+        "redis reserve+settle vs INCR, 64 in flight (throughput)",
+        ("redis", "reserve_settle_64_in_flight"),
+        ("redis", "incr_64_in_flight"),
+        ">= 0.5x",
+        true,
+    );
+    drop(server);
+}
+
+criterion_group!(benches, per_tenant_check, redis);
+criterion_main!(benches);

@@ -1,0 +1,305 @@
+//! The [`Ledger`] trait: where quota state lives.
+//!
+//! A ledger keeps, per [`LevelKey`], the weighted tokens and cost used in the
+//! current period, the amounts held by outstanding reservations, a request
+//! token bucket, and (for contexts) a lifetime token budget. Its one hard
+//! promise: [`Ledger::reserve`] checks *every* level of a request and holds
+//! the amount at all of them in one atomic step, so concurrent callers
+//! (tasks, threads or processes sharing the ledger) can never together pass
+//! a limit.
+//!
+//! Two implementations: [`InProcessLedger`](crate::InProcessLedger) and,
+//! with the `redis` feature, [`RedisLedger`](crate::RedisLedger).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tenant_core::{AgentId, ContextId, TenantId};
+
+use crate::error::Result;
+use crate::policy::{PeriodBudget, RateLimit};
+use crate::pricing::Amount;
+
+/// A level of the quota hierarchy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QuotaLevel {
+    /// The platform total, shared by every tenant.
+    Platform,
+    /// One tenant.
+    Tenant,
+    /// One agent (by agent id) within a tenant, from the tenant policy.
+    Agent,
+    /// A context's own token budget (`Capabilities::token_budget`), or an
+    /// ancestor's: delegated contexts draw from their parents' pools.
+    Context,
+}
+
+impl fmt::Display for QuotaLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QuotaLevel::Platform => "platform",
+            QuotaLevel::Tenant => "tenant",
+            QuotaLevel::Agent => "agent",
+            QuotaLevel::Context => "context",
+        })
+    }
+}
+
+/// The resource a quota limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Resource {
+    /// Weighted tokens.
+    Tokens,
+    /// Cost.
+    Cost,
+    /// Request rate.
+    Requests,
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resource::Tokens => "token",
+            Resource::Cost => "cost",
+            Resource::Requests => "request-rate",
+        })
+    }
+}
+
+/// Which counter set a level uses. Built by [`Quotas`](crate::Quotas) from a
+/// context; the tenant always comes from the verified context.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LevelKey {
+    /// The platform total.
+    Platform,
+    /// A tenant.
+    Tenant(TenantId),
+    /// An agent within a tenant.
+    Agent(TenantId, AgentId),
+    /// A context (by id) within a tenant.
+    Context(TenantId, ContextId),
+}
+
+impl LevelKey {
+    /// The level this key belongs to.
+    pub fn level(&self) -> QuotaLevel {
+        match self {
+            LevelKey::Platform => QuotaLevel::Platform,
+            LevelKey::Tenant(_) => QuotaLevel::Tenant,
+            LevelKey::Agent(..) => QuotaLevel::Agent,
+            LevelKey::Context(..) => QuotaLevel::Context,
+        }
+    }
+
+    /// The tenant, for every level but the platform.
+    pub fn tenant(&self) -> Option<TenantId> {
+        match self {
+            LevelKey::Platform => None,
+            LevelKey::Tenant(t) | LevelKey::Agent(t, _) | LevelKey::Context(t, _) => Some(*t),
+        }
+    }
+
+    /// A text form, unique per key (`p`, `t:<tenant>`, `a:<tenant>:<agent>`,
+    /// `c:<tenant>:<context>`; the tenant has a fixed length, so the agent
+    /// name cannot make two keys collide).
+    pub fn render(&self) -> String {
+        match self {
+            LevelKey::Platform => "p".to_owned(),
+            LevelKey::Tenant(t) => format!("t:{t}"),
+            LevelKey::Agent(t, a) => format!("a:{t}:{a}"),
+            LevelKey::Context(t, c) => format!("c:{t}:{}", hex::encode(c.as_bytes())),
+        }
+    }
+}
+
+/// A limit on one resource at one level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Bound {
+    /// No limit.
+    Unlimited,
+    /// A budget that resets every period.
+    Periodic(PeriodBudget),
+    /// A budget for the lifetime of a context, which ends at `until_ms`
+    /// (Unix milliseconds). The ledger stores the limit, so descendants can
+    /// refer to it with [`Bound::Registered`].
+    Lifetime {
+        /// The budget.
+        limit: u64,
+        /// When the context expires (Unix ms).
+        until_ms: u64,
+    },
+    /// The lifetime limit stored earlier for this key by a
+    /// [`Bound::Lifetime`] (an ancestor context's budget); unlimited when
+    /// none is stored.
+    Registered {
+        /// When the descendant asking expires (Unix ms); the key is kept at
+        /// least until then.
+        until_ms: u64,
+    },
+}
+
+impl Bound {
+    pub(crate) fn retention_ms(&self, now_ms: u64) -> u64 {
+        match self {
+            Bound::Unlimited => 0,
+            Bound::Periodic(b) => 2 * duration_ms(b.period),
+            Bound::Lifetime { until_ms, .. } | Bound::Registered { until_ms } => {
+                until_ms.saturating_sub(now_ms)
+            }
+        }
+    }
+}
+
+/// One level of a request: its key and limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LevelSpec {
+    /// Whose counters.
+    pub key: LevelKey,
+    /// Weighted-token limit.
+    pub tokens: Bound,
+    /// Cost limit.
+    pub cost: Bound,
+    /// Request-rate limit.
+    pub requests: Option<RateLimit>,
+}
+
+impl LevelSpec {
+    /// How long the ledger should keep this level's state after a write
+    /// (milliseconds): two periods, the context's remaining lifetime, the
+    /// bucket's refill time, and the hold time, whichever is longest, plus
+    /// a minute.
+    pub fn retention_ms(&self, now_ms: u64, hold_ttl: Duration) -> u64 {
+        let bucket = self.requests.map_or(0, |r| {
+            if r.refill_per_second > 0.0 {
+                ((f64::from(r.capacity) / r.refill_per_second) * 2000.0).min(1e12) as u64
+            } else {
+                86_400_000
+            }
+        });
+        self.tokens
+            .retention_ms(now_ms)
+            .max(self.cost.retention_ms(now_ms))
+            .max(bucket)
+            .max(2 * duration_ms(hold_ttl))
+            .saturating_add(60_000)
+    }
+}
+
+/// A reservation request: hold `amount` at every level, for at most `ttl`
+/// (after which a hold nobody settled or released is reclaimed).
+#[derive(Clone, Debug)]
+pub struct HoldRequest {
+    /// Every level to check and charge.
+    pub levels: Arc<[LevelSpec]>,
+    /// What to hold.
+    pub amount: Amount,
+    /// How long the hold lives without settlement.
+    pub ttl: Duration,
+}
+
+/// An amount held at every level of a request, until settled or released.
+#[derive(Clone, Debug)]
+pub struct Hold {
+    pub(crate) id: uuid::Uuid,
+    pub(crate) levels: Arc<[LevelSpec]>,
+    pub(crate) amount: Amount,
+}
+
+impl Hold {
+    /// A new hold for `request` (ledgers call this when they grant one).
+    ///
+    /// Ids are a random per-process prefix plus a counter: unique across
+    /// processes sharing a ledger without a random draw per hold.
+    pub fn new(request: &HoldRequest) -> Self {
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self {
+            id: uuid::Uuid::from_u64_pair(prefix, n),
+            levels: Arc::clone(&request.levels),
+            amount: request.amount,
+        }
+    }
+
+    /// Its unique id.
+    pub fn id(&self) -> uuid::Uuid {
+        self.id
+    }
+
+    /// The levels it holds at.
+    pub fn levels(&self) -> &[LevelSpec] {
+        &self.levels
+    }
+
+    /// The amount held.
+    pub fn amount(&self) -> Amount {
+        self.amount
+    }
+}
+
+/// A level's state in the current period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LevelUsage {
+    /// Weighted tokens settled in the current period (or lifetime).
+    pub tokens_used: u64,
+    /// Weighted tokens held by outstanding reservations.
+    pub tokens_held: u64,
+    /// Cost settled in the current period.
+    pub cost_used: u64,
+    /// Cost held by outstanding reservations.
+    pub cost_held: u64,
+}
+
+/// Where quota state lives. See the module docs for the atomicity promise.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Checks every level of `request` and, only if all allow it, holds the
+    /// amount at all of them and takes one request from each bucket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QuotaExceeded`](crate::Error::QuotaExceeded) naming the
+    /// first refusing level (nothing changed), or
+    /// [`Error::LedgerUnavailable`](crate::Error::LedgerUnavailable).
+    async fn reserve(&self, request: &HoldRequest) -> Result<Hold>;
+
+    /// Ends a hold and charges `actual` (which may differ from the held
+    /// amount) to the current period of every level. Charging happens even
+    /// when the hold has already expired: the call did happen.
+    async fn settle(&self, hold: &Hold, actual: Amount) -> Result<()>;
+
+    /// Ends a hold without charging anything.
+    async fn release(&self, hold: &Hold) -> Result<()>;
+
+    /// Ends a hold from a synchronous context (a dropped reservation). Must
+    /// not block; may complete later. If it never completes (the process
+    /// dies), the hold expires after its TTL.
+    fn release_detached(&self, hold: Hold);
+
+    /// Stores lifetime limits ([`Bound::Lifetime`]) of `level` without
+    /// reserving anything, so descendants see them.
+    async fn register(&self, level: &LevelSpec) -> Result<()>;
+
+    /// The current state of `level`.
+    async fn usage(&self, level: &LevelSpec) -> Result<LevelUsage>;
+}
+
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(duration_ms)
+        .unwrap_or(0)
+}

@@ -1,0 +1,542 @@
+//! [`Quotas`]: reserve before a call, settle after, release on drop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenant_core::{Scoped, TenantContext, WantsTenant};
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::in_process::InProcessLedger;
+use crate::ledger::{
+    Bound, Hold, HoldRequest, Ledger, LevelKey, LevelSpec, LevelUsage, QuotaLevel,
+};
+use crate::policy::{FailureMode, Limits, Policy, TenantPolicy};
+use crate::pricing::{Amount, Estimate, ModelRate, ModelRates, Usage};
+
+/// Default lifetime of a hold nobody settles or releases.
+pub const DEFAULT_HOLD_TTL: Duration = Duration::from_secs(600);
+
+struct Inner {
+    ledger: Arc<dyn Ledger>,
+    policy: Policy,
+    rates: ModelRates,
+    hold_ttl: Duration,
+}
+
+/// Platform-wide quota service: a [`Ledger`], a [`Policy`] and
+/// [`ModelRates`]. Cheap to clone.
+///
+/// Every call is reserved before it happens, at every level that applies to
+/// the context: the platform, the tenant, the agent, the context's own token
+/// budget and the budget of every ancestor context the ledger knows (see
+/// [`Quotas::register`]). A reservation that would pass any limit is
+/// refused with [`Error::QuotaExceeded`] and changes nothing.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tenant_core::*;
+/// use tenant_governance::{Estimate, Quotas, Usage};
+///
+/// let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
+/// let ctx = issuer.context().tenant(TenantId::random()).principal(PrincipalId::new("alice")?)
+///     .capabilities(Capabilities::unrestricted().with_token_budget(10_000)).issue()?;
+/// let quotas = Quotas::builder().build()?; // in-process ledger, unlimited policy
+///
+/// let reservation = quotas.reserve(&ctx, &Estimate::new("small", 1_000, 500)).await?;
+/// // ... call the model with max_tokens = 500 ...
+/// let settled = reservation.settle(Usage::new(1_000, 120)).await?;
+/// assert_eq!(settled.charged.tokens, 1_120);
+///
+/// let too_big = quotas.reserve(&ctx, &Estimate::new("small", 9_000, 1_000)).await;
+/// assert!(matches!(too_big, Err(tenant_governance::Error::QuotaExceeded { .. })));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Quotas {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quotas")
+            .field("hold_ttl", &self.inner.hold_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures [`Quotas`].
+#[must_use]
+pub struct QuotasBuilder {
+    ledger: Option<Arc<dyn Ledger>>,
+    policy: Policy,
+    rates: ModelRates,
+    hold_ttl: Duration,
+}
+
+impl QuotasBuilder {
+    /// The ledger (default: a fresh [`InProcessLedger`]).
+    pub fn ledger(mut self, ledger: impl Ledger) -> Self {
+        self.ledger = Some(Arc::new(ledger));
+        self
+    }
+
+    /// A ledger shared with other components.
+    pub fn shared_ledger(mut self, ledger: Arc<dyn Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Limits per tier and tenant (default: unlimited).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Burndown multipliers and prices (default: weight 1, free).
+    pub fn rates(mut self, rates: ModelRates) -> Self {
+        self.rates = rates;
+        self
+    }
+
+    /// How long a hold lives without settlement (default
+    /// [`DEFAULT_HOLD_TTL`]); set it above your longest model call.
+    pub fn hold_ttl(mut self, ttl: Duration) -> Self {
+        self.hold_ttl = ttl.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Builds the service.
+    ///
+    /// # Errors
+    ///
+    /// None today; kept fallible so configuration checks can be added.
+    pub fn build(self) -> Result<Quotas> {
+        let ledger = self
+            .ledger
+            .unwrap_or_else(|| Arc::new(InProcessLedger::default()));
+        Ok(Quotas {
+            inner: Arc::new(Inner {
+                ledger,
+                policy: self.policy,
+                rates: self.rates,
+                hold_ttl: self.hold_ttl,
+            }),
+        })
+    }
+}
+
+fn periodic(b: Option<crate::policy::PeriodBudget>) -> Bound {
+    b.map_or(Bound::Unlimited, Bound::Periodic)
+}
+
+fn spec(key: LevelKey, limits: &Limits) -> LevelSpec {
+    LevelSpec {
+        key,
+        tokens: periodic(limits.tokens),
+        cost: periodic(limits.cost),
+        requests: limits.requests,
+    }
+}
+
+impl Quotas {
+    /// Starts configuring.
+    pub fn builder() -> QuotasBuilder {
+        QuotasBuilder {
+            ledger: None,
+            policy: Policy::default(),
+            rates: ModelRates::default(),
+            hold_ttl: DEFAULT_HOLD_TTL,
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// The model rates.
+    pub fn rates(&self) -> &ModelRates {
+        &self.inner.rates
+    }
+
+    /// The levels a reservation by `ctx` is checked and charged at, outermost
+    /// first. The tenant comes from the verified context only.
+    pub fn levels_for(&self, ctx: &TenantContext) -> Vec<LevelSpec> {
+        let policy = self.inner.policy.for_context(ctx);
+        let tenant = ctx.tenant();
+        let until_ms = ctx.expires_at_unix_ms();
+        let mut levels = Vec::with_capacity(4 + ctx.ancestors().len());
+        let platform = self.inner.policy.platform_limits();
+        if platform.is_limited() {
+            levels.push(spec(LevelKey::Platform, platform));
+        }
+        if policy.tenant.is_limited() {
+            levels.push(spec(LevelKey::Tenant(tenant), &policy.tenant));
+        }
+        if policy.agent.is_limited() {
+            levels.push(spec(
+                LevelKey::Agent(tenant, ctx.agent().clone()),
+                &policy.agent,
+            ));
+        }
+        for ancestor in ctx.ancestors() {
+            levels.push(LevelSpec {
+                key: LevelKey::Context(tenant, *ancestor),
+                tokens: Bound::Registered { until_ms },
+                cost: Bound::Unlimited,
+                requests: None,
+            });
+        }
+        if let Some(limit) = ctx.capabilities().token_budget() {
+            levels.push(own_budget(ctx, limit));
+        }
+        levels
+    }
+
+    /// Reserves `estimate` for a call by `ctx`, at every level.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Context`] for an invalid context, [`Error::QuotaExceeded`]
+    /// when any level would be passed (nothing is reserved), and
+    /// [`Error::LedgerUnavailable`] when the ledger fails and the tenant's
+    /// policy is [`FailureMode::Closed`].
+    pub async fn reserve(&self, ctx: &TenantContext, estimate: &Estimate) -> Result<Reservation> {
+        self.reserve_inner(ctx, estimate)
+            .instrument(ctx.span())
+            .await
+    }
+
+    async fn reserve_inner(&self, ctx: &TenantContext, estimate: &Estimate) -> Result<Reservation> {
+        if let Err(e) = ctx.check() {
+            ctx.audit_denied("quota.reserve", estimate.model(), &e);
+            return Err(e.into());
+        }
+        let policy: &TenantPolicy = self.inner.policy.for_context(ctx);
+        let rate = self.inner.rates.rate(estimate.model());
+        let amount = rate.amount(estimate.input_tokens(), estimate.max_output_tokens());
+        let request = HoldRequest {
+            levels: self.levels_for(ctx).into(),
+            amount,
+            ttl: self.inner.hold_ttl,
+        };
+        let hold = match self.inner.ledger.reserve(&request).await {
+            Ok(hold) => Some(hold),
+            Err(Error::LedgerUnavailable { reason })
+                if policy.on_ledger_failure == FailureMode::Open =>
+            {
+                ctx.audit_denied(
+                    "quota.reserve.unaccounted",
+                    estimate.model(),
+                    &format_args!("ledger unavailable, admitted by fail-open policy: {reason}"),
+                );
+                None
+            }
+            Err(e) => {
+                ctx.audit_denied("quota.reserve", estimate.model(), &e);
+                return Err(e);
+            }
+        };
+        tracing::debug!(
+            model = estimate.model(),
+            tokens = amount.tokens,
+            cost_micros = amount.cost_micros,
+            accounted = hold.is_some(),
+            "quota reserved"
+        );
+        Ok(Reservation {
+            ledger: Arc::clone(&self.inner.ledger),
+            hold,
+            ctx: ctx.clone(),
+            rate,
+            model: estimate.model().to_owned(),
+            reserved: amount,
+        })
+    }
+
+    /// Stores `ctx`'s own token budget in the ledger, so contexts delegated
+    /// from it draw from its pool even before it reserves anything itself.
+    /// [`TenantQuota::delegate`] does this for you.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Context`], [`Error::LedgerUnavailable`].
+    pub async fn register(&self, ctx: &TenantContext) -> Result<()> {
+        ctx.check()?;
+        if let Some(limit) = ctx.capabilities().token_budget() {
+            self.inner
+                .ledger
+                .register(&own_budget(ctx, limit))
+                .instrument(ctx.span())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The state of one level for `ctx` (`QuotaLevel::Context` is the
+    /// context's own budget).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Context`], [`Error::LedgerUnavailable`].
+    pub async fn usage(&self, ctx: &TenantContext, level: QuotaLevel) -> Result<LevelUsage> {
+        ctx.check()?;
+        let policy = self.inner.policy.for_context(ctx);
+        let tenant = ctx.tenant();
+        let spec = match level {
+            QuotaLevel::Platform => spec(LevelKey::Platform, self.inner.policy.platform_limits()),
+            QuotaLevel::Tenant => spec(LevelKey::Tenant(tenant), &policy.tenant),
+            QuotaLevel::Agent => spec(LevelKey::Agent(tenant, ctx.agent().clone()), &policy.agent),
+            QuotaLevel::Context => {
+                own_budget(ctx, ctx.capabilities().token_budget().unwrap_or(u64::MAX))
+            }
+        };
+        self.inner.ledger.usage(&spec).instrument(ctx.span()).await
+    }
+}
+
+fn own_budget(ctx: &TenantContext, limit: u64) -> LevelSpec {
+    LevelSpec {
+        key: LevelKey::Context(ctx.tenant(), ctx.id()),
+        tokens: Bound::Lifetime {
+            limit,
+            until_ms: ctx.expires_at_unix_ms(),
+        },
+        cost: Bound::Unlimited,
+        requests: None,
+    }
+}
+
+/// What a settlement charged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    /// What was charged (the actual usage, weighted).
+    pub charged: Amount,
+    /// What had been reserved.
+    pub reserved: Amount,
+    /// Whether the actual usage exceeded the reservation (it is charged in
+    /// full regardless; cap the model's output at the estimate to prevent
+    /// this).
+    pub overrun: bool,
+}
+
+/// An amount held at every quota level for one call.
+///
+/// Settle it with the actual usage after the call, or release it if the
+/// call did not happen. Dropping it releases it: in process at once, on
+/// Redis through the ledger's background task (and, should that fail, when
+/// the hold's TTL passes).
+#[must_use = "a reservation is released when dropped; settle it after the call"]
+pub struct Reservation {
+    ledger: Arc<dyn Ledger>,
+    hold: Option<Hold>,
+    ctx: TenantContext,
+    rate: ModelRate,
+    model: String,
+    reserved: Amount,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("tenant", &self.ctx.tenant())
+            .field("model", &self.model)
+            .field("reserved", &self.reserved)
+            .field("accounted", &self.hold.is_some())
+            .finish()
+    }
+}
+
+impl Reservation {
+    /// The amount held.
+    pub fn reserved(&self) -> Amount {
+        self.reserved
+    }
+
+    /// False when the ledger was down and the tier fails open.
+    pub fn is_accounted(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// The context it was made for.
+    pub fn context(&self) -> &TenantContext {
+        &self.ctx
+    }
+
+    /// The model it was made for.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Ends the reservation and charges the actual usage. The context is not
+    /// re-checked: the call has happened and must be paid for even if the
+    /// context expired meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LedgerUnavailable`]: the usage was not recorded and the hold
+    /// stays until its TTL passes.
+    pub async fn settle(mut self, actual: Usage) -> Result<Settlement> {
+        let charged = self.rate.amount(actual.input_tokens, actual.output_tokens);
+        let overrun = charged.exceeds(&self.reserved);
+        if let Some(hold) = self.hold.take() {
+            self.ledger
+                .settle(&hold, charged)
+                .instrument(self.ctx.span())
+                .await?;
+        }
+        if overrun {
+            tracing::warn!(parent: &self.ctx.span(), model = %self.model, reserved = self.reserved.tokens,
+                charged = charged.tokens, "usage exceeded its reservation");
+        }
+        Ok(Settlement {
+            charged,
+            reserved: self.reserved,
+            overrun,
+        })
+    }
+
+    /// Ends the reservation without charging (the call did not happen).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LedgerUnavailable`]: the hold stays until its TTL passes.
+    pub async fn release(mut self) -> Result<()> {
+        if let Some(hold) = self.hold.take() {
+            self.ledger
+                .release(&hold)
+                .instrument(self.ctx.span())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(hold) = self.hold.take() {
+            self.ledger.release_detached(hold);
+        }
+    }
+}
+
+/// A tenant-scoped quota handle: [`Quotas`] bound to one context.
+///
+/// 1. `TenantQuota::builder()` — state [`WantsTenant`];
+/// 2. `.quotas(&quotas)` — any state;
+/// 3. `.tenant(&ctx)` — moves to [`Scoped`];
+/// 4. `.build()` — only in `Scoped`; checks the context.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tenant_core::*;
+/// use tenant_governance::{Estimate, Quotas, TenantQuota};
+/// # let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
+/// let root = issuer.context().tenant(TenantId::random()).principal(PrincipalId::new("alice")?)
+///     .capabilities(Capabilities::unrestricted().with_token_budget(1_000)).issue()?;
+/// let quotas = Quotas::builder().build()?;
+/// let handle = TenantQuota::builder().quotas(&quotas).tenant(&root).build()?;
+///
+/// let sub = root.delegate(AgentId::new("researcher")?).token_budget(800).issue()?;
+/// let sub_quota = handle.delegate(&sub).await?; // registers the root's pool
+/// let _r = sub_quota.reserve(&Estimate::new("m", 700, 0)).await?;
+/// // The root's pool has 300 left, whoever asks.
+/// assert!(handle.reserve(&Estimate::new("m", 400, 0)).await.is_err());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TenantQuota {
+    quotas: Quotas,
+    ctx: TenantContext,
+}
+
+/// Builds a [`TenantQuota`]; see its docs for the steps.
+#[must_use]
+pub struct TenantQuotaBuilder<S> {
+    quotas: Option<Quotas>,
+    state: S,
+}
+
+impl<S> TenantQuotaBuilder<S> {
+    /// The platform's quota service.
+    pub fn quotas(mut self, quotas: &Quotas) -> Self {
+        self.quotas = Some(quotas.clone());
+        self
+    }
+}
+
+impl TenantQuotaBuilder<WantsTenant> {
+    /// Scopes the handle to `ctx`.
+    pub fn tenant(self, ctx: &TenantContext) -> TenantQuotaBuilder<Scoped> {
+        TenantQuotaBuilder {
+            quotas: self.quotas,
+            state: Scoped::new(ctx),
+        }
+    }
+}
+
+impl TenantQuotaBuilder<Scoped> {
+    /// Checks the context and builds the handle.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Context`]; [`Error::InvalidConfiguration`] without quotas.
+    pub fn build(self) -> Result<TenantQuota> {
+        let quotas = self
+            .quotas
+            .ok_or_else(|| Error::InvalidConfiguration("TenantQuota needs .quotas(..)".into()))?;
+        let ctx = self.state.into_checked_context()?;
+        Ok(TenantQuota { quotas, ctx })
+    }
+}
+
+impl TenantQuota {
+    /// Starts building.
+    pub fn builder() -> TenantQuotaBuilder<WantsTenant> {
+        TenantQuotaBuilder {
+            quotas: None,
+            state: WantsTenant,
+        }
+    }
+
+    /// The handle's context.
+    pub fn context(&self) -> &TenantContext {
+        &self.ctx
+    }
+
+    /// [`Quotas::reserve`] for this handle's context.
+    ///
+    /// # Errors
+    ///
+    /// As [`Quotas::reserve`].
+    pub async fn reserve(&self, estimate: &Estimate) -> Result<Reservation> {
+        self.quotas.reserve(&self.ctx, estimate).await
+    }
+
+    /// [`Quotas::usage`] for this handle's context.
+    ///
+    /// # Errors
+    ///
+    /// As [`Quotas::usage`].
+    pub async fn usage(&self, level: QuotaLevel) -> Result<LevelUsage> {
+        self.quotas.usage(&self.ctx, level).await
+    }
+
+    /// A handle for a sub-agent's context, which must descend from this
+    /// one. Registers this context's budget first, so the child draws from
+    /// it.
+    ///
+    /// # Errors
+    ///
+    /// [`tenant_core::Error::NotDescendant`] (as [`Error::Context`]) and the
+    /// errors of [`Quotas::register`].
+    pub async fn delegate(&self, child: &TenantContext) -> Result<TenantQuota> {
+        self.ctx.check_descendant(child)?;
+        self.quotas.register(&self.ctx).await?;
+        Ok(TenantQuota {
+            quotas: self.quotas.clone(),
+            ctx: child.clone(),
+        })
+    }
+}

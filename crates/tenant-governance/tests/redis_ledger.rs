@@ -1,0 +1,365 @@
+#![cfg(feature = "redis")]
+//! Quotas on the Redis ledger: shared across OS processes, atomic, failing
+//! closed when Redis is down and recovering when it comes back.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+use tenant_core::{ContextIssuer, KeyId, MasterKey, TenantId};
+use tenant_governance::*;
+use tenant_testkit::TestRedis;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const TENANT_LIMIT: u64 = 30_000;
+const ROUNDS: usize = 30;
+const PROCESSES: usize = 3;
+const TASKS_PER_PROCESS: usize = 64;
+
+fn policy() -> Policy {
+    Policy::new(
+        TenantPolicy::new().tenant_limits(Limits::unlimited().tokens_per(TENANT_LIMIT, HOUR)),
+    )
+}
+
+fn redis_quotas(url: &str, prefix: &str, policy: Policy) -> Quotas {
+    let ledger = RedisLedger::builder()
+        .url(url)
+        .prefix(prefix)
+        .op_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    Quotas::builder()
+        .ledger(ledger)
+        .policy(policy)
+        .build()
+        .unwrap()
+}
+
+fn fixed_issuer() -> (ContextIssuer, String) {
+    let key = [7u8; 32];
+    (
+        ContextIssuer::new(MasterKey::from_bytes(KeyId::new("k1").unwrap(), key)),
+        hex::encode(key),
+    )
+}
+
+/// Entry point of the child processes spawned by
+/// `sixty_four_tasks_per_process_across_three_processes_never_settle_past_the_budget`.
+/// Ignored when run directly; the parent runs it with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "child process of the cross-process race"]
+async fn cross_process_race_worker() {
+    let Ok(url) = std::env::var("TG_RACE_URL") else {
+        return;
+    };
+    let tokens = std::env::var("TG_RACE_TOKENS").unwrap();
+    let me: u64 = std::env::var("TG_RACE_WORKER").unwrap().parse().unwrap();
+    let (issuer, _) = fixed_issuer();
+    let quotas = redis_quotas(&url, "race", policy());
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for (round, token) in tokens.split(',').enumerate() {
+        // The same root context in every process, rebuilt from its signed token.
+        let root = issuer.accept_token(token).unwrap();
+        // Barrier: start each round together so the processes really race.
+        let key = format!("barrier:{round}");
+        let _: i64 = redis::cmd("INCR")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        loop {
+            let n: i64 = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if n >= PROCESSES as i64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let outcome = race(&quotas, &root, TASKS_PER_PROCESS, me * 1000 + round as u64).await;
+        for s in &outcome.per_sub_agent {
+            assert!(*s <= SUB_BUDGET);
+        }
+        println!(
+            "RACE-RESULT {round} {} {}",
+            outcome.settled, outcome.refusals
+        );
+    }
+}
+
+#[tokio::test]
+async fn sixty_four_tasks_per_process_across_three_processes_never_settle_past_the_budget() {
+    let redis = TestRedis::start().unwrap();
+    let (issuer, _) = fixed_issuer();
+    let roots: Vec<_> = (0..ROUNDS)
+        .map(|_| root(&issuer, TenantId::random(), Some(ROOT_BUDGET)))
+        .collect();
+    let tokens = roots
+        .iter()
+        .map(|r| r.to_token().as_str().to_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|i| {
+            Command::new(&exe)
+                .args([
+                    "cross_process_race_worker",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("TG_RACE_URL", redis.url())
+                .env("TG_RACE_TOKENS", &tokens)
+                .env("TG_RACE_WORKER", i.to_string())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut per_round = vec![0u64; ROUNDS];
+    let mut reports = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed:\n{text}");
+        // The harness may print "test ... " on the same line as the first report.
+        for line in text
+            .lines()
+            .filter_map(|l| l.find("RACE-RESULT").map(|i| &l[i..]))
+        {
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse().unwrap())
+                .collect();
+            per_round[f[0] as usize] += f[1];
+            reports += 1;
+        }
+    }
+    assert_eq!(
+        reports,
+        ROUNDS * PROCESSES,
+        "every process reported every round"
+    );
+    let quotas = redis_quotas(&redis.url(), "race", policy());
+    for (round, settled) in per_round.iter().enumerate() {
+        assert!(
+            *settled <= ROOT_BUDGET,
+            "round {round}: {settled} settled across processes > {ROOT_BUDGET}"
+        );
+        assert!(
+            *settled > ROOT_BUDGET / 2,
+            "round {round}: only {settled} settled"
+        );
+        let root_usage = quotas
+            .usage(&roots[round], QuotaLevel::Context)
+            .await
+            .unwrap();
+        assert_eq!(
+            root_usage.tokens_used, *settled,
+            "round {round}: Redis agrees with the children"
+        );
+        assert_eq!(root_usage.tokens_held, 0);
+    }
+}
+
+#[tokio::test]
+async fn sixty_four_tasks_in_one_process_on_redis_never_settle_past_the_budget() {
+    let redis = TestRedis::start().unwrap();
+    let issuer = issuer();
+    let quotas = redis_quotas(&redis.url(), "single", policy());
+    for round in 0..5 {
+        let root = root(&issuer, TenantId::random(), Some(ROOT_BUDGET));
+        let outcome = race(&quotas, &root, 64, round).await;
+        assert!(outcome.settled <= ROOT_BUDGET, "{outcome:?}");
+        let u = quotas.usage(&root, QuotaLevel::Tenant).await.unwrap();
+        assert_eq!((u.tokens_used, u.tokens_held), (outcome.settled, 0));
+    }
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_and_a_restart_recovers() {
+    let mut redis = TestRedis::start().unwrap();
+    let issuer = issuer();
+    let quotas = redis_quotas(&redis.url(), "outage", policy());
+    let ctx = root(&issuer, TenantId::random(), None);
+    quotas
+        .reserve(&ctx, &Estimate::new("m", 10, 0))
+        .await
+        .unwrap()
+        .settle(Usage::new(10, 0))
+        .await
+        .unwrap();
+
+    redis.stop().unwrap();
+    let err = quotas
+        .reserve(&ctx, &Estimate::new("m", 10, 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LedgerUnavailable { .. }), "{err:?}");
+    assert!(matches!(
+        quotas.usage(&ctx, QuotaLevel::Tenant).await,
+        Err(Error::LedgerUnavailable { .. })
+    ));
+
+    redis.restart().unwrap();
+    let mut recovered = None;
+    for _ in 0..50 {
+        match quotas.reserve(&ctx, &Estimate::new("m", 10, 0)).await {
+            Ok(r) => {
+                recovered = Some(r);
+                break;
+            }
+            Err(Error::LedgerUnavailable { .. }) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let r = recovered.expect("the ledger recovers after Redis restarts");
+    assert!(r.is_accounted());
+    r.settle(Usage::new(10, 0)).await.unwrap();
+    // The restarted server is empty (no persistence in tests): only the new call counts.
+    assert_eq!(
+        quotas
+            .usage(&ctx, QuotaLevel::Tenant)
+            .await
+            .unwrap()
+            .tokens_used,
+        10
+    );
+}
+
+#[tokio::test]
+async fn a_fail_open_tier_admits_unaccounted_calls_while_redis_is_down() {
+    let mut redis = TestRedis::start().unwrap();
+    let issuer = issuer();
+    let open = Policy::new(
+        TenantPolicy::new()
+            .tenant_limits(Limits::unlimited().tokens_per(TENANT_LIMIT, HOUR))
+            .on_ledger_failure(FailureMode::Open),
+    );
+    let quotas = redis_quotas(&redis.url(), "open", open);
+    let ctx = root(&issuer, TenantId::random(), None);
+    redis.stop().unwrap();
+    let r = quotas
+        .reserve(&ctx, &Estimate::new("m", 10, 0))
+        .await
+        .unwrap();
+    assert!(!r.is_accounted());
+    r.settle(Usage::new(10, 0)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crashed_holders_reservation_expires_after_its_ttl() {
+    let redis = TestRedis::start().unwrap();
+    let issuer = issuer();
+    let ledger = RedisLedger::builder()
+        .url(redis.url())
+        .prefix("ttl")
+        .build()
+        .unwrap();
+    let quotas = Quotas::builder()
+        .ledger(ledger)
+        .policy(Policy::new(
+            TenantPolicy::new().tenant_limits(Limits::unlimited().tokens_per(1_000, HOUR)),
+        ))
+        .hold_ttl(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let ctx = root(&issuer, TenantId::random(), None);
+    // Simulate a process that died mid-call: the reservation is never
+    // settled, released or dropped.
+    std::mem::forget(
+        quotas
+            .reserve(&ctx, &Estimate::new("m", 1_000, 0))
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        quotas.reserve(&ctx, &Estimate::new("m", 1, 0)).await,
+        Err(Error::QuotaExceeded { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = quotas
+        .reserve(&ctx, &Estimate::new("m", 1_000, 0))
+        .await
+        .unwrap();
+    r.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dropped_reservation_is_released_in_the_background() {
+    let redis = TestRedis::start().unwrap();
+    let issuer = issuer();
+    let quotas = redis_quotas(&redis.url(), "drop", policy());
+    let ctx = root(&issuer, TenantId::random(), None);
+    drop(
+        quotas
+            .reserve(&ctx, &Estimate::new("m", TENANT_LIMIT, 0))
+            .await
+            .unwrap(),
+    );
+    let mut held = u64::MAX;
+    for _ in 0..100 {
+        held = quotas
+            .usage(&ctx, QuotaLevel::Tenant)
+            .await
+            .unwrap()
+            .tokens_held;
+        if held == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(held, 0);
+    let _r = quotas
+        .reserve(&ctx, &Estimate::new("m", TENANT_LIMIT, 0))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn tenants_sharing_a_redis_ledger_do_not_share_budgets() {
+    let redis = TestRedis::start().unwrap();
+    let issuer = issuer();
+    let quotas = redis_quotas(&redis.url(), "iso", policy());
+    let a = root(&issuer, TenantId::random(), None);
+    let b = root(&issuer, TenantId::random(), None);
+    quotas
+        .reserve(&a, &Estimate::new("m", TENANT_LIMIT, 0))
+        .await
+        .unwrap()
+        .settle(Usage::new(TENANT_LIMIT, 0))
+        .await
+        .unwrap();
+    let err = quotas
+        .reserve(&a, &Estimate::new("m", 1, 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::QuotaExceeded {
+            level: QuotaLevel::Tenant,
+            retry_after: Some(_),
+            ..
+        }
+    ));
+    let u_b = quotas.usage(&b, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!(u_b, LevelUsage::default());
+    let _r = quotas
+        .reserve(&b, &Estimate::new("m", TENANT_LIMIT, 0))
+        .await
+        .unwrap();
+}

@@ -1,0 +1,206 @@
+//! The [`Tool`] trait, the per-call [`ToolCall`] context and [`FnTool`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tenant_core::TenantContext;
+
+use crate::credentials::Credentials;
+use crate::egress::{EgressClient, EgressPolicy};
+use crate::error::{Error, Result};
+use crate::sandbox::Sandbox;
+use crate::workspace::Workspace;
+
+/// The longest tool or integration name accepted.
+pub const MAX_TOOL_NAME_LEN: usize = 128;
+
+pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(Error::InvalidName {
+            kind,
+            reason: reason.to_owned(),
+        })
+    };
+    if name.is_empty() || name.len() > MAX_TOOL_NAME_LEN {
+        return bad("must be 1 to 128 bytes");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+    {
+        return bad("only ASCII letters, digits, `_`, `-`, `.` and `:` are allowed");
+    }
+    Ok(())
+}
+
+/// A tool an agent can call.
+///
+/// Implementations receive validated input and a [`ToolCall`] that is
+/// already scoped to the calling tenant: they reach secrets, the workspace,
+/// the network and the sandbox only through it.
+#[async_trait::async_trait]
+pub trait Tool: Send + Sync + 'static {
+    /// Unique name (ASCII letters, digits, `_ - . :`).
+    fn name(&self) -> &str;
+    /// What the tool does, shown to the model.
+    fn description(&self) -> &str;
+    /// JSON schema of the input (see [`InputSchema`](crate::InputSchema)
+    /// for the supported keywords).
+    fn input_schema(&self) -> Value;
+    /// Vault integrations the tool may ask [`Credentials`] for.
+    fn integrations(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Runs the tool.
+    async fn call(&self, call: ToolCall, input: Value) -> Result<Value>;
+}
+
+/// What a tool sees of the world during one call, scoped to the caller's
+/// tenant. Cheap to clone.
+#[derive(Clone)]
+pub struct ToolCall {
+    pub(crate) ctx: TenantContext,
+    pub(crate) tool: Arc<str>,
+    pub(crate) credentials: Credentials,
+    pub(crate) workspace: Option<Arc<Workspace>>,
+    pub(crate) egress: EgressPolicy,
+    pub(crate) sandbox: Option<Arc<Sandbox>>,
+}
+
+impl fmt::Debug for ToolCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolCall")
+            .field("tool", &self.tool)
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ToolCall {
+    /// The calling context.
+    pub fn context(&self) -> &TenantContext {
+        &self.ctx
+    }
+
+    /// The tool being called.
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// Secrets for the tool's declared integrations.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The run's workspace (`<root>/<tenant>/<run>`).
+    pub fn workspace(&self) -> Result<&Arc<Workspace>> {
+        self.workspace.as_ref().ok_or(Error::NoWorkspace)
+    }
+
+    /// An HTTP client bound to the tenant's egress policy.
+    pub fn http(&self) -> Result<EgressClient> {
+        EgressClient::new(self.egress.clone())
+    }
+
+    /// The executor's sandbox for subprocesses.
+    pub fn sandbox(&self) -> Result<&Arc<Sandbox>> {
+        self.sandbox.as_ref().ok_or_else(|| {
+            Error::SandboxUnavailable("no sandbox configured for this executor".into())
+        })
+    }
+}
+
+/// Metadata of a tool as shown by [`ToolExecutor::list`](crate::ToolExecutor::list).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolInfo {
+    /// The tool name.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// Its input schema.
+    pub input_schema: Value,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
+
+/// A tool made from an async closure.
+///
+/// ```
+/// use serde_json::json;
+/// use tenant_tools::FnTool;
+/// let echo = FnTool::new(
+///     "echo",
+///     "Returns its input",
+///     json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+///     |_call, input| async move { Ok(input) },
+/// );
+/// ```
+pub struct FnTool {
+    name: String,
+    description: String,
+    schema: Value,
+    integrations: Vec<String>,
+    f: Box<dyn Fn(ToolCall, Value) -> BoxFuture + Send + Sync>,
+}
+
+impl fmt::Debug for FnTool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnTool")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FnTool {
+    /// A tool named `name` that runs `f`.
+    pub fn new<F, Fut>(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        schema: Value,
+        f: F,
+    ) -> Self
+    where
+        F: Fn(ToolCall, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value>> + Send + 'static,
+    {
+        Self {
+            name: name.into(),
+            description: description.into(),
+            schema,
+            integrations: Vec::new(),
+            f: Box::new(move |call, input| Box::pin(f(call, input))),
+        }
+    }
+
+    /// Declares the vault integrations the tool may use.
+    pub fn with_integrations<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.integrations = names.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl Tool for FnTool {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn description(&self) -> &str {
+        &self.description
+    }
+    fn input_schema(&self) -> Value {
+        self.schema.clone()
+    }
+    fn integrations(&self) -> Vec<String> {
+        self.integrations.clone()
+    }
+    async fn call(&self, call: ToolCall, input: Value) -> Result<Value> {
+        (self.f)(call, input).await
+    }
+}

@@ -1,0 +1,178 @@
+//! Egress policy against real HTTP servers on 127.0.0.1 started here.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tenant_tools::Error;
+use tenant_tools::{EgressClient, EgressPolicy, DEFAULT_MAX_BODY};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A one-route HTTP server on 127.0.0.1 that counts the connections it
+/// accepted and answers every request with `response`.
+async fn server(response: String) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve(listener, response)
+}
+
+fn serve(listener: tokio::net::TcpListener, response: String) -> (u16, Arc<AtomicUsize>) {
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(response.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+fn ok(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn redirect(to: &str) -> String {
+    format!(
+        "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+}
+
+fn assert_denied<T: std::fmt::Debug>(r: Result<T, Error>) {
+    assert!(matches!(r, Err(Error::EgressDenied { .. })), "{r:?}");
+}
+
+#[tokio::test]
+async fn an_explicitly_allowed_internal_destination_is_reachable() {
+    let (port, hits) = server(ok("hello")).await;
+    let client = EgressClient::new(
+        EgressPolicy::deny_all()
+            .allow_internal(&format!("127.0.0.1:{port}"))
+            .unwrap(),
+    )
+    .unwrap();
+    let res = client
+        .get_text(&format!("http://127.0.0.1:{port}/"), DEFAULT_MAX_BODY)
+        .await
+        .unwrap();
+    assert_eq!((res.status, res.body.as_str()), (200, "hello"));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_host_not_on_the_allowlist_fails_before_any_connection() {
+    let (port, hits) = server(ok("secret")).await;
+    let client =
+        EgressClient::new(EgressPolicy::deny_all().allow("api.example.com").unwrap()).unwrap();
+    for url in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://localhost:{port}/"),
+        format!("https://localhost:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+    ] {
+        assert_denied(client.get_text(&url, DEFAULT_MAX_BODY).await);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_allowed_name_that_resolves_to_loopback_is_refused() {
+    let (port, hits) = server(ok("secret")).await;
+    // `localhost` is on the allowlist, but as a public destination.
+    let client = EgressClient::new(
+        EgressPolicy::deny_all()
+            .allow(&format!("localhost:{port}"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_denied(
+        client
+            .get_text(&format!("http://localhost:{port}/"), DEFAULT_MAX_BODY)
+            .await,
+    );
+    assert_denied(
+        client
+            .get_text(&format!("https://localhost:{port}/"), DEFAULT_MAX_BODY)
+            .await,
+    );
+    // An internal IP literal on the allowlist without allow_internal.
+    let literal = EgressClient::new(
+        EgressPolicy::deny_all()
+            .allow(&format!("127.0.0.1:{port}"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_denied(
+        literal
+            .get_text(&format!("http://127.0.0.1:{port}/"), DEFAULT_MAX_BODY)
+            .await,
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_redirect_to_a_destination_outside_the_policy_is_refused() {
+    let (target_port, target_hits) = server(ok("internal data")).await;
+    let (hop_port, hop_hits) =
+        server(redirect(&format!("http://127.0.0.1:{target_port}/admin"))).await;
+    let (hop2_port, _) = server(redirect(&format!("http://localhost:{target_port}/admin"))).await;
+    let client = EgressClient::new(
+        EgressPolicy::deny_all()
+            .allow_internal(&format!("127.0.0.1:{hop_port}"))
+            .unwrap()
+            .allow_internal(&format!("127.0.0.1:{hop2_port}"))
+            .unwrap()
+            // Listed, but not as internal: the redirect target resolves to loopback.
+            .allow(&format!("localhost:{target_port}"))
+            .unwrap(),
+    )
+    .unwrap();
+    // Redirect to an unlisted address.
+    assert_denied(
+        client
+            .get_text(&format!("http://127.0.0.1:{hop_port}/"), DEFAULT_MAX_BODY)
+            .await,
+    );
+    // Redirect to a listed name that resolves to loopback.
+    assert_denied(
+        client
+            .get_text(&format!("http://127.0.0.1:{hop2_port}/"), DEFAULT_MAX_BODY)
+            .await,
+    );
+    assert_eq!(hop_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        target_hits.load(Ordering::SeqCst),
+        0,
+        "the redirect target was contacted"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_loop_is_cut_off() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_, hits) = serve(
+        listener,
+        redirect(&format!("http://127.0.0.1:{port}/again")),
+    );
+    let client = EgressClient::new(
+        EgressPolicy::deny_all()
+            .allow_internal(&format!("127.0.0.1:{port}"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_denied(
+        client
+            .get_text(&format!("http://127.0.0.1:{port}/"), DEFAULT_MAX_BODY)
+            .await,
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), tenant_tools::MAX_REDIRECTS + 1);
+}
