@@ -1,0 +1,210 @@
+//! [`MemoryStore`]: a tenant's agent memory, and its typestate builder.
+
+use std::fmt;
+use std::future::Future;
+
+use sqlx::{PgPool, Postgres, Transaction};
+use tenant_core::{Scoped, Subkey, TenantContext, WantsTenant};
+use tracing::Instrument;
+
+use crate::binding::{BoundContext, PostgresKey};
+use crate::error::{Error, Result};
+use crate::names;
+use crate::platform::MemoryPlatform;
+
+/// Binds the signed context for the rest of the current transaction.
+pub(crate) const BIND_SQL: &str = "SELECT set_config('tenant_sdk.ctx', $1, true)";
+
+/// Builds a [`MemoryStore`]. The steps:
+///
+/// 1. the platform resources, in any order and in any state: either
+///    [`platform`](MemoryStoreBuilder::platform), or
+///    [`pool`](MemoryStoreBuilder::pool) (application role) and
+///    [`key`](MemoryStoreBuilder::key) (`issuer.subkey(Purpose::Postgres)`);
+/// 2. [`tenant`](MemoryStoreBuilder::tenant) with a `&TenantContext`
+///    (required: without it there is no `build()`);
+/// 3. [`build`](MemoryStoreBuilder::build), which verifies the context.
+///
+/// ```compile_fail
+/// # fn f(pool: &sqlx::PgPool, key: &tenant_core::Subkey) {
+/// // No tenant, no build():
+/// let store = tenant_memory::MemoryStore::builder().pool(pool).key(key).build();
+/// # }
+/// ```
+#[must_use = "a builder does nothing until build() is called"]
+pub struct MemoryStoreBuilder<State> {
+    state: State,
+    pool: Option<PgPool>,
+    key: Option<Result<PostgresKey>>,
+}
+
+impl<S> MemoryStoreBuilder<S> {
+    /// The application-role pool.
+    pub fn pool(mut self, pool: &PgPool) -> Self {
+        self.pool = Some(pool.clone());
+        self
+    }
+
+    /// The PostgreSQL subkey (`issuer.subkey(Purpose::Postgres)`); a key of
+    /// another purpose makes `build()` fail.
+    pub fn key(mut self, key: &Subkey) -> Self {
+        self.key = Some(PostgresKey::from_subkey(key));
+        self
+    }
+
+    /// Pool and key from a shared [`MemoryPlatform`].
+    pub fn platform(mut self, platform: &MemoryPlatform) -> Self {
+        self.pool = Some(platform.pool.clone());
+        self.key = Some(Ok(platform.key.clone()));
+        self
+    }
+}
+
+impl MemoryStoreBuilder<WantsTenant> {
+    /// The tenant context the store acts for.
+    pub fn tenant(self, ctx: &TenantContext) -> MemoryStoreBuilder<Scoped> {
+        MemoryStoreBuilder {
+            state: Scoped::new(ctx),
+            pool: self.pool,
+            key: self.key,
+        }
+    }
+}
+
+impl MemoryStoreBuilder<Scoped> {
+    /// Verifies the context and returns the store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Context`] if the context is invalid, expired or revoked;
+    /// [`Error::MissingConfiguration`] without a pool or key;
+    /// [`Error::WrongKeyPurpose`] for a key that is not the PostgreSQL subkey.
+    pub fn build(self) -> Result<MemoryStore> {
+        let ctx = self.state.into_checked_context()?;
+        let pool = self.pool.ok_or(Error::MissingConfiguration("pool"))?;
+        let key = self.key.ok_or(Error::MissingConfiguration("key"))??;
+        Ok(MemoryStore::new(MemoryPlatform { pool, key }, ctx))
+    }
+}
+
+/// One tenant's agent memory: threads, messages, key-value state,
+/// checkpoints, scoped transactions and a read-only SQL tool, all in
+/// PostgreSQL under row-level security keyed on a signed context.
+///
+/// Made only by [`MemoryStore::builder`] from a `&TenantContext`; no method
+/// takes a tenant id. Every operation verifies the context
+/// ([`TenantContext::check`]), runs inside its span, and binds the signed
+/// context to its own transaction only, so a pooled connection never
+/// carries a tenant into its next use. Cheap to clone.
+#[derive(Clone)]
+pub struct MemoryStore {
+    pub(crate) platform: MemoryPlatform,
+    pub(crate) ctx: TenantContext,
+    pub(crate) bound: BoundContext,
+}
+
+impl MemoryStore {
+    /// Starts a builder (see [`MemoryStoreBuilder`] for the steps).
+    pub fn builder() -> MemoryStoreBuilder<WantsTenant> {
+        MemoryStoreBuilder {
+            state: WantsTenant,
+            pool: None,
+            key: None,
+        }
+    }
+
+    fn new(platform: MemoryPlatform, ctx: TenantContext) -> Self {
+        let bound = platform.key.sign_context(&ctx);
+        Self {
+            platform,
+            ctx,
+            bound,
+        }
+    }
+
+    /// The context this store acts for.
+    pub fn context(&self) -> &TenantContext {
+        &self.ctx
+    }
+
+    /// A store for a sub-agent: `child` must descend from this store's
+    /// context ([`TenantContext::check_descendant`]); the new store sees the
+    /// same tenant's data, limited to the child's memory namespaces.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Context`] with `NotDescendant`, or the child's own
+    /// verification error.
+    pub fn delegate(&self, child: &TenantContext) -> Result<MemoryStore> {
+        let _entered = self.ctx.span().entered();
+        self.ctx.check()?;
+        if let Err(e) = self.ctx.check_descendant(child) {
+            self.ctx
+                .audit_denied("memory.delegate", child.agent().as_str(), &e);
+            return Err(e.into());
+        }
+        self.ctx
+            .audit_allowed("memory.delegate", child.agent().as_str());
+        Ok(MemoryStore::new(self.platform.clone(), child.clone()))
+    }
+
+    /// Runs one operation: inside the context's span, after verifying the
+    /// context.
+    pub(crate) async fn run<T, F>(&self, op: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        async {
+            self.ctx.check()?;
+            op.await
+        }
+        .instrument(self.ctx.span())
+        .await
+    }
+
+    /// The signed value bound by every statement of this store.
+    pub(crate) fn bound(&self) -> &str {
+        self.bound.as_str()
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.platform.pool
+    }
+
+    /// A transaction with the signed context bound to it.
+    pub(crate) async fn begin_bound(&self) -> Result<Transaction<'static, Postgres>> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(BIND_SQL)
+            .bind(self.bound())
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// Checks a namespace is well formed and allowed by the capabilities.
+    pub(crate) fn allow_namespace(&self, action: &str, namespace: &str) -> Result<()> {
+        names::validate("namespace", namespace)?;
+        if self
+            .ctx
+            .capabilities()
+            .memory_namespaces()
+            .allows(namespace)
+        {
+            Ok(())
+        } else {
+            let error = Error::NamespaceNotAllowed {
+                namespace: namespace.to_owned(),
+            };
+            self.ctx.audit_denied(action, namespace, &error);
+            Err(error)
+        }
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,243 @@
+//! Threads: a conversation or run, owned by a tenant and a principal.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::store::MemoryStore;
+
+/// Identifies a thread within its tenant. Thread ids are tenant-scoped: the
+/// same id names unrelated threads (or nothing) in another tenant.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ThreadId(Uuid);
+
+impl ThreadId {
+    /// A new random (v4) id.
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// Wraps an existing UUID.
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The UUID.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl fmt::Display for ThreadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for ThreadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ThreadId({})", self.0)
+    }
+}
+
+impl FromStr for ThreadId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| Error::InvalidName {
+                kind: "thread id",
+                reason: "not a UUID",
+            })
+    }
+}
+
+/// A thread as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Thread {
+    /// Its id.
+    pub id: ThreadId,
+    /// The principal that created it.
+    pub owner: String,
+    /// Caller metadata (a JSON object by default).
+    pub metadata: Value,
+    /// How many messages it holds (the last message's sequence number).
+    pub message_count: i64,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Last change (metadata or a new message), Unix milliseconds.
+    pub updated_at_ms: i64,
+}
+
+impl Thread {
+    pub(crate) fn from_row(row: &PgRow) -> Result<Self> {
+        Ok(Self {
+            id: ThreadId(row.try_get("id")?),
+            owner: row.try_get("owner_principal")?,
+            metadata: row.try_get("metadata")?,
+            message_count: row.try_get("last_seq")?,
+            created_at_ms: row.try_get("created_ms")?,
+            updated_at_ms: row.try_get("updated_ms")?,
+        })
+    }
+}
+
+const UPDATE_SQL: &str = "UPDATE tenant_memory.threads SET metadata = $3, updated_at = now() \
+     WHERE tenant_id = $1 AND id = $2 \
+     RETURNING id, owner_principal, metadata, last_seq, \
+     (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
+     (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms";
+
+// Reads bind the signed context in the same statement: the FROM-less
+// subquery `b` runs set_config, and the LATERAL subquery (fenced by
+// OFFSET/LIMIT so it is not flattened) depends on `b.bound`, so it can only
+// run after the binding. See `tests/binding.rs`.
+
+const CREATE_SQL: &str = "INSERT INTO tenant_memory.threads (tenant_id, id, owner_principal, metadata) \
+     SELECT $2, $3, $4, $5 FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
+     RETURNING id, owner_principal, metadata, last_seq, \
+     (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
+     (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms";
+
+const GET_SQL: &str =
+    "SELECT t.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
+     CROSS JOIN LATERAL ( \
+        SELECT id, owner_principal, metadata, last_seq, \
+               (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
+               (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
+        FROM tenant_memory.threads \
+        WHERE tenant_id = $2 AND id = $3 AND b.bound IS NOT NULL \
+        OFFSET 0) AS t";
+
+const LIST_SQL: &str =
+    "SELECT t.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
+     CROSS JOIN LATERAL ( \
+        SELECT id, owner_principal, metadata, last_seq, \
+               (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
+               (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
+        FROM tenant_memory.threads \
+        WHERE tenant_id = $2 AND b.bound IS NOT NULL \
+        ORDER BY updated_at DESC, id \
+        LIMIT $3) AS t";
+
+/// The most rows any listing returns at once.
+pub const MAX_PAGE: i64 = 1000;
+
+pub(crate) fn page_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE)
+}
+
+impl MemoryStore {
+    /// Creates a thread owned by the context's principal.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Context`] for an invalid context, database errors otherwise.
+    pub async fn create_thread(&self, metadata: Value) -> Result<Thread> {
+        self.run(async {
+            let row = sqlx::query(CREATE_SQL)
+                .bind(self.bound())
+                .bind(self.ctx.tenant().as_uuid())
+                .bind(Uuid::new_v4())
+                .bind(self.ctx.principal().as_str())
+                .bind(metadata)
+                .fetch_one(self.pool())
+                .await?;
+            Thread::from_row(&row)
+        })
+        .await
+    }
+
+    /// The thread with this id, if the handle's tenant has one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Context`] for an invalid context, database errors otherwise.
+    pub async fn thread(&self, id: ThreadId) -> Result<Option<Thread>> {
+        self.run(async {
+            let row = sqlx::query(GET_SQL)
+                .bind(self.bound())
+                .bind(self.ctx.tenant().as_uuid())
+                .bind(id.0)
+                .fetch_optional(self.pool())
+                .await?;
+            row.as_ref().map(Thread::from_row).transpose()
+        })
+        .await
+    }
+
+    /// The tenant's most recently updated threads, newest first (at most
+    /// [`MAX_PAGE`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Context`] for an invalid context, database errors otherwise.
+    pub async fn list_threads(&self, limit: usize) -> Result<Vec<Thread>> {
+        self.run(async {
+            let rows = sqlx::query(LIST_SQL)
+                .bind(self.bound())
+                .bind(self.ctx.tenant().as_uuid())
+                .bind(page_limit(limit))
+                .fetch_all(self.pool())
+                .await?;
+            rows.iter().map(Thread::from_row).collect()
+        })
+        .await
+    }
+
+    /// Replaces a thread's metadata.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ThreadNotFound`] if the handle's tenant has no such thread.
+    pub async fn set_thread_metadata(&self, id: ThreadId, metadata: Value) -> Result<Thread> {
+        self.run(async {
+            let mut tx = self.begin_bound().await?;
+            let row = sqlx::query(UPDATE_SQL)
+                .bind(self.ctx.tenant().as_uuid())
+                .bind(id.0)
+                .bind(metadata)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(Error::ThreadNotFound)?;
+            let thread = Thread::from_row(&row)?;
+            tx.commit().await?;
+            Ok(thread)
+        })
+        .await
+    }
+
+    /// Deletes a thread with its messages and checkpoints.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ThreadNotFound`] if the handle's tenant has no such thread.
+    pub async fn delete_thread(&self, id: ThreadId) -> Result<()> {
+        self.run(async {
+            let mut tx = self.begin_bound().await?;
+            let done =
+                sqlx::query("DELETE FROM tenant_memory.threads WHERE tenant_id = $1 AND id = $2")
+                    .bind(self.ctx.tenant().as_uuid())
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await?;
+            if done.rows_affected() == 0 {
+                return Err(Error::ThreadNotFound);
+            }
+            tx.commit().await?;
+            self.ctx
+                .audit_allowed("memory.delete_thread", &id.to_string());
+            Ok(())
+        })
+        .await
+    }
+}
