@@ -16,6 +16,9 @@
 //!   every replica). If the ledger fails, the call is refused
 //!   ([`Error::LedgerUnavailable`]) unless the tier is configured
 //!   [`FailureMode::Open`].
+//! * [`RequestRateLimiter`] — a per-tenant request-rate check (GCRA, one
+//!   atomic cell per tenant, sharded and bounded) for work counted in
+//!   requests rather than tokens.
 //! * [`FairScheduler`] — weighted fair queuing across tenants, interactive
 //!   before batch within a tenant, bounded concurrency per tenant.
 //! * [`ModelGate`] — allowed models and maximum context per tenant context,
@@ -76,6 +79,7 @@ mod pricing;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis_ledger;
+mod request_rate;
 mod scheduler;
 mod usage;
 
@@ -95,5 +99,6 @@ pub use quota::{
 };
 #[cfg(feature = "redis")]
 pub use redis_ledger::{RedisLedger, RedisLedgerBuilder, DEFAULT_PREFIX};
+pub use request_rate::{RequestRateLimiter, RequestRateLimiterBuilder};
 pub use scheduler::{FairScheduler, FairSchedulerBuilder, Lane, SchedulerPermit};
 pub use usage::{UsageEvent, UsageSink};

@@ -6,14 +6,24 @@
 //! (`TIME`) for periods and hold expiry, so replicas with skewed clocks
 //! still agree.
 //!
-//! **Holds and crashes.** A reservation is recorded as a hash with the
-//! levels and amounts, indexed in a sorted set by expiry (`hold_ttl`). Every
-//! reserve first reclaims up to 32 expired holds, so reservations of a
-//! process that died (or a dropped reservation whose release could not be
-//! delivered) stop counting after `hold_ttl`. Dropping a [`Reservation`]
-//! cannot run async code, so [`Ledger::release_detached`] hands the hold to
-//! a background task over a channel; if that task cannot reach Redis, the
-//! TTL is the safety net.
+//! **Holds and crashes.** A reservation is recorded as one member of a
+//! sorted set indexed by expiry (`hold_ttl`); the member itself lists the
+//! hold's id, amounts and level keys, so settle and release find it with a
+//! single `ZREM` (the client rebuilds the member from the [`Hold`] it
+//! kept) and a hold that is no longer in the index is never subtracted
+//! twice. Every reserve first reclaims up to 32 expired holds, so
+//! reservations of a process that died (or a dropped reservation whose
+//! release could not be delivered) stop counting after `hold_ttl`.
+//! Dropping a [`Reservation`] cannot run async code, so
+//! [`Ledger::release_detached`] hands the hold to a background task over a
+//! channel; if that task cannot reach Redis, the TTL is the safety net.
+//!
+//! **Cost.** Per level, a reserve or settle makes one `HMGET` and one
+//! `HSET` (a `PEXPIRE` only when the key's retention must be extended,
+//! at most every 30 s per busy key); per operation one `TIME`, and one
+//! `ZRANGEBYSCORE` + `ZADD` (reserve) or `ZREM` (settle/release). Scripts
+//! run with `EVALSHA` over the connection manager's one multiplexed
+//! connection, so concurrent callers are pipelined.
 //!
 //! **Failure.** Every command runs under `op_timeout`; a connection error,
 //! timeout or script error is [`Error::LedgerUnavailable`]. The connection
@@ -21,20 +31,20 @@
 //! restart (`NOSCRIPT` is handled), so service resumes without restarting
 //! the process.
 //!
-//! Keys: `<prefix>:<level key>` per level, `<prefix>:holds` and
-//! `<prefix>:h:<id>`. The script touches keys derived at run time (the
-//! records of expired holds), so it targets a single Redis primary, not
-//! Redis Cluster.
+//! Keys: `<prefix>:<level key>` per level and `<prefix>:holds`. The script
+//! touches keys named in the records of expired holds, so it targets a
+//! single Redis primary, not Redis Cluster.
 //!
 //! [`Reservation`]: crate::Reservation
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::ledger::{
@@ -102,18 +112,24 @@ impl RedisLedgerBuilder {
             .set_response_timeout(Some(self.op_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
+        if self.prefix.contains('\n') {
+            return Err(Error::InvalidConfiguration(
+                "the Redis key prefix must not contain a newline".into(),
+            ));
+        }
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             conn,
             script: Script::new(SCRIPT),
+            holds_key: format!("{}:holds", self.prefix),
             prefix: self.prefix,
             op_timeout: self.op_timeout,
         });
-        runtime.spawn(release_task(Arc::clone(&inner), rx));
+        runtime.spawn(batch_task(Arc::clone(&inner), rx, tx.downgrade()));
         Ok(RedisLedger {
             inner,
-            releases: tx,
+            jobs: tx,
             hold_ttl: self.hold_ttl,
         })
     }
@@ -123,7 +139,32 @@ struct Inner {
     conn: ConnectionManager,
     script: Script,
     prefix: String,
+    holds_key: String,
     op_timeout: Duration,
+}
+
+/// Most operations sent in one script call.
+const MAX_BATCH: usize = 64;
+/// Most script calls in flight at once (so the next batch is built and sent
+/// while Redis runs the previous one).
+const MAX_IN_FLIGHT: usize = 2;
+
+/// One ledger operation waiting for the batch task.
+enum Op {
+    Reserve { hold: Hold, ttl: Duration },
+    Settle { hold: Hold, actual: Amount },
+    Release { hold: Hold },
+    Register { level: LevelSpec, ttl: Duration },
+    Usage { level: LevelSpec, ttl: Duration },
+}
+
+/// The script's reply for one operation: `1`, or space-separated numbers.
+type Reply = String;
+
+struct Job {
+    op: Op,
+    /// `None` for fire-and-forget releases (dropped reservations).
+    reply: Option<oneshot::Sender<Result<Reply>>>,
 }
 
 /// Quota state in Redis, shared across processes (see the module docs).
@@ -136,7 +177,7 @@ struct Inner {
 /// ```
 pub struct RedisLedger {
     inner: Arc<Inner>,
-    releases: mpsc::UnboundedSender<Hold>,
+    jobs: mpsc::UnboundedSender<Job>,
     hold_ttl: Duration,
 }
 
@@ -154,25 +195,84 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
     }
 }
 
-async fn release_task(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Hold>) {
-    while let Some(hold) = rx.recv().await {
-        if let Err(e) = inner.end(&hold, None).await {
-            tracing::warn!(hold = %hold.id, error = %e,
-                "could not release a dropped reservation; it expires with its TTL");
+/// Group commit: every operation waiting when a batch slot frees up goes
+/// into the next script call (at most [`MAX_BATCH`] operations, at most
+/// [`MAX_IN_FLIGHT`] calls at once).
+async fn batch_task(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    requeue: mpsc::WeakUnboundedSender<Job>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+            return;
+        }
+        let inner = Arc::clone(&inner);
+        let requeue = requeue.clone();
+        tokio::spawn(async move {
+            let result = inner.run_batch(&jobs).await;
+            drop(slot);
+            deliver(jobs, result, &requeue);
+        });
+    }
+}
+
+/// Hands each job its reply.
+fn deliver(
+    jobs: Vec<Job>,
+    result: std::result::Result<Vec<Reply>, String>,
+    requeue: &mpsc::WeakUnboundedSender<Job>,
+) {
+    for (i, job) in jobs.into_iter().enumerate() {
+        let r = match &result {
+            Ok(replies) => replies
+                .get(i)
+                .cloned()
+                .ok_or_else(|| unavailable("short script reply")),
+            Err(e) => Err(unavailable(e)),
+        };
+        match (job.reply, job.op) {
+            (Some(tx), op) => {
+                if let Err(Ok(reply)) = tx.send(r) {
+                    // The caller gave up (timeout, cancellation) after its
+                    // reservation was granted: release it now rather than
+                    // at its TTL.
+                    if let (Op::Reserve { hold, .. }, "1") = (op, reply.as_str()) {
+                        if let Some(q) = requeue.upgrade() {
+                            let _ = q.send(Job {
+                                op: Op::Release { hold },
+                                reply: None,
+                            });
+                        }
+                    }
+                }
+            }
+            (None, Op::Release { hold }) => {
+                if let Err(e) = r {
+                    tracing::warn!(hold = %hold.id, error = %e,
+                        "could not release a dropped reservation; it expires with its TTL");
+                }
+            }
+            (None, _) => {}
         }
     }
 }
 
-/// The per-level arguments of the script.
-fn push_level(inv: &mut redis::ScriptInvocation<'_>, spec: &LevelSpec, now: u64, ttl: Duration) {
+/// The arguments of one level spec: key index, then the limits.
+fn push_spec(inv: &mut redis::ScriptInvocation<'_>, key: usize, spec: &LevelSpec, keep: u64) {
     let (tk, tl, tp) = bound_args(&spec.tokens);
     let (ck, cl, cp) = bound_args(&spec.cost);
     let (rcap, rrate) = spec.requests.map_or((-1i64, 0.0), |r| {
         (i64::from(r.capacity), r.refill_per_second / 1000.0)
     });
-    inv.arg(tk).arg(tl).arg(tp).arg(ck).arg(cl).arg(cp);
+    inv.arg(key).arg(tk).arg(tl).arg(tp).arg(ck).arg(cl).arg(cp);
     inv.arg(rcap).arg(format!("{rrate:.12}"));
-    inv.arg(spec.retention_ms(now, ttl));
+    inv.arg(keep);
 }
 
 fn bound_args(b: &Bound) -> (u8, u64, u64) {
@@ -186,75 +286,170 @@ fn bound_args(b: &Bound) -> (u8, u64, u64) {
     }
 }
 
+impl Op {
+    /// (kind, hold id, ttl, amount, held, take a request, levels)
+    fn parts(
+        &self,
+    ) -> (
+        u8,
+        Option<uuid::Uuid>,
+        Duration,
+        Amount,
+        Amount,
+        bool,
+        &[LevelSpec],
+    ) {
+        let zero = Amount::default();
+        let one = Duration::from_millis(1);
+        match self {
+            Op::Reserve { hold, ttl } => (
+                1,
+                Some(hold.id),
+                *ttl,
+                hold.amount,
+                zero,
+                true,
+                &hold.levels,
+            ),
+            Op::Settle { hold, actual } => (
+                2,
+                Some(hold.id),
+                one,
+                *actual,
+                hold.amount,
+                false,
+                &hold.levels,
+            ),
+            Op::Release { hold } => (
+                3,
+                Some(hold.id),
+                one,
+                zero,
+                hold.amount,
+                false,
+                &hold.levels,
+            ),
+            Op::Register { level, ttl } => (
+                4,
+                None,
+                *ttl,
+                zero,
+                zero,
+                false,
+                std::slice::from_ref(level),
+            ),
+            Op::Usage { level, ttl } => (
+                5,
+                None,
+                *ttl,
+                zero,
+                zero,
+                false,
+                std::slice::from_ref(level),
+            ),
+        }
+    }
+}
+
 impl Inner {
     fn key(&self, spec: &LevelSpec) -> String {
         format!("{}:{}", self.prefix, spec.key.render())
     }
 
-    fn holds_key(&self) -> String {
-        format!("{}:holds", self.prefix)
-    }
-
-    fn record_prefix(&self) -> String {
-        format!("{}:h:", self.prefix)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn invocation(
-        &self,
-        op: &str,
-        hold_id: &str,
-        ttl: Duration,
-        amount: Amount,
-        take_request: bool,
-        levels: &[LevelSpec],
-    ) -> redis::ScriptInvocation<'_> {
+    /// One script call for `jobs`, in order; one reply per job.
+    async fn run_batch(&self, jobs: &[Job]) -> std::result::Result<Vec<Reply>, String> {
         let now = now_ms();
+        // Distinct level keys (the script's KEYS, 1-based; the hold index
+        // is KEYS[1]) and distinct (key, limits, retention) specs, each sent
+        // once per batch.
+        let mut keys: HashMap<String, usize> = HashMap::new();
+        let mut key_order: Vec<String> = Vec::new();
+        let mut specs: Vec<(usize, &LevelSpec, u64)> = Vec::new();
+        let mut op_specs: Vec<Vec<usize>> = Vec::with_capacity(jobs.len());
+        // The hold's record in the index: `id \n tokens \n cost \n key...`
+        // (the script reads it back when it reclaims an expired hold).
+        let mut records: Vec<String> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let (kind, id, ttl, amount, held, _, levels) = job.op.parts();
+            let mut record = match (kind, id) {
+                (1, Some(id)) => {
+                    format!("{}\n{}\n{}", id.simple(), amount.tokens, amount.cost_micros)
+                }
+                (2 | 3, Some(id)) => {
+                    format!("{}\n{}\n{}", id.simple(), held.tokens, held.cost_micros)
+                }
+                _ => String::new(),
+            };
+            let mut idx = Vec::with_capacity(levels.len());
+            for l in levels {
+                let key = self.key(l);
+                if !record.is_empty() {
+                    record.push('\n');
+                    record.push_str(&key);
+                }
+                let ki = match keys.get(&key) {
+                    Some(&k) => k,
+                    None => {
+                        let k = key_order.len() + 2;
+                        keys.insert(key.clone(), k);
+                        key_order.push(key);
+                        k
+                    }
+                };
+                let keep = l.retention_ms(now, ttl);
+                let si = match specs
+                    .iter()
+                    .position(|(k, s, kp)| *k == ki && *kp == keep && *s == l)
+                {
+                    Some(i) => i,
+                    None => {
+                        specs.push((ki, l, keep));
+                        specs.len() - 1
+                    }
+                };
+                idx.push(si + 1);
+            }
+            op_specs.push(idx);
+            if record.is_empty() {
+                record.push('-');
+            }
+            records.push(record);
+        }
         let mut inv = self.script.prepare_invoke();
-        inv.key(self.holds_key())
-            .key(format!("{}{hold_id}", self.record_prefix()));
-        for l in levels {
-            inv.key(self.key(l));
+        inv.key(self.holds_key.as_str());
+        for k in &key_order {
+            inv.key(k.as_str());
         }
-        inv.arg(op)
-            .arg(hold_id)
-            .arg(duration_ms(ttl).max(1))
-            .arg(amount.tokens)
-            .arg(amount.cost_micros)
-            .arg(self.record_prefix())
-            .arg(u8::from(take_request));
-        for l in levels {
-            push_level(&mut inv, l, now, ttl);
+        inv.arg(specs.len()).arg(jobs.len());
+        for (ki, spec, keep) in &specs {
+            push_spec(&mut inv, *ki, spec, *keep);
         }
-        inv
-    }
-
-    async fn run<T: redis::FromRedisValue>(&self, inv: redis::ScriptInvocation<'_>) -> Result<T> {
+        for ((job, idx), record) in jobs.iter().zip(&op_specs).zip(records) {
+            let (kind, _, ttl, amount, held, take, _) = job.op.parts();
+            inv.arg(kind)
+                .arg(record)
+                .arg(duration_ms(ttl).max(1))
+                .arg(amount.tokens)
+                .arg(amount.cost_micros)
+                .arg(held.tokens)
+                .arg(held.cost_micros)
+                .arg(u8::from(take))
+                .arg(idx.len());
+            for si in idx {
+                inv.arg(*si);
+            }
+        }
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.op_timeout, inv.invoke_async(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(unavailable("operation timed out")),
+        let replies: Vec<String> =
+            match tokio::time::timeout(self.op_timeout, inv.invoke_async(&mut conn)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("operation timed out".to_owned()),
+            };
+        if replies.len() != jobs.len() {
+            return Err("unexpected script reply".to_owned());
         }
-    }
-
-    async fn end(&self, hold: &Hold, actual: Option<Amount>) -> Result<()> {
-        let id = hold.id.simple().to_string();
-        let op = if actual.is_some() {
-            "settle"
-        } else {
-            "release"
-        };
-        let inv = self.invocation(
-            op,
-            &id,
-            Duration::from_millis(1),
-            actual.unwrap_or_default(),
-            false,
-            &hold.levels,
-        );
-        let _: Vec<i64> = self.run(inv).await?;
-        Ok(())
+        Ok(replies)
     }
 }
 
@@ -280,83 +475,112 @@ impl RedisLedger {
             Ok(Ok(_))
         )
     }
+
+    /// Queues `op` for the batch task and waits for its reply, at most
+    /// `op_timeout` (queueing included).
+    async fn submit(&self, op: Op) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                op,
+                reply: Some(tx),
+            })
+            .map_err(|_| unavailable("ledger task stopped (its runtime has shut down)"))?;
+        match tokio::time::timeout(self.inner.op_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(unavailable("ledger task stopped")),
+            Err(_) => Err(unavailable("operation timed out")),
+        }
+    }
+}
+
+fn int(s: &str) -> i64 {
+    s.parse::<f64>().map_or(-1, |f| f as i64)
 }
 
 #[async_trait]
 impl Ledger for RedisLedger {
     async fn reserve(&self, request: &HoldRequest) -> Result<Hold> {
         let hold = Hold::new(request);
-        let id = hold.id.simple().to_string();
         let ttl = if request.ttl.is_zero() {
             self.hold_ttl
         } else {
             request.ttl
         };
-        let inv = self
-            .inner
-            .invocation("reserve", &id, ttl, request.amount, true, &request.levels);
-        let reply: Vec<i64> = self.inner.run(inv).await?;
-        match reply.as_slice() {
-            [1] => Ok(hold),
-            [0, level, retry, resource] => {
-                let level = usize::try_from(*level)
-                    .ok()
-                    .and_then(|i| request.levels.get(i.checked_sub(1)?))
-                    .map(|l| l.key.level())
-                    .ok_or_else(|| unavailable("script named an unknown level"))?;
-                let resource = match resource {
-                    1 => Resource::Tokens,
-                    2 => Resource::Cost,
-                    _ => Resource::Requests,
-                };
-                let retry_after = u64::try_from(*retry).ok().map(Duration::from_millis);
-                Err(Error::QuotaExceeded {
-                    level,
-                    resource,
-                    retry_after,
-                })
-            }
-            _ => Err(unavailable("unexpected script reply")),
+        let reply = self
+            .submit(Op::Reserve {
+                hold: hold.clone(),
+                ttl,
+            })
+            .await?;
+        if reply == "1" {
+            return Ok(hold);
         }
+        let reply: Vec<i64> = reply.split(' ').map(int).collect();
+        if reply.len() != 4 || reply[0] != 0 {
+            return Err(unavailable("unexpected script reply"));
+        }
+        let level = usize::try_from(reply[1])
+            .ok()
+            .and_then(|i| request.levels.get(i.checked_sub(1)?))
+            .map(|l| l.key.level())
+            .ok_or_else(|| unavailable("script named an unknown level"))?;
+        let resource = match reply[3] {
+            1 => Resource::Tokens,
+            2 => Resource::Cost,
+            _ => Resource::Requests,
+        };
+        let retry_after = u64::try_from(reply[2]).ok().map(Duration::from_millis);
+        Err(Error::QuotaExceeded {
+            level,
+            resource,
+            retry_after,
+        })
     }
 
     async fn settle(&self, hold: &Hold, actual: Amount) -> Result<()> {
-        self.inner.end(hold, Some(actual)).await
+        self.submit(Op::Settle {
+            hold: hold.clone(),
+            actual,
+        })
+        .await
+        .map(drop)
     }
 
     async fn release(&self, hold: &Hold) -> Result<()> {
-        self.inner.end(hold, None).await
+        self.submit(Op::Release { hold: hold.clone() })
+            .await
+            .map(drop)
     }
 
     fn release_detached(&self, hold: Hold) {
-        if let Err(e) = self.releases.send(hold) {
-            tracing::warn!(hold = %e.0.id, "release task gone; the hold expires with its TTL");
+        if let Err(e) = self.jobs.send(Job {
+            op: Op::Release { hold },
+            reply: None,
+        }) {
+            if let Op::Release { hold } = e.0.op {
+                tracing::warn!(hold = %hold.id, "ledger task gone; the hold expires with its TTL");
+            }
         }
     }
 
     async fn register(&self, level: &LevelSpec) -> Result<()> {
-        let inv = self.inner.invocation(
-            "register",
-            "-",
-            self.hold_ttl,
-            Amount::default(),
-            false,
-            std::slice::from_ref(level),
-        );
-        let _: Vec<i64> = self.inner.run(inv).await?;
-        Ok(())
+        self.submit(Op::Register {
+            level: level.clone(),
+            ttl: self.hold_ttl,
+        })
+        .await
+        .map(drop)
     }
 
     async fn usage(&self, level: &LevelSpec) -> Result<LevelUsage> {
-        let inv = self.inner.invocation(
-            "usage",
-            "-",
-            self.hold_ttl,
-            Amount::default(),
-            false,
-            std::slice::from_ref(level),
-        );
-        let v: Vec<String> = self.inner.run(inv).await?;
+        let v = self
+            .submit(Op::Usage {
+                level: level.clone(),
+                ttl: self.hold_ttl,
+            })
+            .await?;
+        let v: Vec<&str> = v.split(' ').collect();
         let n = |i: usize| v.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         Ok(LevelUsage {
             tokens_used: n(0),

@@ -363,3 +363,40 @@ async fn tenants_sharing_a_redis_ledger_do_not_share_budgets() {
         .await
         .unwrap();
 }
+
+/// Concurrent operations are sent to Redis in batches; every operation of a
+/// batch must still be applied exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_operations_charge_exactly_what_was_settled_and_hold_nothing_after() {
+    let redis = TestRedis::start().unwrap();
+    let quotas = redis_quotas(&redis.url(), "batch", policy());
+    let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
+    let ctx = issuer
+        .context()
+        .tenant(TenantId::random())
+        .principal(tenant_core::PrincipalId::new("alice").unwrap())
+        .capabilities(tenant_core::Capabilities::unrestricted().with_token_budget(10_000))
+        .issue()
+        .unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..64u64 {
+        let (q, c) = (quotas.clone(), ctx.clone());
+        set.spawn(async move {
+            let r = q.reserve(&c, &Estimate::new("m", 100, 0)).await.unwrap();
+            if i % 4 == 0 {
+                r.release().await.unwrap();
+                0
+            } else {
+                r.settle(Usage::new(i, 0)).await.unwrap();
+                i
+            }
+        });
+    }
+    let mut settled = 0;
+    while let Some(n) = set.join_next().await {
+        settled += n.unwrap();
+    }
+    let usage = quotas.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!(usage.tokens_used, settled);
+    assert_eq!(usage.tokens_held, 0);
+}
