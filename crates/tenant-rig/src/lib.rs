@@ -1,0 +1,1 @@
+//! rig integration (in progress).
