@@ -5,13 +5,14 @@
 //! clients each, same run. Target: scoped ≥ 0.9× raw throughput.
 //!
 //! `cargo bench -p tenant-memory --bench scoped_read -- --warm-up-time 1 --measurement-time 3`
+//! (`MEMBENCH_SPLIT=1` adds the diagnostic `direct_rls` / `direct_plain` runs.)
 
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use tenant_core::{Capabilities, ContextIssuer, KeyId, MasterKey, PrincipalId, Purpose, TenantId};
 use tenant_memory::{MemoryAdmin, MemoryStore, MessageRole, NewMessage, ThreadId};
 
@@ -23,6 +24,36 @@ const RAW_SQL: &str = "SELECT m.* FROM ( \
         FROM public.plain_messages WHERE tenant_id = $1 AND thread_id = $2 \
         ORDER BY seq DESC LIMIT $3) AS m \
      ORDER BY m.seq";
+
+/// What the raw side decodes each row into: the same columns, with the same
+/// types, as `tenant_memory::Message` (so both sides do the same client-side
+/// work apart from the binding).
+struct RawMessage {
+    seq: i64,
+    role: String,
+    content: Value,
+    created_at_ms: i64,
+}
+
+/// The same query as `MemoryStore::last_messages`, through raw sqlx on the
+/// unscoped copy: no RLS, no binding, no context check.
+async fn raw_last_messages(s: &Setup) -> Vec<RawMessage> {
+    let rows = sqlx::query(RAW_SQL)
+        .bind(s.tenant.as_uuid())
+        .bind(s.thread.as_uuid())
+        .bind(20_i64)
+        .fetch_all(&s.raw)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| RawMessage {
+            seq: row.get("seq"),
+            role: row.get("role"),
+            content: row.get("content"),
+            created_at_ms: row.get("created_ms"),
+        })
+        .collect()
+}
 
 struct Setup {
     store: MemoryStore,
@@ -123,15 +154,14 @@ fn bench(c: &mut Criterion) {
     // Sanity: both paths return the same 20 messages.
     rt.block_on(async {
         let scoped = s.store.last_messages(s.thread, 20).await.unwrap();
-        let raw = sqlx::query(RAW_SQL)
-            .bind(s.tenant.as_uuid())
-            .bind(s.thread.as_uuid())
-            .bind(20_i64)
-            .fetch_all(&s.raw)
-            .await
-            .unwrap();
+        let raw = raw_last_messages(&s).await;
         assert_eq!(scoped.len(), 20);
         assert_eq!(raw.len(), 20);
+        for (scoped, raw) in scoped.iter().zip(&raw) {
+            assert_eq!((scoped.seq, &scoped.content), (raw.seq, &raw.content));
+            assert_eq!(scoped.role.as_str(), raw.role);
+            assert_eq!(scoped.created_at_ms, raw.created_at_ms);
+        }
     });
 
     let mut group = c.benchmark_group(GROUP);
@@ -160,16 +190,7 @@ fn bench(c: &mut Criterion) {
                 let tasks: Vec<_> = (0..CLIENTS)
                     .map(|_| {
                         let s = s.clone();
-                        tokio::spawn(async move {
-                            sqlx::query(RAW_SQL)
-                                .bind(s.tenant.as_uuid())
-                                .bind(s.thread.as_uuid())
-                                .bind(20_i64)
-                                .fetch_all(&s.raw)
-                                .await
-                                .unwrap()
-                                .len()
-                        })
+                        tokio::spawn(async move { raw_last_messages(&s).await.len() })
                     })
                     .collect();
                 for t in tasks {
@@ -178,6 +199,72 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // Diagnostics (MEMBENCH_SPLIT=1): the scoped SQL sent directly through
+    // raw sqlx with a pre-signed value, against the RLS table and against the
+    // plain copy. scoped vs direct_rls = client-side SDK cost; direct_plain vs
+    // raw = cost of the in-statement binding; direct_rls vs direct_plain =
+    // row-level security plus the verifier.
+    if std::env::var("MEMBENCH_SPLIT").is_ok() {
+        let bound: String = rt.block_on(async {
+            let mut tx = s.store.begin().await.unwrap();
+            let v: String = sqlx::query_scalar("SELECT current_setting('tenant_sdk.ctx')")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+            v
+        });
+        let bound = Arc::new(bound);
+        for (name, table) in [
+            ("direct_rls", "tenant_memory.messages"),
+            ("direct_plain", "public.plain_messages"),
+        ] {
+            let sql: &'static str = Box::leak(format!("SELECT m.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
+     CROSS JOIN LATERAL ( \
+        SELECT seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+        FROM {table} \
+        WHERE tenant_id = $2 AND thread_id = $3 AND b.bound IS NOT NULL \
+        ORDER BY seq DESC \
+        LIMIT $4) AS m \
+     ORDER BY m.seq").into_boxed_str());
+            group.bench_function(name, |b| {
+                b.to_async(&rt).iter(|| {
+                    let s = s.clone();
+                    let bound = bound.clone();
+                    async move {
+                        let tasks: Vec<_> = (0..CLIENTS)
+                            .map(|_| {
+                                let s = s.clone();
+                                let bound = bound.clone();
+                                tokio::spawn(async move {
+                                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                                        .bind(bound.as_str())
+                                        .bind(s.tenant.as_uuid())
+                                        .bind(s.thread.as_uuid())
+                                        .bind(20_i64)
+                                        .fetch_all(&s.raw)
+                                        .await
+                                        .unwrap();
+                                    rows.iter()
+                                        .map(|row| RawMessage {
+                                            seq: row.get("seq"),
+                                            role: row.get("role"),
+                                            content: row.get("content"),
+                                            created_at_ms: row.get("created_ms"),
+                                        })
+                                        .collect::<Vec<_>>()
+                                        .len()
+                                })
+                            })
+                            .collect();
+                        for t in tasks {
+                            assert_eq!(t.await.unwrap(), 20);
+                        }
+                    }
+                })
+            });
+        }
+    }
     group.finish();
 
     tenant_testkit::bench_ratio::report(

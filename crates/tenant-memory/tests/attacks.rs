@@ -262,6 +262,27 @@ async fn forged_unknown_key_and_malformed_contexts_are_rejected_by_the_database(
             ContextRejection::Malformed,
         ),
         (v.b.tenant().to_string(), ContextRejection::Malformed),
+        // Empty key id: malformed, not "unknown key".
+        (
+            format!(
+                "v1::{}:{}:{}",
+                v.b.tenant(),
+                now_ms() + 60_000,
+                "0".repeat(64)
+            ),
+            ContextRejection::Malformed,
+        ),
+        // A non-numeric expiry under a real MAC: the MAC is checked before
+        // the expiry is ever cast, so this is a bad signature, not a cast
+        // error.
+        (
+            {
+                let genuine = sign(&v.fx.key, v.b.tenant(), now_ms() + 60_000);
+                let parts: Vec<&str> = genuine.split(':').collect();
+                format!("v1:{}:{}:notanumber:{}", parts[1], parts[2], parts[4])
+            },
+            ContextRejection::BadSignature,
+        ),
     ];
     for (value, reason) in cases {
         // Straight from the application pool: no SDK in the way.
