@@ -1,0 +1,170 @@
+//! `tenant-doctor`: checks a deployment's isolation set-up.
+//!
+//! ```text
+//! tenant-doctor [--database-url URL] [--sandbox] [--json]
+//! ```
+//!
+//! * `--database-url` (or `DATABASE_URL`): connects as the *application*
+//!   role and reports tables with a tenant column lacking ENABLE/FORCE row
+//!   level security or policies with USING and WITH CHECK, views without
+//!   `security_invoker`, and whether the role is superuser, owner or
+//!   BYPASSRLS.
+//! * `--sandbox`: probes the kernel for the namespaces, Landlock and seccomp
+//!   the tool sandbox needs (it always runs when nothing else is asked).
+//!
+//! Exit status: 0 healthy, 1 problems found, 2 usage or connection error.
+
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+struct Args {
+    database_url: Option<String>,
+    sandbox: bool,
+    json: bool,
+}
+
+const USAGE: &str = "usage: tenant-doctor [--database-url URL] [--sandbox] [--json]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        database_url: std::env::var("DATABASE_URL").ok(),
+        sandbox: false,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--database-url" => args.database_url = Some(it.next().ok_or(USAGE)?),
+            "--sandbox" => args.sandbox = true,
+            "--json" => args.json = true,
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+        }
+    }
+    if args.database_url.is_none() {
+        args.sandbox = true;
+    }
+    Ok(args)
+}
+
+/// One section of the report: its JSON form, human lines and health.
+struct Section {
+    name: &'static str,
+    healthy: bool,
+    json: Value,
+    lines: Vec<String>,
+}
+
+fn sandbox_section() -> Section {
+    let s = tenant_sdk::tools::SandboxSupport::detect();
+    let healthy = s.namespaces && s.landlock_enforced && s.seccomp_enforced;
+    let mark = |ok: bool| if ok { "ok " } else { "MISSING" };
+    Section {
+        name: "sandbox",
+        healthy,
+        json: json!({
+            "namespaces": s.namespaces,
+            "landlock_abi": s.landlock_abi,
+            "landlock_enforced": s.landlock_enforced,
+            "seccomp_enforced": s.seccomp_enforced,
+        }),
+        lines: vec![
+            format!(
+                "{} user/mount/pid/net/ipc/uts namespaces",
+                mark(s.namespaces)
+            ),
+            format!(
+                "{} Landlock enforced (ABI {})",
+                mark(s.landlock_enforced),
+                s.landlock_abi.map_or("none".into(), |v| v.to_string())
+            ),
+            format!("{} seccomp filter enforced", mark(s.seccomp_enforced)),
+        ],
+    }
+}
+
+async fn database_section(url: &str) -> Result<Section, String> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let report = tenant_sdk::memory::doctor(&pool)
+        .await
+        .map_err(|e| format!("doctor query failed: {e}"))?;
+    let mut lines = vec![format!(
+        "role {}: superuser={} bypassrls={} owns tenant tables={}",
+        report.role.name,
+        report.role.superuser,
+        report.role.bypass_rls,
+        report.role.owns_tenant_tables
+    )];
+    lines.push(format!(
+        "{} table(s) with a `{}` column, {} view(s)",
+        report.tables.len(),
+        report.tenant_column,
+        report.views.len()
+    ));
+    for f in &report.findings {
+        lines.push(format!("{:?}: {} — {:?}", f.severity, f.object, f.problem));
+    }
+    Ok(Section {
+        name: "database",
+        healthy: report.is_healthy(),
+        json: serde_json::to_value(&report).map_err(|e| e.to_string())?,
+        lines,
+    })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut sections = Vec::new();
+    if let Some(url) = &args.database_url {
+        match database_section(url).await {
+            Ok(s) => sections.push(s),
+            Err(e) => {
+                eprintln!("tenant-doctor: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if args.sandbox {
+        sections.push(sandbox_section());
+    }
+    let healthy = sections.iter().all(|s| s.healthy);
+    if args.json {
+        let mut out = serde_json::Map::new();
+        for s in &sections {
+            out.insert(
+                s.name.into(),
+                json!({"healthy": s.healthy, "report": s.json}),
+            );
+        }
+        out.insert("healthy".into(), json!(healthy));
+        println!("{}", Value::Object(out));
+    } else {
+        for s in &sections {
+            println!(
+                "[{}] {}",
+                s.name,
+                if s.healthy { "healthy" } else { "PROBLEMS" }
+            );
+            for line in &s.lines {
+                println!("  {line}");
+            }
+        }
+    }
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
