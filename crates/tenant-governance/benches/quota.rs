@@ -11,6 +11,7 @@
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -208,12 +209,17 @@ fn redis(c: &mut Criterion) {
             }
         })
     });
+    // Server-side script time per pair, from `INFO commandstats`.
+    let seq_pairs = AtomicU64::new(0);
+    rt.block_on(reset_stats(&conn));
     g.bench_function("reserve_settle", |b| {
         b.to_async(&rt).iter(|| async {
             let r = quotas.reserve(&ctx, &estimate).await.unwrap();
             r.settle(Usage::new(100, 20)).await.unwrap();
+            seq_pairs.fetch_add(1, Ordering::Relaxed);
         })
     });
+    rt.block_on(print_script_time(&conn, "sequential", &seq_pairs));
     const IN_FLIGHT: usize = 64;
     g.bench_function("incr_64_in_flight", |b| {
         b.to_async(&rt).iter(|| {
@@ -235,9 +241,12 @@ fn redis(c: &mut Criterion) {
         })
     });
     let shared = Arc::new((quotas.clone(), ctx.clone(), estimate.clone()));
+    let pairs = Arc::new(AtomicU64::new(0));
+    rt.block_on(reset_stats(&conn));
     g.bench_function("reserve_settle_64_in_flight", |b| {
         b.to_async(&rt).iter(|| {
             let shared = shared.clone();
+            let pairs = pairs.clone();
             async move {
                 let mut set = tokio::task::JoinSet::new();
                 for _ in 0..IN_FLIGHT {
@@ -247,12 +256,14 @@ fn redis(c: &mut Criterion) {
                         let r = q.reserve(ctx, e).await.unwrap();
                         r.settle(Usage::new(100, 20)).await.unwrap();
                     });
+                    pairs.fetch_add(1, Ordering::Relaxed);
                 }
                 while set.join_next().await.is_some() {}
             }
         })
     });
     g.finish();
+    rt.block_on(print_script_time(&conn, "64 in flight", &pairs));
     report(
         "redis reserve+settle vs INCR, sequential (throughput)",
         ("redis", "reserve_settle"),
@@ -268,6 +279,42 @@ fn redis(c: &mut Criterion) {
         true,
     );
     drop(server);
+}
+
+async fn reset_stats(conn: &redis::aio::MultiplexedConnection) {
+    let mut c = conn.clone();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
+/// Prints the server's script (`EVALSHA`) time per reserve+settle pair since
+/// the last [`reset_stats`], and the operations per script call.
+async fn print_script_time(conn: &redis::aio::MultiplexedConnection, arm: &str, pairs: &AtomicU64) {
+    let mut c = conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let field = |line: &str, name: &str| -> f64 {
+        line.split([':', ','])
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")) else {
+        return;
+    };
+    let (calls, usec) = (field(line, "calls"), field(line, "usec"));
+    let pairs = pairs.load(Ordering::Relaxed).max(1) as f64;
+    println!(
+        "REDIS-SERVER {arm}: {:.1} µs of script time per reserve+settle pair, {:.1} operations per EVALSHA ({calls} calls, {:.1} µs each)",
+        usec / pairs,
+        2.0 * pairs / calls.max(1.0),
+        usec / calls.max(1.0),
+    );
 }
 
 criterion_group!(benches, per_tenant_check, redis);

@@ -7,28 +7,40 @@
 -- effects of the ones before it, exactly as if each ran as its own script:
 -- a reservation is checked against everything held and used so far.
 --
--- KEYS[1]   = hold index (sorted set: hold record -> expiry ms)
+-- Holds are not stored one by one. Each ledger *instance* (a random id; a
+-- process rotates to a new one now and then) has
+--   * a lease: its member in the sorted set KEYS[1], scored by expiry (ms),
+--     refreshed by the client every lease/3, and
+--   * a hash <prefix>:held:<id> with, per level key K, the amounts its
+--     outstanding holds hold there: field 't'..K (tokens), 'c'..K (cost).
+-- Invariant: a level's th/ch = the sum of its fields over live instances.
+-- A batch first sweeps instances whose lease expired (a crashed process):
+-- their amounts are subtracted from the levels, their hash deleted, their
+-- lease removed and a tombstone <prefix>:gone:<id> set, so the id is never
+-- registered again. A settle or release of a hold whose instance is gone
+-- charges usage only: its amount has already been subtracted, exactly once.
+--
+-- KEYS[1]   = lease index (sorted set: instance id -> lease expiry ms)
 -- KEYS[2..] = the distinct level keys of the batch (one hash each)
--- ARGV[1] = number of level specs S, ARGV[2] = number of operations;
+-- ARGV[1] = number of level specs S, ARGV[2] = number of operations,
+-- ARGV[3] = lease ms, ARGV[4] = key prefix, ARGV[5] = number of instances I,
+-- ARGV[6] = 1 when the batch reserves (then expired instances are swept);
+-- then I instances of 3 values: id, fresh (1: may register it; the client
+--   has no reply for it yet), refresh (1: extend its lease);
 -- then S specs of NS values: index into KEYS, token kind, limit, period,
 --   cost kind, limit, period, bucket capacity (-1: none), refill per ms,
 --   retention ms (each distinct spec is sent once per batch);
 -- then per operation: kind (1 reserve, 2 settle, 3 release, 4 register,
---   5 usage), hold record ('-' for 4 and 5), ttl ms, tokens, cost (to hold
---   at reserve, to charge at settle), held tokens, held cost (settle and
---   release: the hold's own amount), take a request (1/0), number of
---   levels, then one spec index (1-based) per level.
--- Reply, one string per operation: '1' (done), or a string
--- "0 <level> <retry ms, -1: never> <resource 1 tokens|2 cost|3 requests>"
--- for a refused reservation, or "<tokens used> <held> <cost used> <held>"
--- for usage.
---
--- Hold record (the index member): id \n tokens \n cost \n key1 \n key2 ...
--- built by the client, which rebuilds the same string from the hold it
--- kept, so settle and release find it with ZMSCORE/ZREM, and a crashed
--- process's holds can be reclaimed from the index alone. Keys cannot
--- contain '\n' (the prefix is checked by the client; level keys are uuids
--- and validated names).
+--   5 usage, 6 nothing: lease refresh only), instance index (0: none),
+--   tokens, cost (to hold at reserve, to charge at settle), held tokens,
+--   held cost (settle and release: the hold's own amount), take a request
+--   (1/0), number of levels, then one spec index (1-based) per level.
+-- Reply: one string per operation: '1' (done), 'L' (reservation refused
+-- because its instance's lease is gone: nothing changed, the client takes
+-- a new instance and retries), "0 <level> <retry ms, -1: never>
+-- <resource 1 tokens|2 cost|3 requests>" for a refused reservation, or
+-- "<tokens used> <held> <cost used> <held>" for usage; then one more
+-- string: per instance '1' (live) or '0' (gone), space-separated.
 --
 -- Level hash fields: tw/tu/th (token window, used, held), cw/cu/ch (cost),
 -- tl (stored lifetime token limit), bt/bts (bucket level, timestamp ms),
@@ -40,13 +52,55 @@ local NS = 10
 -- Key retention is extended when it would fall this far below what a
 -- level asks for (so a busy key gets a PEXPIRE at most every 30 s).
 local SLACK = 30000
+-- How long the tombstone of a swept instance is kept.
+local GONE_MS = 86400000
 
 local function fmt(x) return string.format('%.0f', x) end
 local function num(x, d) if x then return tonumber(x) end return d end
 
 local nspecs, nops = tonumber(ARGV[1]), tonumber(ARGV[2])
+local lease, prefix, ninst = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local function held_key(id) return prefix .. ':held:' .. id end
+local function gone_key(id) return prefix .. ':gone:' .. id end
+
+-- Reclaim instances whose lease has expired (crashed processes), before
+-- any level is loaded; only batches that reserve need to (ARGV[6]).
+local expired = {}
+if ARGV[6] == '1' then
+  expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 8)
+end
+for _, id in ipairs(expired) do
+  local h = redis.call('HGETALL', held_key(id))
+  for i = 1, #h, 2 do
+    local f, v = h[i], tonumber(h[i + 1]) or 0
+    local field = 'th'
+    if string.sub(f, 1, 1) == 'c' then field = 'ch' end
+    local key = string.sub(f, 2)
+    local cur = redis.call('HGET', key, field)
+    if cur then redis.call('HSET', key, field, fmt(math.max(0, tonumber(cur) - v))) end
+  end
+  redis.call('DEL', held_key(id))
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('SET', gone_key(id), '1', 'PX', GONE_MS)
+end
+
+-- Instances of this batch: live or gone; register fresh ones, refresh.
+local inst, alive = {}, {}
+local p = 7
+for i = 1, ninst do
+  local id, fresh, refresh = ARGV[p], ARGV[p + 1], ARGV[p + 2]
+  inst[i] = id
+  local live = redis.call('ZSCORE', KEYS[1], id)
+  if not live and fresh == '1' and redis.call('EXISTS', gone_key(id)) == 0 then
+    live = true
+    refresh = '1'
+  end
+  if live and refresh == '1' then redis.call('ZADD', KEYS[1], now + lease, id) end
+  alive[i] = live and true or false
+  p = p + 3
+end
+
 local specs = {}
-local p = 3
 for i = 1, nspecs do
   specs[i] = {
     ki = tonumber(ARGV[p]),
@@ -55,42 +109,6 @@ for i = 1, nspecs do
     rcap = tonumber(ARGV[p + 7]), rrate = tonumber(ARGV[p + 8]), keep = tonumber(ARGV[p + 9]),
   }
   p = p + NS
-end
-local first_op = p
-
--- Reclaim holds whose TTL has passed (a crashed process's reservations),
--- before any level is loaded.
-local recs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 32)
-for _, rec in ipairs(recs) do
-  local parts = {}
-  for x in string.gmatch(rec, '[^\n]+') do parts[#parts + 1] = x end
-  local ht, hc = tonumber(parts[2]) or 0, tonumber(parts[3]) or 0
-  for i = 4, #parts do
-    local h = redis.call('HMGET', parts[i], 'th', 'ch')
-    if h[1] or h[2] then
-      redis.call('HSET', parts[i], 'th', fmt(math.max(0, num(h[1], 0) - ht)),
-                                   'ch', fmt(math.max(0, num(h[2], 0) - hc)))
-    end
-  end
-  redis.call('ZREM', KEYS[1], rec)
-end
-
--- Which settled/released holds are still live (not reclaimed): one
--- ZMSCORE and one ZREM for the whole batch.
-local live, members = {}, {}
-p = first_op
-for _ = 1, nops do
-  local kind = ARGV[p]
-  if kind == '2' or kind == '3' then members[#members + 1] = ARGV[p + 1] end
-  p = p + 9 + tonumber(ARGV[p + 8])
-end
-if #members > 0 then
-  local scores = redis.call('ZMSCORE', KEYS[1], unpack(members))
-  local gone = {}
-  for i, m in ipairs(members) do
-    if scores[i] and not live[m] then live[m] = true; gone[#gone + 1] = m end
-  end
-  if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
 end
 
 -- Level state, loaded once per key and written once at the end.
@@ -107,6 +125,16 @@ local function state(ki)
   }
   cache[ki] = s
   return s
+end
+
+-- Net change of each instance's held amounts per level key, this batch.
+local dheld = {}
+local function add_held(ii, ki, dt, dc)
+  local d = dheld[ii]
+  if not d then d = {}; dheld[ii] = d end
+  local e = d[ki]
+  if not e then e = {0, 0}; d[ki] = e end
+  e[1], e[2] = e[1] + dt, e[2] + dc
 end
 
 -- The (window, used) of a resource now; kind 1 = periodic, else lifetime.
@@ -135,17 +163,17 @@ local function touch(s, L)
 end
 
 local out = {}
-local zadd = {}
-p = first_op
 for _ = 1, nops do
-  local kind, member = ARGV[p], ARGV[p + 1]
-  local nl = tonumber(ARGV[p + 8])
-  local l0 = p + 8
+  local kind, ii = ARGV[p], tonumber(ARGV[p + 1])
+  local nl = tonumber(ARGV[p + 7])
+  local l0 = p + 7
   if kind == '1' then
-    local at, ac = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4])
-    local take = ARGV[p + 7] == '1'
+    local at, ac = tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
+    local take = ARGV[p + 6] == '1'
     local refused = nil
+    if not alive[ii] then refused = 'L' end
     for i = 1, nl do
+      if refused then break end
       local L = specs[tonumber(ARGV[l0 + i])]
       local s = state(L.ki)
       local _, tu = current(L.tkind, L.tper, s.tw, s.tu)
@@ -178,20 +206,18 @@ for _ = 1, nops do
         s.cw, s.cu = current(L.ckind, L.cper, s.cw, s.cu)
         s.th, s.ch = s.th + at, s.ch + ac
         touch(s, L)
+        add_held(ii, L.ki, at, ac)
       end
-      zadd[#zadd + 1] = now + tonumber(ARGV[p + 2])
-      zadd[#zadd + 1] = member
       out[#out + 1] = '1'
     end
   elseif kind == '2' or kind == '3' then
-    -- A hold counts only while its record is in the index: one that was
-    -- reclaimed has already been removed from every level. Usage is
-    -- charged either way (the call happened).
-    local held = live[member]
-    live[member] = nil
+    -- A hold counts only while its instance is live: a gone instance's
+    -- amounts were subtracted when it was swept. Usage is charged either
+    -- way (the call happened).
+    local held = alive[ii]
     local ht, hc, at, ac = 0, 0, 0, 0
-    if held then ht, hc = tonumber(ARGV[p + 5]), tonumber(ARGV[p + 6]) end
-    if kind == '2' then at, ac = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4]) end
+    if held then ht, hc = tonumber(ARGV[p + 4]), tonumber(ARGV[p + 5]) end
+    if kind == '2' then at, ac = tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3]) end
     if held or kind == '2' then
       for i = 1, nl do
         local L = specs[tonumber(ARGV[l0 + i])]
@@ -201,6 +227,7 @@ for _ = 1, nops do
         s.tw, s.tu, s.th = tw, tu + at, math.max(0, s.th - ht)
         s.cw, s.cu, s.ch = cw, cu + ac, math.max(0, s.ch - hc)
         touch(s, L)
+        if held then add_held(ii, L.ki, -ht, -hc) end
       end
     end
     out[#out + 1] = '1'
@@ -216,6 +243,8 @@ for _ = 1, nops do
     local _, tu = current(L.tkind, L.tper, s.tw, s.tu)
     local _, cu = current(L.ckind, L.cper, s.cw, s.cu)
     out[#out + 1] = fmt(tu) .. ' ' .. fmt(s.th) .. ' ' .. fmt(cu) .. ' ' .. fmt(s.ch)
+  elseif kind == '6' then
+    out[#out + 1] = '1'
   else
     return redis.error_reply('unknown op')
   end
@@ -237,5 +266,23 @@ for ki, s in pairs(cache) do
     if expire then redis.call('PEXPIRE', KEYS[ki], s.keep) end
   end
 end
-if #zadd > 0 then redis.call('ZADD', KEYS[1], unpack(zadd)) end
+
+-- Per instance and level: HINCRBY of the net change (nothing when a hold
+-- was reserved and ended in the same batch); a field back at 0 is removed.
+local function apply_held(hk, field, d)
+  if d ~= 0 then
+    if redis.call('HINCRBY', hk, field, fmt(d)) <= 0 then redis.call('HDEL', hk, field) end
+  end
+end
+for ii, d in pairs(dheld) do
+  local hk = held_key(inst[ii])
+  for ki, e in pairs(d) do
+    apply_held(hk, 't' .. KEYS[ki], e[1])
+    apply_held(hk, 'c' .. KEYS[ki], e[2])
+  end
+end
+
+local live = {}
+for i = 1, ninst do live[i] = alive[i] and '1' or '0' end
+out[#out + 1] = table.concat(live, ' ')
 return out

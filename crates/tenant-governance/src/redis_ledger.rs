@@ -6,22 +6,33 @@
 //! (`TIME`) for periods and hold expiry, so replicas with skewed clocks
 //! still agree.
 //!
-//! **Holds and crashes.** A reservation is recorded as one member of a
-//! sorted set indexed by expiry (`hold_ttl`); the member itself lists the
-//! hold's id, amounts and level keys, so settle and release find it with a
-//! single `ZREM` (the client rebuilds the member from the [`Hold`] it
-//! kept) and a hold that is no longer in the index is never subtracted
-//! twice. Every reserve first reclaims up to 32 expired holds, so
-//! reservations of a process that died (or a dropped reservation whose
-//! release could not be delivered) stop counting after `hold_ttl`.
+//! **Holds and crashes.** Holds are not stored one by one. Each ledger
+//! has an *instance*: a random id with a lease (its member in the sorted
+//! set `<prefix>:leases`, scored by expiry and refreshed every
+//! `lease_ttl / 3`) and one hash `<prefix>:held:<id>` with the amounts its
+//! outstanding holds hold at each level, one field per level and resource,
+//! changed with `HINCRBY` by the net amount of each batch. The client keeps
+//! the [`Hold`] (whose id carries the instance id) and sends its amount
+//! back at settle or release. A batch first *sweeps* instances whose lease
+//! has expired: their held amounts are subtracted from the levels, their
+//! hash deleted and a tombstone set, so reservations of a process that died
+//! stop counting `lease_ttl` after its last refresh. A settle or release of
+//! a hold whose instance was swept charges usage only: nothing is ever
+//! subtracted twice. A live process rotates to a new instance id when a
+//! batch fails (its outcome is unknown), when its instance was swept, and
+//! once its first hold's TTL has passed; an old instance keeps its lease
+//! until the TTL of its last hold has passed and is then left to expire, so
+//! a hold whose release never reached Redis stops counting after its TTL
+//! plus `lease_ttl`, as a crashed one does.
 //! Dropping a [`Reservation`] cannot run async code, so
 //! [`Ledger::release_detached`] hands the hold to a background task over a
-//! channel; if that task cannot reach Redis, the TTL is the safety net.
+//! channel.
 //!
-//! **Cost.** Per level, a reserve or settle makes one `HMGET` and one
-//! `HSET` (a `PEXPIRE` only when the key's retention must be extended,
-//! at most every 30 s per busy key); per operation one `TIME`, and one
-//! `ZRANGEBYSCORE` + `ZADD` (reserve) or `ZREM` (settle/release). Scripts
+//! **Cost.** Per batch (up to 64 operations) and level key: one `HMGET`,
+//! one `HSET` (a `PEXPIRE` only when the key's retention must be extended,
+//! at most every 30 s per busy key) and at most two `HINCRBY` on the
+//! instance's hash; per batch one `TIME`, one `ZRANGEBYSCORE` (sweep) and
+//! one `ZSCORE` per instance (a `ZADD` when its lease is refreshed). Scripts
 //! run with `EVALSHA` over the connection manager's one multiplexed
 //! connection, so concurrent callers are pipelined.
 //!
@@ -31,14 +42,16 @@
 //! restart (`NOSCRIPT` is handled), so service resumes without restarting
 //! the process.
 //!
-//! Keys: `<prefix>:<level key>` per level and `<prefix>:holds`. The script
-//! touches keys named in the records of expired holds, so it targets a
-//! single Redis primary, not Redis Cluster.
+//! Keys: `<prefix>:<level key>` per level, `<prefix>:leases`,
+//! `<prefix>:held:<instance>` and `<prefix>:gone:<instance>`. The script
+//! touches keys named in a swept instance's hash, so it targets a single
+//! Redis primary, not Redis Cluster.
 //!
 //! [`Reservation`]: crate::Reservation
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,6 +77,7 @@ pub struct RedisLedgerBuilder {
     prefix: String,
     op_timeout: Duration,
     hold_ttl: Duration,
+    lease_ttl: Duration,
 }
 
 impl RedisLedgerBuilder {
@@ -92,8 +106,20 @@ impl RedisLedgerBuilder {
         self
     }
 
+    /// How long this ledger's holds keep counting after its last lease
+    /// refresh (default 30 s; refreshed every third of it, at least 30 ms).
+    /// When the process dies, its reservations stop counting this long
+    /// after its last refresh. Keep it well above the longest stall the
+    /// process may see (a process that misses its refreshes for this long
+    /// loses its holds: over-admission, never lost accounting).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
     /// Connects lazily (the first operation connects) and starts the
-    /// background release task. Must be called inside a Tokio runtime.
+    /// background release and lease-refresh tasks. Must be called inside a
+    /// Tokio runtime.
     ///
     /// # Errors
     ///
@@ -112,21 +138,19 @@ impl RedisLedgerBuilder {
             .set_response_timeout(Some(self.op_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        if self.prefix.contains('\n') {
-            return Err(Error::InvalidConfiguration(
-                "the Redis key prefix must not contain a newline".into(),
-            ));
-        }
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             conn,
             script: Script::new(SCRIPT),
-            holds_key: format!("{}:holds", self.prefix),
+            leases_key: format!("{}:leases", self.prefix),
             prefix: self.prefix,
             op_timeout: self.op_timeout,
+            lease_ms: duration_ms(self.lease_ttl),
+            instances: Mutex::new(Instances::new()),
         });
         runtime.spawn(batch_task(Arc::clone(&inner), rx, tx.downgrade()));
+        runtime.spawn(refresh_task(self.lease_ttl / 3, tx.downgrade()));
         Ok(RedisLedger {
             inner,
             jobs: tx,
@@ -139,8 +163,62 @@ struct Inner {
     conn: ConnectionManager,
     script: Script,
     prefix: String,
-    holds_key: String,
+    leases_key: String,
     op_timeout: Duration,
+    lease_ms: u64,
+    instances: Mutex<Instances>,
+}
+
+/// One ledger instance id, as the client sees it.
+struct Instance {
+    /// Whether a batch naming it got a reply (then the script must never
+    /// register it again: the client may hold holds whose amounts a sweep
+    /// has subtracted).
+    established: bool,
+    /// When new holds move to a fresh instance (the first hold's expiry).
+    rotate_at_ms: u64,
+    /// Until when its lease is refreshed (the last hold's expiry), once it
+    /// is no longer the current instance.
+    keep_until_ms: u64,
+    /// When its lease was last extended (client clock).
+    refreshed_ms: u64,
+}
+
+/// The current instance (new holds) and older ones whose holds may still
+/// be outstanding.
+struct Instances {
+    current: u64,
+    all: HashMap<u64, Instance>,
+}
+
+impl Instances {
+    fn new() -> Self {
+        let mut s = Self {
+            current: 0,
+            all: HashMap::new(),
+        };
+        s.rotate();
+        s
+    }
+
+    fn rotate(&mut self) {
+        let id = loop {
+            let id = uuid::Uuid::new_v4().as_u64_pair().0;
+            if !self.all.contains_key(&id) {
+                break id;
+            }
+        };
+        self.all.insert(
+            id,
+            Instance {
+                established: false,
+                rotate_at_ms: u64::MAX,
+                keep_until_ms: 0,
+                refreshed_ms: 0,
+            },
+        );
+        self.current = id;
+    }
 }
 
 /// Most operations sent in one script call.
@@ -151,14 +229,31 @@ const MAX_IN_FLIGHT: usize = 2;
 
 /// One ledger operation waiting for the batch task.
 enum Op {
-    Reserve { hold: Hold, ttl: Duration },
-    Settle { hold: Hold, actual: Amount },
-    Release { hold: Hold },
-    Register { level: LevelSpec, ttl: Duration },
-    Usage { level: LevelSpec, ttl: Duration },
+    Reserve {
+        hold: Hold,
+        ttl: Duration,
+    },
+    Settle {
+        hold: Hold,
+        actual: Amount,
+    },
+    Release {
+        hold: Hold,
+    },
+    Register {
+        level: LevelSpec,
+        ttl: Duration,
+    },
+    Usage {
+        level: LevelSpec,
+        ttl: Duration,
+    },
+    /// Nothing but the batch itself: it extends the leases that are due.
+    Refresh,
 }
 
-/// The script's reply for one operation: `1`, or space-separated numbers.
+/// The script's reply for one operation: `1`, `L`, or space-separated
+/// numbers.
 type Reply = String;
 
 struct Job {
@@ -222,6 +317,26 @@ async fn batch_task(
     }
 }
 
+/// Sends a lease refresh through the batch task every `every`, until the
+/// ledger is dropped.
+async fn refresh_task(every: Duration, jobs: mpsc::WeakUnboundedSender<Job>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(tx) = jobs.upgrade() else { return };
+        if tx
+            .send(Job {
+                op: Op::Refresh,
+                reply: None,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// Hands each job its reply.
 fn deliver(
     jobs: Vec<Job>,
@@ -241,7 +356,7 @@ fn deliver(
                 if let Err(Ok(reply)) = tx.send(r) {
                     // The caller gave up (timeout, cancellation) after its
                     // reservation was granted: release it now rather than
-                    // at its TTL.
+                    // leave it to its instance's expiry.
                     if let (Op::Reserve { hold, .. }, "1") = (op, reply.as_str()) {
                         if let Some(q) = requeue.upgrade() {
                             let _ = q.send(Job {
@@ -255,7 +370,7 @@ fn deliver(
             (None, Op::Release { hold }) => {
                 if let Err(e) = r {
                     tracing::warn!(hold = %hold.id, error = %e,
-                        "could not release a dropped reservation; it expires with its TTL");
+                        "could not release a dropped reservation; it expires with its instance");
                 }
             }
             (None, _) => {}
@@ -286,48 +401,54 @@ fn bound_args(b: &Bound) -> (u8, u64, u64) {
     }
 }
 
+/// The instance a hold belongs to (the high half of its id).
+fn instance_of(hold: &Hold) -> u64 {
+    hold.id.as_u64_pair().0
+}
+
+/// What the script needs of one operation.
+struct Parts<'a> {
+    kind: u8,
+    instance: Option<u64>,
+    /// Retention of the level keys is computed for this hold time.
+    ttl: Duration,
+    amount: Amount,
+    held: Amount,
+    take: bool,
+    levels: &'a [LevelSpec],
+}
+
 impl Op {
-    /// (kind, hold id, ttl, amount, held, take a request, levels)
-    fn parts(
-        &self,
-    ) -> (
-        u8,
-        Option<uuid::Uuid>,
-        Duration,
-        Amount,
-        Amount,
-        bool,
-        &[LevelSpec],
-    ) {
+    fn parts(&self) -> Parts<'_> {
         let zero = Amount::default();
         let one = Duration::from_millis(1);
-        match self {
+        let (kind, instance, ttl, amount, held, take, levels) = match self {
             Op::Reserve { hold, ttl } => (
                 1,
-                Some(hold.id),
+                Some(instance_of(hold)),
                 *ttl,
                 hold.amount,
                 zero,
                 true,
-                &hold.levels,
+                &hold.levels[..],
             ),
             Op::Settle { hold, actual } => (
                 2,
-                Some(hold.id),
+                Some(instance_of(hold)),
                 one,
                 *actual,
                 hold.amount,
                 false,
-                &hold.levels,
+                &hold.levels[..],
             ),
             Op::Release { hold } => (
                 3,
-                Some(hold.id),
+                Some(instance_of(hold)),
                 one,
                 zero,
                 hold.amount,
                 false,
-                &hold.levels,
+                &hold.levels[..],
             ),
             Op::Register { level, ttl } => (
                 4,
@@ -347,6 +468,16 @@ impl Op {
                 false,
                 std::slice::from_ref(level),
             ),
+            Op::Refresh => (6, None, one, zero, zero, false, &[][..]),
+        };
+        Parts {
+            kind,
+            instance,
+            ttl,
+            amount,
+            held,
+            take,
+            levels,
         }
     }
 }
@@ -356,37 +487,132 @@ impl Inner {
         format!("{}:{}", self.prefix, spec.key.render())
     }
 
+    fn instances(&self) -> MutexGuard<'_, Instances> {
+        // A panic while the lock was held cannot leave the map invalid.
+        self.instances
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The instance a new hold of `ttl` goes to.
+    fn instance_for_hold(&self, ttl: Duration) -> u64 {
+        let now = now_ms();
+        let expiry = now.saturating_add(duration_ms(ttl));
+        let mut inst = self.instances();
+        if inst
+            .all
+            .get(&inst.current)
+            .is_none_or(|c| now >= c.rotate_at_ms)
+        {
+            inst.rotate();
+        }
+        let id = inst.current;
+        if let Some(c) = inst.all.get_mut(&id) {
+            c.rotate_at_ms = c.rotate_at_ms.min(expiry);
+            c.keep_until_ms = c.keep_until_ms.max(expiry);
+        }
+        id
+    }
+
+    /// The instances a batch names: those of its holds, then those whose
+    /// lease is due for a refresh. Each with (fresh, refresh).
+    fn batch_instances(&self, jobs: &[Job], now: u64) -> Vec<(u64, bool, bool)> {
+        let mut inst = self.instances();
+        let current = inst.current;
+        // Old instances whose last hold has expired are left to expire.
+        inst.all
+            .retain(|id, i| *id == current || now < i.keep_until_ms);
+        let due = self.lease_ms / 3;
+        let mut out: Vec<(u64, bool, bool)> = Vec::new();
+        let mut add = |id: u64, inst: &Instances| {
+            if out.iter().any(|(i, _, _)| *i == id) {
+                return;
+            }
+            let (fresh, refresh) = inst.all.get(&id).map_or((false, false), |i| {
+                (
+                    !i.established,
+                    i.established && now.saturating_sub(i.refreshed_ms) >= due,
+                )
+            });
+            out.push((id, fresh, refresh));
+        };
+        for job in jobs {
+            if let Some(id) = job.op.parts().instance {
+                add(id, &inst);
+            }
+        }
+        for (id, i) in &inst.all {
+            if i.established && now.saturating_sub(i.refreshed_ms) >= due {
+                add(*id, &inst);
+            }
+        }
+        out
+    }
+
+    /// Records what a batch learnt about its instances.
+    fn batch_done(&self, names: &[(u64, bool, bool)], live: Option<&str>, now: u64) {
+        let mut inst = self.instances();
+        let Some(live) = live else {
+            // Unknown outcome: holds granted by it may be held in Redis
+            // without the client knowing. New holds go to a new instance;
+            // the old one expires after its last hold's TTL.
+            inst.rotate();
+            return;
+        };
+        for ((id, fresh, refresh), flag) in names.iter().zip(live.split(' ')) {
+            if flag == "1" {
+                if let Some(i) = inst.all.get_mut(id) {
+                    i.established = true;
+                    if *fresh || *refresh {
+                        i.refreshed_ms = now;
+                    }
+                }
+            } else {
+                // Swept (or never registered): it holds nothing any more.
+                inst.all.remove(id);
+                if *id == inst.current {
+                    inst.rotate();
+                }
+            }
+        }
+    }
+
     /// One script call for `jobs`, in order; one reply per job.
     async fn run_batch(&self, jobs: &[Job]) -> std::result::Result<Vec<Reply>, String> {
         let now = now_ms();
-        // Distinct level keys (the script's KEYS, 1-based; the hold index
+        let names = self.batch_instances(jobs, now);
+        let result = self.call_script(jobs, &names, now).await;
+        match result {
+            Ok(mut replies) => {
+                let live = replies.pop();
+                self.batch_done(&names, live.as_deref(), now);
+                Ok(replies)
+            }
+            Err(e) => {
+                self.batch_done(&names, None, now);
+                Err(e)
+            }
+        }
+    }
+
+    async fn call_script(
+        &self,
+        jobs: &[Job],
+        names: &[(u64, bool, bool)],
+        now: u64,
+    ) -> std::result::Result<Vec<Reply>, String> {
+        // Distinct level keys (the script's KEYS, 1-based; the lease index
         // is KEYS[1]) and distinct (key, limits, retention) specs, each sent
         // once per batch.
         let mut keys: HashMap<String, usize> = HashMap::new();
         let mut key_order: Vec<String> = Vec::new();
         let mut specs: Vec<(usize, &LevelSpec, u64)> = Vec::new();
         let mut op_specs: Vec<Vec<usize>> = Vec::with_capacity(jobs.len());
-        // The hold's record in the index: `id \n tokens \n cost \n key...`
-        // (the script reads it back when it reclaims an expired hold).
-        let mut records: Vec<String> = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let (kind, id, ttl, amount, held, _, levels) = job.op.parts();
-            let mut record = match (kind, id) {
-                (1, Some(id)) => {
-                    format!("{}\n{}\n{}", id.simple(), amount.tokens, amount.cost_micros)
-                }
-                (2 | 3, Some(id)) => {
-                    format!("{}\n{}\n{}", id.simple(), held.tokens, held.cost_micros)
-                }
-                _ => String::new(),
-            };
-            let mut idx = Vec::with_capacity(levels.len());
-            for l in levels {
+            let parts = job.op.parts();
+            let mut idx = Vec::with_capacity(parts.levels.len());
+            for l in parts.levels {
                 let key = self.key(l);
-                if !record.is_empty() {
-                    record.push('\n');
-                    record.push_str(&key);
-                }
                 let ki = match keys.get(&key) {
                     Some(&k) => k,
                     None => {
@@ -396,7 +622,7 @@ impl Inner {
                         k
                     }
                 };
-                let keep = l.retention_ms(now, ttl);
+                let keep = l.retention_ms(now, parts.ttl);
                 let si = match specs
                     .iter()
                     .position(|(k, s, kp)| *k == ki && *kp == keep && *s == l)
@@ -410,30 +636,41 @@ impl Inner {
                 idx.push(si + 1);
             }
             op_specs.push(idx);
-            if record.is_empty() {
-                record.push('-');
-            }
-            records.push(record);
         }
         let mut inv = self.script.prepare_invoke();
-        inv.key(self.holds_key.as_str());
+        inv.key(self.leases_key.as_str());
         for k in &key_order {
             inv.key(k.as_str());
         }
-        inv.arg(specs.len()).arg(jobs.len());
+        inv.arg(specs.len())
+            .arg(jobs.len())
+            .arg(self.lease_ms)
+            .arg(self.prefix.as_str())
+            .arg(names.len())
+            .arg(u8::from(
+                jobs.iter().any(|j| matches!(j.op, Op::Reserve { .. })),
+            ));
+        for (id, fresh, refresh) in names {
+            inv.arg(format!("{id:016x}"))
+                .arg(u8::from(*fresh))
+                .arg(u8::from(*refresh));
+        }
         for (ki, spec, keep) in &specs {
             push_spec(&mut inv, *ki, spec, *keep);
         }
-        for ((job, idx), record) in jobs.iter().zip(&op_specs).zip(records) {
-            let (kind, _, ttl, amount, held, take, _) = job.op.parts();
-            inv.arg(kind)
-                .arg(record)
-                .arg(duration_ms(ttl).max(1))
-                .arg(amount.tokens)
-                .arg(amount.cost_micros)
-                .arg(held.tokens)
-                .arg(held.cost_micros)
-                .arg(u8::from(take))
+        for (job, idx) in jobs.iter().zip(&op_specs) {
+            let parts = job.op.parts();
+            let instance = parts
+                .instance
+                .and_then(|id| names.iter().position(|(i, _, _)| *i == id))
+                .map_or(0, |i| i + 1);
+            inv.arg(parts.kind)
+                .arg(instance)
+                .arg(parts.amount.tokens)
+                .arg(parts.amount.cost_micros)
+                .arg(parts.held.tokens)
+                .arg(parts.held.cost_micros)
+                .arg(u8::from(parts.take))
                 .arg(idx.len());
             for si in idx {
                 inv.arg(*si);
@@ -446,7 +683,7 @@ impl Inner {
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(_) => return Err("operation timed out".to_owned()),
             };
-        if replies.len() != jobs.len() {
+        if replies.len() != jobs.len() + 1 {
             return Err("unexpected script reply".to_owned());
         }
         Ok(replies)
@@ -455,13 +692,14 @@ impl Inner {
 
 impl RedisLedger {
     /// Defaults: prefix [`DEFAULT_PREFIX`], 500 ms operation timeout, 10 min
-    /// hold TTL.
+    /// hold TTL, 30 s lease.
     pub fn builder() -> RedisLedgerBuilder {
         RedisLedgerBuilder {
             url: None,
             prefix: DEFAULT_PREFIX.to_owned(),
             op_timeout: Duration::from_millis(500),
             hold_ttl: Duration::from_secs(600),
+            lease_ttl: Duration::from_secs(30),
         }
     }
 
@@ -498,21 +736,40 @@ fn int(s: &str) -> i64 {
     s.parse::<f64>().map_or(-1, |f| f as i64)
 }
 
+/// Hold ids: the instance id, then a per-process counter.
+fn new_hold(instance: u64, request: &HoldRequest) -> Hold {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    Hold {
+        id: uuid::Uuid::from_u64_pair(instance, COUNTER.fetch_add(1, Ordering::Relaxed)),
+        levels: Arc::clone(&request.levels),
+        amount: request.amount,
+    }
+}
+
 #[async_trait]
 impl Ledger for RedisLedger {
     async fn reserve(&self, request: &HoldRequest) -> Result<Hold> {
-        let hold = Hold::new(request);
         let ttl = if request.ttl.is_zero() {
             self.hold_ttl
         } else {
             request.ttl
         };
-        let reply = self
-            .submit(Op::Reserve {
-                hold: hold.clone(),
-                ttl,
-            })
-            .await?;
+        // `L`: the instance was swept (its lease expired, or Redis lost
+        // it); the batch task has moved to a new one, so try again.
+        let mut attempts = 0;
+        let (hold, reply) = loop {
+            let hold = new_hold(self.inner.instance_for_hold(ttl), request);
+            let reply = self
+                .submit(Op::Reserve {
+                    hold: hold.clone(),
+                    ttl,
+                })
+                .await?;
+            attempts += 1;
+            if reply != "L" || attempts == 3 {
+                break (hold, reply);
+            }
+        };
         if reply == "1" {
             return Ok(hold);
         }
@@ -559,7 +816,7 @@ impl Ledger for RedisLedger {
             reply: None,
         }) {
             if let Op::Release { hold } = e.0.op {
-                tracing::warn!(hold = %hold.id, "ledger task gone; the hold expires with its TTL");
+                tracing::warn!(hold = %hold.id, "ledger task gone; the hold expires with its instance");
             }
         }
     }

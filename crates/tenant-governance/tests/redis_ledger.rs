@@ -261,42 +261,181 @@ async fn a_fail_open_tier_admits_unaccounted_calls_while_redis_is_down() {
     r.settle(Usage::new(10, 0)).await.unwrap();
 }
 
-#[tokio::test]
-async fn a_crashed_holders_reservation_expires_after_its_ttl() {
-    let redis = TestRedis::start().unwrap();
-    let issuer = issuer();
+fn crash_policy() -> Policy {
+    Policy::new(TenantPolicy::new().tenant_limits(Limits::unlimited().tokens_per(1_000, HOUR)))
+}
+
+fn crash_quotas(url: &str, lease: Duration) -> Quotas {
     let ledger = RedisLedger::builder()
-        .url(redis.url())
-        .prefix("ttl")
+        .url(url)
+        .prefix("crash")
+        .lease_ttl(lease)
         .build()
         .unwrap();
-    let quotas = Quotas::builder()
+    Quotas::builder()
         .ledger(ledger)
-        .policy(Policy::new(
-            TenantPolicy::new().tenant_limits(Limits::unlimited().tokens_per(1_000, HOUR)),
-        ))
-        .hold_ttl(Duration::from_millis(300))
+        .policy(crash_policy())
         .build()
+        .unwrap()
+}
+
+const CRASH_LEASE: Duration = Duration::from_secs(1);
+
+/// Entry point of the child process of
+/// `a_crashed_holders_reservation_stops_counting_when_its_lease_expires`:
+/// reserves the tenant's whole budget, says so, and waits to be killed.
+#[tokio::test]
+#[ignore = "child process of the crash test"]
+async fn crash_holder_worker() {
+    let Ok(url) = std::env::var("TG_CRASH_URL") else {
+        return;
+    };
+    let (issuer, _) = fixed_issuer();
+    let ctx = issuer
+        .accept_token(&std::env::var("TG_CRASH_TOKEN").unwrap())
         .unwrap();
-    let ctx = root(&issuer, TenantId::random(), None);
-    // Simulate a process that died mid-call: the reservation is never
-    // settled, released or dropped.
-    std::mem::forget(
-        quotas
-            .reserve(&ctx, &Estimate::new("m", 1_000, 0))
-            .await
-            .unwrap(),
-    );
-    assert!(matches!(
-        quotas.reserve(&ctx, &Estimate::new("m", 1, 0)).await,
-        Err(Error::QuotaExceeded { .. })
-    ));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let quotas = crash_quotas(&url, CRASH_LEASE);
     let r = quotas
         .reserve(&ctx, &Estimate::new("m", 1_000, 0))
         .await
         .unwrap();
+    println!("HELD");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    drop(r);
+}
+
+#[tokio::test]
+async fn a_crashed_holders_reservation_stops_counting_when_its_lease_expires() {
+    use std::io::BufRead;
+    let redis = TestRedis::start().unwrap();
+    let (issuer, _) = fixed_issuer();
+    let ctx = root(&issuer, TenantId::random(), None);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_holder_worker",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TG_CRASH_URL", redis.url())
+        .env("TG_CRASH_TOKEN", ctx.to_token().as_str())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let held = stdout
+        .lines()
+        .map_while(|l| l.ok())
+        .any(|l| l.contains("HELD"));
+    assert!(held, "the holder reserved");
+    // The holder dies mid-call: no settle, no release, no more lease refreshes.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let quotas = crash_quotas(&redis.url(), CRASH_LEASE);
+    assert!(matches!(
+        quotas.reserve(&ctx, &Estimate::new("m", 1, 0)).await,
+        Err(Error::QuotaExceeded { .. })
+    ));
+    let started = std::time::Instant::now();
+    let r = loop {
+        match quotas.reserve(&ctx, &Estimate::new("m", 1_000, 0)).await {
+            Ok(r) => break r,
+            Err(Error::QuotaExceeded { .. }) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the crashed holder's hold was never reclaimed: {e}"),
+        }
+    };
     r.release().await.unwrap();
+    let u = quotas.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!((u.tokens_used, u.tokens_held), (0, 0));
+}
+
+#[tokio::test]
+async fn a_live_holders_reservation_keeps_counting_past_its_lease_ttl() {
+    let redis = TestRedis::start().unwrap();
+    let issuer = issuer();
+    let lease = Duration::from_millis(150);
+    let holder = crash_quotas(&redis.url(), lease);
+    let other = crash_quotas(&redis.url(), lease);
+    let ctx = root(&issuer, TenantId::random(), None);
+    let r = holder
+        .reserve(&ctx, &Estimate::new("m", 1_000, 0))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(lease).await;
+        assert!(matches!(
+            other.reserve(&ctx, &Estimate::new("m", 1, 0)).await,
+            Err(Error::QuotaExceeded { .. })
+        ));
+    }
+    r.settle(Usage::new(600, 0)).await.unwrap();
+    let u = other.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!((u.tokens_used, u.tokens_held), (600, 0));
+}
+
+/// A holder whose lease was swept (it stalled past its lease) settles later:
+/// its usage is charged, but its hold is not subtracted a second time (which
+/// would free budget another process still holds).
+#[tokio::test]
+async fn a_settle_after_the_holders_lease_was_swept_subtracts_nothing_twice() {
+    let redis = TestRedis::start().unwrap();
+    let issuer = issuer();
+    let holder = crash_quotas(&redis.url(), Duration::from_secs(30));
+    let other = crash_quotas(&redis.url(), Duration::from_secs(30));
+    let ctx = root(&issuer, TenantId::random(), None);
+    let stalled = holder
+        .reserve(&ctx, &Estimate::new("m", 600, 0))
+        .await
+        .unwrap();
+    // Kill the holder's lease: every lease so far (only the holder's) expired.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let leases: Vec<String> = redis::cmd("ZRANGE")
+        .arg("crash:leases")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 1);
+    let _: i64 = redis::cmd("ZADD")
+        .arg("crash:leases")
+        .arg(0)
+        .arg(&leases[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The other process sweeps it and may take the whole budget.
+    let mine = other
+        .reserve(&ctx, &Estimate::new("m", 1_000, 0))
+        .await
+        .unwrap();
+    // The stalled holder finishes: charged 100, but nothing more is freed.
+    stalled.settle(Usage::new(100, 0)).await.unwrap();
+    let u = other.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!((u.tokens_used, u.tokens_held), (100, 1_000));
+    assert!(matches!(
+        holder.reserve(&ctx, &Estimate::new("m", 1, 0)).await,
+        Err(Error::QuotaExceeded { .. })
+    ));
+    mine.release().await.unwrap();
+    // The holder carries on with a new instance.
+    holder
+        .reserve(&ctx, &Estimate::new("m", 900, 0))
+        .await
+        .unwrap()
+        .settle(Usage::new(900, 0))
+        .await
+        .unwrap();
+    let u = other.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!((u.tokens_used, u.tokens_held), (1_000, 0));
 }
 
 #[tokio::test]
