@@ -17,7 +17,9 @@
 //! | `governance` | [`governance`] | `tenant-governance` |
 //!
 //! Feature `axum` (off by default) adds `axum_extract`, an extractor that
-//! verifies a bearer JWT into a [`TenantContext`].
+//! verifies a bearer JWT into a [`TenantContext`]; feature `rig` adds `rig`
+//! (a tenant-fixed rig `VectorStoreIndex` and tools); feature `cli` builds
+//! the `tenant-doctor` binary.
 //!
 //! ```
 //! use tenant_sdk::*;
@@ -40,6 +42,13 @@ pub use tenant_core::*;
 
 #[cfg(feature = "axum")]
 pub mod axum_extract;
+
+/// rig integration: a tenant-fixed vector index and the tenant's allowed
+/// tools as rig tools (`tenant-rig`, feature `rig`).
+#[cfg(feature = "rig")]
+pub mod rig {
+    pub use tenant_rig::*;
+}
 
 /// Tenant-scoped vector retrieval (`tenant-retrieval`).
 #[cfg(feature = "retrieval")]

@@ -56,3 +56,57 @@ fn doctor_rejects_unknown_arguments_with_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: tenant-doctor"));
 }
+
+#[tokio::test]
+async fn doctor_checks_the_tenant_index_of_embedded_collections() {
+    use tenant_sdk::retrieval::{
+        CollectionSpec, Document, EdgeBackend, Retrieval, RetrievalClient,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let retrieval = Retrieval::builder(EdgeBackend::open(dir.path()).unwrap())
+        .collection(CollectionSpec::new("docs", 8).unwrap())
+        .keys(DerivedKeyProvider::new(MasterKey::generate(
+            KeyId::new("d").unwrap(),
+        )))
+        .build()
+        .await
+        .unwrap();
+    let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k").unwrap()));
+    let ctx = issuer
+        .context()
+        .tenant(TenantId::random())
+        .principal(PrincipalId::new("p").unwrap())
+        .capabilities(Capabilities::none().with_collections(["docs"]).unwrap())
+        .issue()
+        .unwrap();
+    let client = RetrievalClient::builder()
+        .backend(&retrieval)
+        .collection("docs")
+        .tenant(&ctx)
+        .build()
+        .unwrap();
+    client
+        .upsert([Document::new("a", vec![0.5; 8], "hello")])
+        .await
+        .unwrap();
+    drop(client);
+    drop(retrieval);
+    let out = Command::new(env!("CARGO_BIN_EXE_tenant-doctor"))
+        .args(["--qdrant-path", dir.path().to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let collections = report["qdrant"]["report"].as_array().unwrap();
+    assert!(!collections.is_empty(), "{report}");
+    assert!(collections
+        .iter()
+        .all(|c| c["tenant_index_is_tenant"] == true));
+
+    let not_a_backend = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tenant-doctor"))
+        .args(["--qdrant-path", not_a_backend.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,7 +1,7 @@
 //! `tenant-doctor`: checks a deployment's isolation set-up.
 //!
 //! ```text
-//! tenant-doctor [--database-url URL] [--sandbox] [--json]
+//! tenant-doctor [--database-url URL] [--qdrant-path DIR] [--sandbox] [--json]
 //! ```
 //!
 //! * `--database-url` (or `DATABASE_URL`): connects as the *application*
@@ -9,6 +9,9 @@
 //!   level security or policies with USING and WITH CHECK, views without
 //!   `security_invoker`, and whether the role is superuser, owner or
 //!   BYPASSRLS.
+//! * `--qdrant-path`: opens the root directory of an embedded qdrant-edge
+//!   backend and checks that every collection indexes `tenant_id` with a
+//!   keyword index marked `is_tenant`.
 //! * `--sandbox`: probes the kernel for the namespaces, Landlock and seccomp
 //!   the tool sandbox needs (it always runs when nothing else is asked).
 //!
@@ -20,6 +23,7 @@ use serde_json::{json, Value};
 
 struct Args {
     database_url: Option<String>,
+    qdrant_path: Option<std::path::PathBuf>,
     sandbox: bool,
     json: bool,
 }
@@ -29,6 +33,7 @@ const USAGE: &str = "usage: tenant-doctor [--database-url URL] [--sandbox] [--js
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         database_url: std::env::var("DATABASE_URL").ok(),
+        qdrant_path: None,
         sandbox: false,
         json: false,
     };
@@ -36,13 +41,14 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--database-url" => args.database_url = Some(it.next().ok_or(USAGE)?),
+            "--qdrant-path" => args.qdrant_path = Some(it.next().ok_or(USAGE)?.into()),
             "--sandbox" => args.sandbox = true,
             "--json" => args.json = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
     }
-    if args.database_url.is_none() {
+    if args.database_url.is_none() && args.qdrant_path.is_none() {
         args.sandbox = true;
     }
     Ok(args)
@@ -82,6 +88,36 @@ fn sandbox_section() -> Section {
             format!("{} seccomp filter enforced", mark(s.seccomp_enforced)),
         ],
     }
+}
+
+fn qdrant_section(root: &std::path::Path) -> Result<Section, String> {
+    if !root.join("collections").is_dir() {
+        return Err(format!(
+            "{} is not the root of an embedded qdrant-edge backend",
+            root.display()
+        ));
+    }
+    let backend = tenant_sdk::retrieval::EdgeBackend::open(root).map_err(|e| e.to_string())?;
+    let collections = backend.inspect().map_err(|e| e.to_string())?;
+    let lines = collections
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}: {} point(s), tenant_id index: {}, is_tenant: {}",
+                if c.is_healthy() { "ok " } else { "BAD" },
+                c.physical_name,
+                c.points,
+                c.tenant_index,
+                c.tenant_index_is_tenant
+            )
+        })
+        .collect();
+    Ok(Section {
+        name: "qdrant",
+        healthy: collections.iter().all(|c| c.is_healthy()),
+        json: serde_json::to_value(&collections).map_err(|e| e.to_string())?,
+        lines,
+    })
 }
 
 async fn database_section(url: &str) -> Result<Section, String> {
@@ -129,6 +165,15 @@ async fn main() -> ExitCode {
     let mut sections = Vec::new();
     if let Some(url) = &args.database_url {
         match database_section(url).await {
+            Ok(s) => sections.push(s),
+            Err(e) => {
+                eprintln!("tenant-doctor: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(path) = &args.qdrant_path {
+        match qdrant_section(path) {
             Ok(s) => sections.push(s),
             Err(e) => {
                 eprintln!("tenant-doctor: {e}");

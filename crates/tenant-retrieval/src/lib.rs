@@ -84,7 +84,7 @@ pub mod point;
 mod retrieval;
 mod seal;
 
-pub use backend::edge::EdgeBackend;
+pub use backend::edge::{CollectionHealth, EdgeBackend};
 #[cfg(feature = "server")]
 pub use backend::server::{QdrantBackend, QdrantBackendBuilder};
 pub use backend::{CollectionLayout, RetrievalBackend, RouteEntry};

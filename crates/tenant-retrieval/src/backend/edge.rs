@@ -39,6 +39,26 @@ use crate::point::{StoredHit, StoredPoint, TENANT_FIELD};
 
 const ROUTES_FILE: &str = "routes.json";
 const COLLECTIONS_DIR: &str = "collections";
+
+/// One physical collection's isolation health, from [`EdgeBackend::inspect`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CollectionHealth {
+    /// The physical collection (shard directory) name.
+    pub physical_name: String,
+    /// Approximate number of points.
+    pub points: usize,
+    /// `tenant_id` has a payload index.
+    pub tenant_index: bool,
+    /// That index is a keyword index marked `is_tenant`.
+    pub tenant_index_is_tenant: bool,
+}
+
+impl CollectionHealth {
+    /// Whether the collection is set up as the SDK requires.
+    pub fn is_healthy(&self) -> bool {
+        self.tenant_index && self.tenant_index_is_tenant
+    }
+}
 const WAL_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// One open shard and the lock that serializes its writes with its flushes.
@@ -194,6 +214,49 @@ impl EdgeBackend {
         flush(&shard)?;
         self.insert(physical, shard);
         Ok(())
+    }
+
+    /// Inspects every collection under this backend's root: point count and
+    /// whether the SDK's `tenant_id` field carries a keyword index marked
+    /// `is_tenant` (what `tenant-doctor --qdrant-path` reports).
+    pub fn inspect(&self) -> Result<Vec<CollectionHealth>> {
+        let dir = self.inner.root.join(COLLECTIONS_DIR);
+        let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("edge_config.json").exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let info = self.with_raw_shard(&name, |shard| shard.info())?;
+                let tenant = info
+                    .payload_schema
+                    .iter()
+                    .find(|(key, _)| key.to_string() == TENANT_FIELD)
+                    .map(|(_, index)| index);
+                let is_tenant = tenant.is_some_and(|index| {
+                    matches!(
+                        &index.params,
+                        Some(PayloadSchemaParams::Keyword(KeywordIndexParams {
+                            is_tenant: Some(true),
+                            ..
+                        }))
+                    )
+                });
+                Ok(CollectionHealth {
+                    physical_name: name,
+                    points: info.points_count,
+                    tenant_index: tenant.is_some(),
+                    tenant_index_is_tenant: is_tenant,
+                })
+            })
+            .collect()
     }
 
     /// Runs `f` on the raw qdrant-edge shard of `physical`, holding its
