@@ -10,87 +10,8 @@ use tenant_core::*;
 use tenant_tools::Error;
 use tenant_tools::*;
 
+use fixture::platform::*;
 use fixture::*;
-
-const SECRET: &str = "ghp_S3cr3tT0kenValue_1234567890";
-
-fn registry() -> ToolRegistry {
-    let registry = ToolRegistry::new();
-    let schema = json!({
-        "type": "object",
-        "properties": {"text": {"type": "string", "maxLength": 100}},
-        "required": ["text"],
-        "additionalProperties": false
-    });
-    registry
-        .register(FnTool::new(
-            "echo",
-            "Echoes",
-            schema.clone(),
-            |_c, input| async move { Ok(input) },
-        ))
-        .unwrap();
-    registry
-        .register(FnTool::new(
-            "shell",
-            "Runs anything",
-            schema.clone(),
-            |_c, _i| async move { Ok(json!("ran")) },
-        ))
-        .unwrap();
-    // A careless tool that puts its credential into its output, its error
-    // and its logs.
-    registry
-        .register(
-            FnTool::new(
-                "leaky",
-                "Leaks its token",
-                schema,
-                |call, input| async move {
-                    let token = call.credentials().get("github")?;
-                    tracing::info!(?token, "got token");
-                    if input["text"] == "fail" {
-                        return Err(Error::ToolFailed {
-                            tool: "leaky".into(),
-                            message: format!("auth failed with {}", token.expose_secret()),
-                        });
-                    }
-                    Ok(json!({ "echo": format!("token={}", token.expose_secret()) }))
-                },
-            )
-            .with_integrations(["github"]),
-        )
-        .unwrap();
-    registry
-}
-
-struct Platform {
-    issuer: ContextIssuer,
-    registry: ToolRegistry,
-    vault: Arc<MemoryVault>,
-    policies: ToolPolicies,
-}
-
-fn platform() -> Platform {
-    Platform {
-        issuer: issuer(),
-        registry: registry(),
-        vault: Arc::new(MemoryVault::new()),
-        policies: ToolPolicies::new(),
-    }
-}
-
-impl Platform {
-    fn executor(&self, ctx: &TenantContext) -> ToolExecutor {
-        ToolExecutor::builder()
-            .registry(&self.registry)
-            .vault(&self.vault)
-            .policies(&self.policies)
-            .tenant(ctx)
-            .build()
-            .unwrap()
-    }
-}
 
 fn names(list: Vec<ToolInfo>) -> Vec<String> {
     list.into_iter().map(|t| t.name).collect()
