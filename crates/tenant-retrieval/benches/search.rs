@@ -191,13 +191,17 @@ fn get_ten(s: &Setup, c: &RetrievalClient, offset: usize) -> usize {
     s.rt.block_on(c.get_many(&refs)).unwrap().len()
 }
 
-/// p50 of each closure, sampled interleaved so drift hits all equally.
+/// p50 of each closure, sampled interleaved so drift hits all equally; the
+/// order rotates every round so no closure always runs after the same one
+/// (whose cache footprint it would inherit).
 fn p50s(rounds: usize, fs: &mut [&mut dyn FnMut(usize)]) -> Vec<Duration> {
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); fs.len()];
+    let n = fs.len();
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); n];
     for r in 0..rounds {
-        for (k, f) in fs.iter_mut().enumerate() {
+        for j in 0..n {
+            let k = (r + j) % n;
             let t = Instant::now();
-            f(r);
+            fs[k](r);
             samples[k].push(t.elapsed());
         }
     }

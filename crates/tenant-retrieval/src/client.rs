@@ -265,7 +265,7 @@ impl RetrievalClient {
                     },
                 )
                 .await?;
-            self.check_all("retrieval.search", hits.iter().map(hit_parts))
+            self.check_all("retrieval.search", hits.into_iter().map(hit_parts))
         }
         .instrument(self.ctx.span())
         .await
@@ -290,7 +290,7 @@ impl RetrievalClient {
                 .backend
                 .scroll(&physical, &scope, None, doc_ids.len().max(1), false)
                 .await?;
-            self.check_all("retrieval.get", page.points.iter().map(point_parts))
+            self.check_all("retrieval.get", page.points.into_iter().map(point_parts))
         }
         .instrument(self.ctx.span())
         .await
@@ -349,7 +349,7 @@ impl RetrievalClient {
                 .scroll(&physical, &scope, cursor.map(|c| c.0), limit, false)
                 .await?;
             let records =
-                self.check_all("retrieval.scroll", page.points.iter().map(point_parts))?;
+                self.check_all("retrieval.scroll", page.points.into_iter().map(point_parts))?;
             Ok(Page {
                 records,
                 next: page.next.map(Cursor),
@@ -401,19 +401,19 @@ impl RetrievalClient {
     }
 
     /// Checks every point; one failure refuses the whole response.
-    fn check_all<'a>(
+    fn check_all(
         &self,
         action: &str,
-        points: impl Iterator<
+        points: impl ExactSizeIterator<
             Item = (
                 Uuid,
                 Option<f32>,
-                &'a serde_json::Map<String, serde_json::Value>,
+                serde_json::Map<String, serde_json::Value>,
             ),
         >,
     ) -> Result<Vec<Record>> {
         let tenant = self.ctx.tenant();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(points.len());
         for (id, score, payload) in points {
             match guard::check(tenant, self.sealer.as_deref(), id, score, payload) {
                 Ok(r) => out.push(r),
@@ -433,23 +433,23 @@ impl RetrievalClient {
 }
 
 fn hit_parts(
-    h: &StoredHit,
+    h: StoredHit,
 ) -> (
     Uuid,
     Option<f32>,
-    &serde_json::Map<String, serde_json::Value>,
+    serde_json::Map<String, serde_json::Value>,
 ) {
-    (h.id, Some(h.score), &h.payload)
+    (h.id, Some(h.score), h.payload)
 }
 
 fn point_parts(
-    p: &StoredPoint,
+    p: StoredPoint,
 ) -> (
     Uuid,
     Option<f32>,
-    &serde_json::Map<String, serde_json::Value>,
+    serde_json::Map<String, serde_json::Value>,
 ) {
-    (p.id, None, &p.payload)
+    (p.id, None, p.payload)
 }
 
 fn check_limit(n: usize, what: &'static str) -> Result<()> {

@@ -64,34 +64,31 @@ pub(crate) fn check(
     sealer: Option<&Sealer>,
     id: Uuid,
     score: Option<f32>,
-    payload: &Map<String, Value>,
+    mut payload: Map<String, Value>,
 ) -> Result<Record, LeakReason> {
     let tenant_ok = matches!(
         payload.get(TENANT_FIELD),
-        Some(Value::String(s)) if s.parse::<TenantId>().ok() == Some(tenant)
+        Some(Value::String(s)) if is_tenant(s, tenant)
     );
     if !tenant_ok {
         return Err(LeakReason::ForeignTenantField);
     }
-    let Some(Value::String(doc_id)) = payload.get(DOC_ID_FIELD) else {
+    let Some(Value::String(doc_id)) = payload.remove(DOC_ID_FIELD) else {
         return Err(LeakReason::MalformedPayload);
     };
-    if point_id(tenant, doc_id) != id {
+    if point_id(tenant, &doc_id) != id {
         return Err(LeakReason::PointIdMismatch);
     }
-    let clear_meta = match payload.get(META_FIELD) {
+    let clear_meta = match payload.remove(META_FIELD) {
         Some(Value::Object(m)) => m,
-        None => &Map::new(),
+        None => Map::new(),
         Some(_) => return Err(LeakReason::MalformedPayload),
     };
     let (text, metadata) = match sealer {
-        None => {
-            let text = match payload.get(TEXT_FIELD) {
-                Some(Value::String(t)) => t.clone(),
-                _ => return Err(LeakReason::MalformedPayload),
-            };
-            (text, clear_meta.clone())
-        }
+        None => match payload.remove(TEXT_FIELD) {
+            Some(Value::String(text)) => (text, clear_meta),
+            _ => return Err(LeakReason::MalformedPayload),
+        },
         Some(sealer) => {
             let Some(Value::String(blob)) = payload.get(SEALED_FIELD) else {
                 return Err(LeakReason::SealOpenFailed);
@@ -104,9 +101,18 @@ pub(crate) fn check(
         }
     };
     Ok(Record {
-        id: doc_id.clone(),
+        id: doc_id,
         score,
         text,
         metadata,
     })
+}
+
+/// Whether a stored `tenant_id` field names `tenant`. The SDK writes the
+/// canonical (lowercase, hyphenated) form, compared without allocating;
+/// any other spelling is parsed.
+fn is_tenant(field: &str, tenant: TenantId) -> bool {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    field == tenant.as_uuid().hyphenated().encode_lower(&mut buf)
+        || field.parse::<TenantId>().ok() == Some(tenant)
 }

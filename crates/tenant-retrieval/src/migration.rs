@@ -66,7 +66,7 @@ pub(crate) async fn migrate(
     loop {
         let page = backend.scroll(&source, &scope, offset, PAGE, true).await?;
         for p in &page.points {
-            guard::check(tenant, sealer.as_ref(), p.id, None, &p.payload)
+            guard::check(tenant, sealer.as_ref(), p.id, None, p.payload.clone())
                 .map_err(|reason| fail(format!("source point refused: {reason}")))?;
         }
         copied += page.points.len() as u64;

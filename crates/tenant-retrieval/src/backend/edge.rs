@@ -132,10 +132,17 @@ impl EdgeBackend {
         })
     }
 
-    /// Runs searches, scrolls and counts on the calling async task instead
-    /// of tokio's blocking pool: lower latency, but the task's worker thread
-    /// is busy for the duration of the search. Writes always run on the
-    /// blocking pool.
+    /// Runs searches, scrolls and counts directly on the calling async task,
+    /// without telling the runtime: the lowest latency, but the worker
+    /// thread can run nothing else for the duration of the search (use it
+    /// when searches are short and the runtime has spare workers).
+    ///
+    /// By default (`false`) a read on tokio's multi-threaded runtime runs on
+    /// the calling thread through [`tokio::task::block_in_place`], which
+    /// first hands the worker's other tasks to another thread, so there is
+    /// no thread hop on the way back; on a current-thread runtime it runs on
+    /// the blocking pool (`spawn_blocking`); outside any tokio runtime it
+    /// runs inline. Writes always run on the blocking pool.
     pub fn set_inline_reads(&self, inline: bool) {
         self.inner.inline_reads.store(inline, Ordering::Relaxed);
     }
@@ -285,9 +292,12 @@ impl EdgeBackend {
         f: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
         if self.inner.inline_reads.load(Ordering::Relaxed) {
-            f()
-        } else {
-            blocking(f).await
+            return f();
+        }
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+            Ok(_) => blocking(f).await,
+            Err(_) => f(),
         }
     }
 }
@@ -406,7 +416,7 @@ fn to_uuid(id: &PointId) -> Result<Uuid> {
 }
 
 fn payload_map(p: Option<Payload>) -> Map<String, Value> {
-    p.map(|p| p.0.into_iter().collect()).unwrap_or_default()
+    p.map(|p| p.0).unwrap_or_default()
 }
 
 fn dense(v: Option<VectorStructInternal>) -> Vec<f32> {
