@@ -314,15 +314,15 @@ fn bench(c: &mut Criterion) {
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!("\n== tenant-retrieval search (p50 of {rounds} interleaved rounds) ==");
     println!(
-        "spawn_blocking reads: pool {:?}  silo {:?}  raw qdrant-edge {:?}",
+        "default reads (block_in_place): pool {:?}  silo {:?}  raw qdrant-edge {:?}",
         r[0], r[1], r[2]
     );
     println!(
-        "RATIO pool/silo (SDK, spawn_blocking)        = {:.3}  (target <= 1.10)",
+        "RATIO pool/silo (SDK, default reads)        = {:.3}  (target <= 1.10)",
         ratio(r[0], r[1])
     );
     println!(
-        "RATIO sdk/raw   (Pool, spawn_blocking)       = {:.3}  (target <= 1.05)",
+        "RATIO sdk/raw   (Pool, default reads)       = {:.3}  (target <= 1.05)",
         ratio(r[0], r[2])
     );
     println!(
