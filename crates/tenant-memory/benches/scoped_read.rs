@@ -2,10 +2,14 @@
 //! `MemoryStore::last_messages` (signed context bound in the same
 //! statement, verified by the RLS policy) versus the same query through raw
 //! sqlx on an unscoped copy of the table (no RLS, no binding), 8 concurrent
-//! clients each, same run. Target: scoped ≥ 0.9× raw throughput.
+//! clients each, same run. Target: scoped ≥ 0.9× raw throughput. Reported
+//! twice: from criterion's two back-to-back measurements, and as the ratio
+//! of p50s over rounds that alternate the arms.
 //!
 //! `cargo bench -p tenant-memory --bench scoped_read -- --warm-up-time 1 --measurement-time 3`
-//! (`MEMBENCH_SPLIT=1` adds the diagnostic `direct_rls` / `direct_plain` runs.)
+//! (`MEMBENCH_SPLIT=1` adds the diagnostic `direct_rls` / `direct_plain` runs;
+//! `MEMBENCH_FUNCTION=1` measures the policy as it was before migration 0005,
+//! calling `tenant_sdk.current_tenant()` instead of reading the verifier view.)
 
 use std::sync::Arc;
 
@@ -76,6 +80,18 @@ async fn setup() -> Setup {
     let admin = MemoryAdmin::new(&owner, &key).unwrap();
     admin.migrate(tenant_testkit::APP_ROLE).await.unwrap();
     admin.install_key().await.unwrap();
+    if std::env::var("MEMBENCH_FUNCTION").is_ok() {
+        // Diagnostic: the policy as it was before migration 0005, calling
+        // the SECURITY DEFINER function on every statement.
+        sqlx::raw_sql(
+            "ALTER POLICY tenant_isolation ON tenant_memory.messages \
+               USING (tenant_id = (SELECT tenant_sdk.current_tenant())) \
+               WITH CHECK (tenant_id = (SELECT tenant_sdk.current_tenant()))",
+        )
+        .execute(&owner)
+        .await
+        .unwrap();
+    }
     sqlx::raw_sql(
         "CREATE TABLE public.plain_messages (LIKE tenant_memory.messages INCLUDING ALL);
          GRANT SELECT, INSERT ON public.plain_messages TO tenant_app;",
@@ -273,6 +289,54 @@ fn bench(c: &mut Criterion) {
         (GROUP, "raw_unscoped_8_clients"),
         ">= 0.9x",
         true,
+    );
+    interleaved(&rt, &s);
+}
+
+/// The same two arms sampled round by round (order alternating), so that
+/// the machine's drift between criterion's two back-to-back measurements
+/// does not land on one arm only. Prints the ratio of the p50s.
+fn interleaved(rt: &tokio::runtime::Runtime, s: &Arc<Setup>) {
+    const ROUNDS: usize = 2000;
+    let batch = |scoped: bool| {
+        let s = s.clone();
+        rt.block_on(async move {
+            let started = std::time::Instant::now();
+            let tasks: Vec<_> = (0..CLIENTS)
+                .map(|_| {
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        if scoped {
+                            s.store.last_messages(s.thread, 20).await.unwrap().len()
+                        } else {
+                            raw_last_messages(&s).await.len()
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                assert_eq!(t.await.unwrap(), 20);
+            }
+            started.elapsed()
+        })
+    };
+    let (mut scoped, mut raw) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            scoped.push(batch(true));
+            raw.push(batch(false));
+        } else {
+            raw.push(batch(false));
+            scoped.push(batch(true));
+        }
+    }
+    scoped.sort();
+    raw.sort();
+    let (s50, r50) = (scoped[ROUNDS / 2], raw[ROUNDS / 2]);
+    println!(
+        "RATIO memory scoped read throughput vs raw sqlx (8 clients), p50 of {ROUNDS} interleaved rounds: \
+         {:.3}x (subject {s50:?}, baseline {r50:?}; target >= 0.9x)",
+        r50.as_secs_f64() / s50.as_secs_f64()
     );
 }
 

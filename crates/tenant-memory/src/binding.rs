@@ -3,8 +3,9 @@
 //! The value of the transaction-local setting [`SETTING`] is
 //! `v1:<key id>:<tenant uuid>:<expiry unix ms>:<hex mac>` with
 //! `mac = HMAC-SHA256(postgres subkey, "tenant_sdk/pg-ctx/v1|<key id>|<tenant>|<expiry>")`.
-//! `tenant_sdk.current_tenant()` (migration 0001) recomputes the MAC with
-//! pgcrypto from a key the application role cannot read.
+//! The policies' view `tenant_sdk.verified_context` (migration 0005) and
+//! `tenant_sdk.current_tenant()` (migrations 0001/0004) recompute the MAC
+//! with pgcrypto from a key the application role cannot read.
 //!
 //! The value is only ever sent as a bind parameter (`$1`), never inlined in
 //! SQL text: other sessions of the same role can read each other's query

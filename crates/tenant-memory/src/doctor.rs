@@ -36,7 +36,8 @@ pub enum Problem {
     NoUsingPolicy,
     /// No policy checks writes with `WITH CHECK`.
     NoWithCheckPolicy,
-    /// A policy is not keyed on `tenant_sdk.current_tenant()` (e.g. on a raw
+    /// A policy is keyed neither on `tenant_sdk.verified_context` nor on
+    /// `tenant_sdk.current_tenant()` (e.g. on a raw
     /// `current_setting`, which any role can set).
     PolicyNotKeyedOnSignedContext,
     /// A view runs with its owner's rights (no `security_invoker`), so
@@ -234,7 +235,8 @@ pub async fn doctor(pool: &PgPool) -> Result<DoctorReport> {
 /// Reports, for the role `pool` connects as: every table with a column
 /// named `tenant_column` that lacks `ENABLE` or `FORCE ROW LEVEL SECURITY`,
 /// a `USING` policy, a `WITH CHECK` policy, or policies keyed on the signed
-/// context; views without `security_invoker` and materialized views; and
+/// context; views without `security_invoker` (except the SDK's own
+/// `tenant_sdk.verified_context`) and materialized views; and
 /// whether the role is superuser, `BYPASSRLS`, a tenant-table owner, or
 /// can read the context keys. Run it with the application pool in CI and
 /// at start-up.
@@ -309,7 +311,7 @@ pub async fn doctor_with_column(pool: &PgPool, tenant_column: &str) -> Result<Do
                 object,
                 Problem::MaterializedView,
             ));
-        } else if !view.security_invoker {
+        } else if !view.security_invoker && !is_sdk_verifier(&view) {
             findings.push(finding(
                 Severity::Error,
                 object,
@@ -370,7 +372,11 @@ fn table_findings(table: &TableReport, findings: &mut Vec<Finding>) {
     {
         add(Severity::Error, Problem::NoWithCheckPolicy);
     }
-    let signed = |e: &Option<String>| e.as_deref().is_none_or(|e| e.contains("current_tenant()"));
+    let signed = |e: &Option<String>| {
+        e.as_deref().is_none_or(|e| {
+            e.contains("tenant_sdk.verified_context") || e.contains("current_tenant()")
+        })
+    };
     if !table
         .policies
         .iter()
@@ -410,6 +416,13 @@ fn role_findings(role: &RoleReport, findings: &mut Vec<Finding>) {
             Problem::ContextKeysReadable,
         ));
     }
+}
+
+/// The SDK's own verifier view (migration 0005) runs with its owner's
+/// rights on purpose: to read the verification keys for the application
+/// role. It reads no tenant table, so it bypasses no row-level security.
+fn is_sdk_verifier(view: &ViewReport) -> bool {
+    view.schema == "tenant_sdk" && view.name == "verified_context" && !view.materialized
 }
 
 fn is_security_invoker(option: &str) -> bool {

@@ -4,7 +4,8 @@ use std::fmt;
 
 /// Why PostgreSQL refused the tenant context bound to a transaction.
 ///
-/// Raised by `tenant_sdk.current_tenant()` (see `migrations/0001`) with its
+/// Raised by `tenant_sdk.current_tenant()` (see `migrations/0001` and
+/// `0004`; the policies' verifier view `0005` defers every failure to it) with its
 /// own SQLSTATE, so the reason survives the trip through the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]

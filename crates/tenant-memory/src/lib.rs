@@ -15,11 +15,13 @@
 //!   superuser and has no `BYPASSRLS`. Every table has `tenant_id` leading
 //!   each key, `ENABLE` + `FORCE ROW LEVEL SECURITY`, and a policy with
 //!   `USING` and `WITH CHECK`.
-//! * The policies compare `tenant_id` with `tenant_sdk.current_tenant()`, a
-//!   `SECURITY DEFINER` function that verifies the **signed** context bound
-//!   to the transaction (tenant, expiry, HMAC with tenant-core's PostgreSQL
-//!   subkey, checked with pgcrypto against a key table the application role
-//!   cannot read). Missing context: no rows, and writes fail. Forged or
+//! * The policies compare `tenant_id` with the tenant of
+//!   `tenant_sdk.verified_context`, a view with its owner's rights that
+//!   verifies the **signed** context bound to the transaction (tenant,
+//!   expiry, HMAC with tenant-core's PostgreSQL subkey, checked with
+//!   pgcrypto against a key table the application role cannot read) inside
+//!   the statement's own plan; failures go through the `SECURITY DEFINER`
+//!   function `tenant_sdk.current_tenant()`, which raises the precise error. Missing context: no rows, and writes fail. Forged or
 //!   expired: an error. Never a default tenant.
 //! * The context is bound **transaction-locally** (`set_config(.., true)`),
 //!   in the same statement as the query for single-statement operations, so

@@ -23,7 +23,8 @@ pub fn quote_ident(name: &str) -> String {
 /// [`protect_table_in_schema`] for a schema) under row-level security keyed
 /// on the signed context: `ENABLE` + `FORCE ROW LEVEL SECURITY` and one
 /// policy with both `USING` and `WITH CHECK` comparing `tenant_column`
-/// (type `uuid`) with `tenant_sdk.current_tenant()`. Run it as the table's
+/// (type `uuid`) with the tenant of the verified signed context
+/// (`tenant_sdk.verified_context`, as the SDK's own tables do). Run it as the table's
 /// owner; it is idempotent. Identifiers are quoted, so the names are taken
 /// literally (case-sensitive).
 ///
@@ -51,8 +52,8 @@ fn protect(table: &str, tenant_column: &str) -> String {
          ALTER TABLE {table} FORCE ROW LEVEL SECURITY;\n\
          DROP POLICY IF EXISTS {POLICY_NAME} ON {table};\n\
          CREATE POLICY {POLICY_NAME} ON {table} FOR ALL\n    \
-         USING ({column} = (SELECT tenant_sdk.current_tenant()))\n    \
-         WITH CHECK ({column} = (SELECT tenant_sdk.current_tenant()));\n"
+         USING ({column} = (SELECT tenant FROM tenant_sdk.verified_context))\n    \
+         WITH CHECK ({column} = (SELECT tenant FROM tenant_sdk.verified_context));\n"
     )
 }
 

@@ -494,6 +494,13 @@ async fn the_application_role_cannot_read_keys_edit_history_or_create_objects() 
         "CREATE TABLE public.stash (x int)",
         "CREATE FUNCTION public.hmac(bytea, bytea, text) RETURNS bytea LANGUAGE sql AS 'SELECT $1'",
         "ALTER TABLE tenant_memory.kv DISABLE ROW LEVEL SECURITY",
+        // The verifier view reads the keys with its owner's rights: it must
+        // not be replaceable, weakened or wrapped by the application role.
+        "CREATE OR REPLACE VIEW tenant_sdk.verified_context AS \
+         SELECT '00000000-0000-4000-8000-000000000001'::uuid AS tenant",
+        "ALTER VIEW tenant_sdk.verified_context RESET (security_barrier)",
+        "DROP VIEW tenant_sdk.verified_context",
+        "CREATE VIEW public.peek AS SELECT * FROM tenant_sdk.verified_context",
     ] {
         let mut tx = v.store_a().begin().await.unwrap();
         let err = exec(&mut tx, attack).await.unwrap_err();
@@ -504,6 +511,28 @@ async fn the_application_role_cannot_read_keys_edit_history_or_create_objects() 
         );
     }
     assert_eq!(v.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn the_verifier_view_shows_only_the_bound_tenant_never_a_key() {
+    let v = Victims::new().await;
+    let rows = v
+        .store_a()
+        .read_only_sql("SELECT * FROM tenant_sdk.verified_context")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![json!({ "tenant": v.a.tenant().to_string() })],
+        "{rows:?}"
+    );
+    // Through the SQL tool or a scoped transaction alike, the key columns
+    // are out of reach: the view has one column, and the table is denied.
+    let mut tx = v.store_a().begin().await.unwrap();
+    let err = exec(&mut tx, "SELECT secret FROM tenant_sdk.verified_context")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err:?}");
 }
 
 #[tokio::test]
