@@ -50,7 +50,8 @@ struct Inner {
 }
 
 /// Revoked context ids with the expiry of each (unix ms; `u64::MAX` when
-/// unknown), and the size at which expired entries are next swept.
+/// unknown), and twice the size left by the last sweep (the next sweep
+/// happens at that size, but never below [`PRUNE_FLOOR`]).
 #[derive(Default)]
 struct Revoked {
     ids: HashMap<ContextId, u64>,
@@ -61,7 +62,7 @@ impl Revoked {
     fn sweep(&mut self, now: u64) -> usize {
         let before = self.ids.len();
         self.ids.retain(|_, expires| *expires > now);
-        self.sweep_at = (self.ids.len() * 2).max(PRUNE_FLOOR);
+        self.sweep_at = self.ids.len() * 2;
         before - self.ids.len()
     }
 }

@@ -59,6 +59,32 @@ async fn raw_last_messages(s: &Setup) -> Vec<RawMessage> {
         .collect()
 }
 
+#[derive(Clone, Copy)]
+enum Arm {
+    /// `MemoryStore::last_messages`.
+    Scoped,
+    /// `raw_last_messages`.
+    RawUnscoped,
+}
+
+/// One measured unit: `CLIENTS` concurrent reads of the last 20 messages.
+async fn concurrent_reads(s: Arc<Setup>, arm: Arm) {
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                match arm {
+                    Arm::Scoped => s.store.last_messages(s.thread, 20).await.unwrap().len(),
+                    Arm::RawUnscoped => raw_last_messages(&s).await.len(),
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 20);
+    }
+}
+
 struct Setup {
     store: MemoryStore,
     raw: PgPool,
@@ -182,38 +208,12 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group(GROUP);
     group.bench_function("scoped_8_clients", |b| {
-        b.to_async(&rt).iter(|| {
-            let s = s.clone();
-            async move {
-                let tasks: Vec<_> = (0..CLIENTS)
-                    .map(|_| {
-                        let s = s.clone();
-                        tokio::spawn(async move {
-                            s.store.last_messages(s.thread, 20).await.unwrap().len()
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    assert_eq!(t.await.unwrap(), 20);
-                }
-            }
-        })
+        b.to_async(&rt)
+            .iter(|| concurrent_reads(s.clone(), Arm::Scoped))
     });
     group.bench_function("raw_unscoped_8_clients", |b| {
-        b.to_async(&rt).iter(|| {
-            let s = s.clone();
-            async move {
-                let tasks: Vec<_> = (0..CLIENTS)
-                    .map(|_| {
-                        let s = s.clone();
-                        tokio::spawn(async move { raw_last_messages(&s).await.len() })
-                    })
-                    .collect();
-                for t in tasks {
-                    assert_eq!(t.await.unwrap(), 20);
-                }
-            }
-        })
+        b.to_async(&rt)
+            .iter(|| concurrent_reads(s.clone(), Arm::RawUnscoped))
     });
     // Diagnostics (MEMBENCH_SPLIT=1): the scoped SQL sent directly through
     // raw sqlx with a pre-signed value, against the RLS table and against the
@@ -298,36 +298,19 @@ fn bench(c: &mut Criterion) {
 /// does not land on one arm only. Prints the ratio of the p50s.
 fn interleaved(rt: &tokio::runtime::Runtime, s: &Arc<Setup>) {
     const ROUNDS: usize = 2000;
-    let batch = |scoped: bool| {
-        let s = s.clone();
-        rt.block_on(async move {
-            let started = std::time::Instant::now();
-            let tasks: Vec<_> = (0..CLIENTS)
-                .map(|_| {
-                    let s = s.clone();
-                    tokio::spawn(async move {
-                        if scoped {
-                            s.store.last_messages(s.thread, 20).await.unwrap().len()
-                        } else {
-                            raw_last_messages(&s).await.len()
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                assert_eq!(t.await.unwrap(), 20);
-            }
-            started.elapsed()
-        })
+    let timed = |arm| {
+        let started = std::time::Instant::now();
+        rt.block_on(concurrent_reads(s.clone(), arm));
+        started.elapsed()
     };
     let (mut scoped, mut raw) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
     for round in 0..ROUNDS {
         if round % 2 == 0 {
-            scoped.push(batch(true));
-            raw.push(batch(false));
+            scoped.push(timed(Arm::Scoped));
+            raw.push(timed(Arm::RawUnscoped));
         } else {
-            raw.push(batch(false));
-            scoped.push(batch(true));
+            raw.push(timed(Arm::RawUnscoped));
+            scoped.push(timed(Arm::Scoped));
         }
     }
     scoped.sort();

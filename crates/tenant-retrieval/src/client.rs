@@ -404,13 +404,7 @@ impl RetrievalClient {
     fn check_all(
         &self,
         action: &str,
-        points: impl ExactSizeIterator<
-            Item = (
-                Uuid,
-                Option<f32>,
-                serde_json::Map<String, serde_json::Value>,
-            ),
-        >,
+        points: impl ExactSizeIterator<Item = Unchecked>,
     ) -> Result<Vec<Record>> {
         let tenant = self.ctx.tenant();
         let mut out = Vec::with_capacity(points.len());
@@ -432,23 +426,19 @@ impl RetrievalClient {
     }
 }
 
-fn hit_parts(
-    h: StoredHit,
-) -> (
+/// What the leak check needs of a stored point: id, score (searches only)
+/// and the payload, which the check consumes.
+type Unchecked = (
     Uuid,
     Option<f32>,
     serde_json::Map<String, serde_json::Value>,
-) {
+);
+
+fn hit_parts(h: StoredHit) -> Unchecked {
     (h.id, Some(h.score), h.payload)
 }
 
-fn point_parts(
-    p: StoredPoint,
-) -> (
-    Uuid,
-    Option<f32>,
-    serde_json::Map<String, serde_json::Value>,
-) {
+fn point_parts(p: StoredPoint) -> Unchecked {
     (p.id, None, p.payload)
 }
 
