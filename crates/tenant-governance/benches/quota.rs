@@ -7,7 +7,10 @@
 //!   (rate only; and reserve + settle with a token budget) against the same
 //!   baseline.
 //! * `redis/*`: reserve + settle on `RedisLedger` vs one `INCR` round trip,
-//!   sequential and with 64 in flight. Target ≥ 0.5× throughput.
+//!   sequential and with 64 in flight. Target ≥ 0.5× throughput, for the
+//!   default ledger (deferred settlement); with acknowledged settlement
+//!   (settle waits for Redis) for information. Also printed: the ratio of
+//!   p50s over rounds that interleave each arm with its baseline.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -170,10 +173,11 @@ fn redis(c: &mut Criterion) {
         .capabilities(Capabilities::unrestricted().with_token_budget(u64::MAX / 4))
         .issue()
         .unwrap();
-    let (quotas, conn) = rt.block_on(async {
+    let quotas = |acknowledged: bool| {
         let ledger = RedisLedger::builder()
             .url(server.url())
             .op_timeout(Duration::from_secs(2))
+            .acknowledged_settlement(acknowledged)
             .build()
             .unwrap();
         let policy = Policy::new(
@@ -188,97 +192,213 @@ fn redis(c: &mut Criterion) {
             .policy(policy)
             .build()
             .unwrap();
+        Arc::new((quotas, ctx.clone(), Estimate::new("m", 100, 50)))
+    };
+    let (deferred, acknowledged, conn) = rt.block_on(async {
         let conn = redis::Client::open(server.url())
             .unwrap()
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        (quotas, conn)
+        (quotas(false), quotas(true), conn)
     });
-    let estimate = Estimate::new("m", 100, 50);
     let mut g = c.benchmark_group("redis");
     g.bench_function("incr_round_trip", |b| {
-        b.to_async(&rt).iter(|| {
-            let mut conn = conn.clone();
-            async move {
-                let _: i64 = redis::cmd("INCR")
-                    .arg("bench:counter")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-            }
-        })
+        b.to_async(&rt).iter(|| incr(conn.clone()))
     });
-    // Server-side script time per pair, from `INFO commandstats`.
-    let seq_pairs = AtomicU64::new(0);
-    rt.block_on(reset_stats(&conn));
-    g.bench_function("reserve_settle", |b| {
-        b.to_async(&rt).iter(|| async {
-            let r = quotas.reserve(&ctx, &estimate).await.unwrap();
-            r.settle(Usage::new(100, 20)).await.unwrap();
-            seq_pairs.fetch_add(1, Ordering::Relaxed);
-        })
-    });
-    rt.block_on(print_script_time(&conn, "sequential", &seq_pairs));
-    const IN_FLIGHT: usize = 64;
     g.bench_function("incr_64_in_flight", |b| {
-        b.to_async(&rt).iter(|| {
-            let conn = conn.clone();
-            async move {
-                let mut set = tokio::task::JoinSet::new();
-                for _ in 0..IN_FLIGHT {
-                    let mut conn = conn.clone();
-                    set.spawn(async move {
-                        let _: i64 = redis::cmd("INCR")
-                            .arg("bench:counter")
-                            .query_async(&mut conn)
-                            .await
-                            .unwrap();
-                    });
-                }
-                while set.join_next().await.is_some() {}
-            }
-        })
+        b.to_async(&rt).iter(|| incr_in_flight(conn.clone()))
     });
-    let shared = Arc::new((quotas.clone(), ctx.clone(), estimate.clone()));
-    let pairs = Arc::new(AtomicU64::new(0));
-    rt.block_on(reset_stats(&conn));
-    g.bench_function("reserve_settle_64_in_flight", |b| {
-        b.to_async(&rt).iter(|| {
-            let shared = shared.clone();
-            let pairs = pairs.clone();
-            async move {
-                let mut set = tokio::task::JoinSet::new();
-                for _ in 0..IN_FLIGHT {
-                    let shared = shared.clone();
-                    set.spawn(async move {
-                        let (q, ctx, e) = &*shared;
-                        let r = q.reserve(ctx, e).await.unwrap();
-                        r.settle(Usage::new(100, 20)).await.unwrap();
-                    });
-                    pairs.fetch_add(1, Ordering::Relaxed);
-                }
-                while set.join_next().await.is_some() {}
-            }
-        })
-    });
+    for (name, shared) in [
+        ("reserve_settle", &deferred),
+        ("reserve_settle_acknowledged", &acknowledged),
+    ] {
+        // Server-side script time per pair, from `INFO commandstats`.
+        let pairs = AtomicU64::new(0);
+        rt.block_on(reset_stats(&conn));
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                reserve_settle(shared.clone()).await;
+                pairs.fetch_add(1, Ordering::Relaxed);
+            })
+        });
+        rt.block_on(shared.0.flush()).unwrap();
+        rt.block_on(print_script_time(&conn, name, &pairs));
+        let pairs = AtomicU64::new(0);
+        rt.block_on(reset_stats(&conn));
+        let name = format!("{name}_64_in_flight");
+        g.bench_function(&name, |b| {
+            b.to_async(&rt).iter(|| async {
+                reserve_settle_in_flight(shared.clone()).await;
+                pairs.fetch_add(IN_FLIGHT as u64, Ordering::Relaxed);
+            })
+        });
+        rt.block_on(shared.0.flush()).unwrap();
+        rt.block_on(print_script_time(&conn, &name, &pairs));
+    }
     g.finish();
-    rt.block_on(print_script_time(&conn, "64 in flight", &pairs));
-    report(
-        "redis reserve+settle vs INCR, sequential (throughput)",
-        ("redis", "reserve_settle"),
-        ("redis", "incr_round_trip"),
-        ">= 0.5x",
-        true,
-    );
-    report(
-        "redis reserve+settle vs INCR, 64 in flight (throughput)",
-        ("redis", "reserve_settle_64_in_flight"),
-        ("redis", "incr_64_in_flight"),
-        ">= 0.5x",
-        true,
-    );
+    for (what, subject, baseline, target) in [
+        ("sequential", "reserve_settle", "incr_round_trip", ">= 0.5x"),
+        (
+            "64 in flight",
+            "reserve_settle_64_in_flight",
+            "incr_64_in_flight",
+            ">= 0.5x",
+        ),
+        (
+            "acknowledged settlement, sequential",
+            "reserve_settle_acknowledged",
+            "incr_round_trip",
+            "info",
+        ),
+        (
+            "acknowledged settlement, 64 in flight",
+            "reserve_settle_acknowledged_64_in_flight",
+            "incr_64_in_flight",
+            "info",
+        ),
+    ] {
+        report(
+            &format!("redis reserve+settle vs INCR, {what} (throughput)"),
+            ("redis", subject),
+            ("redis", baseline),
+            target,
+            true,
+        );
+    }
+    interleaved(&rt, &conn, &deferred, &acknowledged);
     drop(server);
+}
+
+type Shared = Arc<(Quotas, TenantContext, Estimate)>;
+
+const IN_FLIGHT: usize = 64;
+
+/// The baseline: one `INCR` round trip.
+async fn incr(mut conn: redis::aio::MultiplexedConnection) {
+    let _: i64 = redis::cmd("INCR")
+        .arg("bench:counter")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// One reservation and its settlement, as an agent's LLM call does.
+async fn reserve_settle(shared: Shared) {
+    let (q, ctx, e) = &*shared;
+    let r = q.reserve(ctx, e).await.unwrap();
+    r.settle(Usage::new(100, 20)).await.unwrap();
+}
+
+/// [`IN_FLIGHT`] tasks, one `INCR` each.
+async fn incr_in_flight(conn: redis::aio::MultiplexedConnection) {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        set.spawn(incr(conn.clone()));
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// [`IN_FLIGHT`] tasks, one reserve + settle each.
+async fn reserve_settle_in_flight(shared: Shared) {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        set.spawn(reserve_settle(shared.clone()));
+    }
+    while set.join_next().await.is_some() {}
+}
+
+type Arm<'a> = &'a dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// The arms sampled round by round against their baseline, the order
+/// alternating, so that the machine's drift between criterion's
+/// back-to-back measurements does not land on one arm only. Prints the
+/// ratios of the p50s.
+fn interleaved(
+    rt: &tokio::runtime::Runtime,
+    conn: &redis::aio::MultiplexedConnection,
+    deferred: &Shared,
+    acknowledged: &Shared,
+) {
+    const ROUNDS: usize = 1000;
+    /// Sequential calls per sample, so one sample is well above the timer's
+    /// resolution and the runtime's wake-up jitter.
+    const SEQUENTIAL: usize = 16;
+    let timed = |f: Arm<'_>| {
+        let started = std::time::Instant::now();
+        rt.block_on(f());
+        started.elapsed()
+    };
+    let incr_seq = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        let conn = conn.clone();
+        Box::pin(async move {
+            for _ in 0..SEQUENTIAL {
+                incr(conn.clone()).await;
+            }
+        })
+    };
+    let incr_par = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        Box::pin(incr_in_flight(conn.clone()))
+    };
+    let seq = |shared: &Shared| {
+        let shared = shared.clone();
+        move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+            let shared = shared.clone();
+            Box::pin(async move {
+                for _ in 0..SEQUENTIAL {
+                    reserve_settle(shared.clone()).await;
+                }
+            })
+        }
+    };
+    let par = |shared: &Shared| {
+        let shared = shared.clone();
+        move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+            Box::pin(reserve_settle_in_flight(shared.clone()))
+        }
+    };
+    let (seq_d, par_d, seq_a, par_a) = (
+        seq(deferred),
+        par(deferred),
+        seq(acknowledged),
+        par(acknowledged),
+    );
+    let arms: [(&str, Arm<'_>, Arm<'_>, &str); 4] = [
+        ("sequential", &seq_d, &incr_seq, ">= 0.5x"),
+        ("64 in flight", &par_d, &incr_par, ">= 0.5x"),
+        (
+            "acknowledged settlement, sequential",
+            &seq_a,
+            &incr_seq,
+            "info",
+        ),
+        (
+            "acknowledged settlement, 64 in flight",
+            &par_a,
+            &incr_par,
+            "info",
+        ),
+    ];
+    for (name, subject, baseline, target) in arms {
+        let (mut s, mut b) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                s.push(timed(subject));
+                b.push(timed(baseline));
+            } else {
+                b.push(timed(baseline));
+                s.push(timed(subject));
+            }
+        }
+        s.sort();
+        b.sort();
+        let (s50, b50) = (s[ROUNDS / 2], b[ROUNDS / 2]);
+        println!(
+            "RATIO redis reserve+settle vs INCR, {name} (throughput), p50 of {ROUNDS} interleaved rounds: \
+             {:.3}x (subject {s50:?}, baseline {b50:?}; target {target})",
+            b50.as_secs_f64() / s50.as_secs_f64()
+        );
+    }
 }
 
 async fn reset_stats(conn: &redis::aio::MultiplexedConnection) {

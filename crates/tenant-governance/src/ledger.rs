@@ -274,9 +274,15 @@ pub trait Ledger: Send + Sync + 'static {
     /// Ends a hold and charges `actual` (which may differ from the held
     /// amount) to the current period of every level. Charging happens even
     /// when the hold has already expired: the call did happen.
+    ///
+    /// A ledger may *defer* it: return once it is queued, and apply it
+    /// before any later operation of this ledger handle, retrying until it
+    /// is applied exactly once ([`RedisLedger`](crate::RedisLedger) does by
+    /// default). [`Ledger::flush`] waits until everything queued is applied.
     async fn settle(&self, hold: &Hold, actual: Amount) -> Result<()>;
 
-    /// Ends a hold without charging anything.
+    /// Ends a hold without charging anything. May be deferred, as
+    /// [`Ledger::settle`].
     async fn release(&self, hold: &Hold) -> Result<()>;
 
     /// Ends a hold from a synchronous context (a dropped reservation). Must
@@ -290,6 +296,20 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// The current state of `level`.
     async fn usage(&self, level: &LevelSpec) -> Result<LevelUsage>;
+
+    /// Waits until every settlement and release this ledger has deferred
+    /// so far is applied. Call it before the process exits: deferred work
+    /// still queued when the runtime shuts down is lost (its holds then
+    /// expire with the ledger's lease, uncharged). The default does
+    /// nothing, for ledgers that never defer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LedgerUnavailable`](crate::Error::LedgerUnavailable) when
+    /// that does not happen in time; the work stays queued and is retried.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 pub(crate) fn duration_ms(d: Duration) -> u64 {

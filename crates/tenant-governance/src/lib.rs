@@ -78,6 +78,8 @@ mod policy;
 mod pricing;
 mod quota;
 #[cfg(feature = "redis")]
+mod redis_batch;
+#[cfg(feature = "redis")]
 mod redis_ledger;
 mod request_rate;
 mod scheduler;

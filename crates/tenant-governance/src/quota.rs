@@ -294,6 +294,19 @@ impl Quotas {
         };
         self.inner.ledger.usage(&spec).instrument(ctx.span()).await
     }
+
+    /// Waits until every settlement and release the ledger has deferred so
+    /// far is applied ([`Ledger::flush`]). Call it on shutdown, before the
+    /// runtime stops: a [`RedisLedger`](crate::RedisLedger) applies them in
+    /// the background by default.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LedgerUnavailable`] when the ledger cannot confirm them in
+    /// time; they stay queued and are retried.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.ledger.flush().await
+    }
 }
 
 fn own_budget(ctx: &TenantContext, limit: u64) -> LevelSpec {
@@ -373,10 +386,17 @@ impl Reservation {
     /// re-checked: the call has happened and must be paid for even if the
     /// context expired meanwhile.
     ///
+    /// A ledger may defer the charge (a [`RedisLedger`](crate::RedisLedger)
+    /// does by default): then this returns once it is queued, and the
+    /// ledger applies it before any later operation of this process,
+    /// retrying across Redis failures until it is applied exactly once.
+    /// [`Quotas::flush`] waits for it.
+    ///
     /// # Errors
     ///
     /// [`Error::LedgerUnavailable`]: the usage was not recorded and the hold
-    /// stays until its TTL passes.
+    /// stays until its TTL passes (only from a ledger that does not defer,
+    /// or one whose background task has stopped).
     pub async fn settle(mut self, actual: Usage) -> Result<Settlement> {
         let charged = self.rate.amount(actual.input_tokens, actual.output_tokens);
         let overrun = charged.exceeds(&self.reserved);

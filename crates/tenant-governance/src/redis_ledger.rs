@@ -1,10 +1,31 @@
 //! [`RedisLedger`]: quota state in Redis, shared by every replica.
 //!
-//! Every operation is one Lua script (`redis_ledger.lua`), so a reservation
-//! checks all levels and holds the amount at all of them atomically on the
-//! server, whichever process sends it. The script reads the server clock
-//! (`TIME`) for periods and hold expiry, so replicas with skewed clocks
-//! still agree.
+//! Operations go to Redis in batches, each one call of a Lua script
+//! (`redis_ledger.lua`), so a reservation checks all levels and holds the
+//! amount at all of them atomically on the server, whichever process sends
+//! it. The script reads the server clock (`TIME`) for periods and hold
+//! expiry, so replicas with skewed clocks still agree.
+//!
+//! **Batches.** A background task sends every operation waiting when the
+//! previous call has returned as the next call (group commit, at most 128
+//! operations, one call in flight, so a process's operations apply in the
+//! order it queued them). `redis_batch.rs` encodes a batch so the script does little per operation: settlements and releases
+//! on the same levels are summed into one adjustment, reservations with the
+//! same levels share one list of them, numbers travel packed.
+//!
+//! **Deferred settlement.** By default settle and release return once
+//! queued: the call's round trip is the reservation's alone, and the
+//! settlement rides with the next batch (a batch holding only such work
+//! waits up to 1 ms for an operation someone waits for). Any later
+//! operation of the same ledger sees it. Deferred work of a batch whose
+//! outcome is unknown (Redis down, timeout) is re-sent, before anything
+//! else, until Redis answers; the ledger numbers its batches of deferred
+//! work, and the script keeps the last number applied per ledger, so a
+//! re-sent batch that had been applied is skipped: each settlement counts
+//! exactly once. Work still queued when the runtime stops is lost, so call
+//! [`Quotas::flush`](crate::Quotas::flush) on shutdown.
+//! [`RedisLedgerBuilder::acknowledged_settlement`] makes settle and release
+//! wait for Redis instead.
 //!
 //! **Holds and crashes.** Holds are not stored one by one. Each ledger
 //! has an *instance*: a random id with a lease (its member in the sorted
@@ -25,27 +46,27 @@
 //! a hold whose release never reached Redis stops counting after its TTL
 //! plus `lease_ttl`, as a crashed one does.
 //! Dropping a [`Reservation`] cannot run async code, so
-//! [`Ledger::release_detached`] hands the hold to a background task over a
-//! channel.
+//! [`Ledger::release_detached`] queues its release as deferred work.
 //!
-//! **Cost.** Per batch (up to 64 operations) and level key: one `HMGET`,
-//! one `HSET` (a `PEXPIRE` only when the key's retention must be extended,
-//! at most every 30 s per busy key) and at most two `HINCRBY` on the
-//! instance's hash; per batch one `TIME`, one `ZRANGEBYSCORE` (sweep) and
-//! one `ZSCORE` per instance (a `ZADD` when its lease is refreshed). Scripts
-//! run with `EVALSHA` over the connection manager's one multiplexed
-//! connection, so concurrent callers are pipelined.
+//! **Cost.** Per batch and level key: one `GET` and one `SET` of the
+//! level's state (ten packed doubles) and at most two `HINCRBY` on the
+//! instance's hash; per batch one `TIME`, one `ZRANGEBYSCORE` (sweep, when
+//! the batch reserves), one `ZSCORE` per instance (a `ZADD` when its lease
+//! is refreshed), and a `GET` and `SET` of the writer's last batch number
+//! when the batch carries deferred work. Scripts run with `EVALSHA` over
+//! the connection manager's one multiplexed connection.
 //!
-//! **Failure.** Every command runs under `op_timeout`; a connection error,
-//! timeout or script error is [`Error::LedgerUnavailable`]. The connection
-//! manager reconnects by itself, and the script is re-loaded after a Redis
-//! restart (`NOSCRIPT` is handled), so service resumes without restarting
-//! the process.
+//! **Failure.** Every call runs under `op_timeout`; a connection error,
+//! timeout or script error is [`Error::LedgerUnavailable`] for whoever
+//! waits on it. The connection manager reconnects by itself, and the script
+//! is re-loaded after a Redis restart (`NOSCRIPT` is handled), so service
+//! resumes without restarting the process.
 //!
-//! Keys: `<prefix>:<level key>` per level, `<prefix>:leases`,
-//! `<prefix>:held:<instance>` and `<prefix>:gone:<instance>`. The script
-//! touches keys named in a swept instance's hash, so it targets a single
-//! Redis primary, not Redis Cluster.
+//! Keys: `<prefix>:lv:<level key>` per level, `<prefix>:leases`,
+//! `<prefix>:held:<instance>`, `<prefix>:gone:<instance>` and
+//! `<prefix>:applied:<ledger>`. The script touches keys named in a swept
+//! instance's hash, so it targets a single Redis primary, not Redis
+//! Cluster.
 //!
 //! [`Reservation`]: crate::Reservation
 
@@ -57,13 +78,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::ledger::{
-    duration_ms, now_ms, Bound, Hold, HoldRequest, Ledger, LevelSpec, LevelUsage, Resource,
+    duration_ms, now_ms, Hold, HoldRequest, Ledger, LevelSpec, LevelUsage, Resource,
 };
 use crate::pricing::Amount;
+use crate::redis_batch::{encode, Answer, InstanceArg, Job, Marker, Op};
 
 const SCRIPT: &str = include_str!("redis_ledger.lua");
 
@@ -78,6 +100,7 @@ pub struct RedisLedgerBuilder {
     op_timeout: Duration,
     hold_ttl: Duration,
     lease_ttl: Duration,
+    acknowledged: bool,
 }
 
 impl RedisLedgerBuilder {
@@ -114,6 +137,26 @@ impl RedisLedgerBuilder {
     /// loses its holds: over-admission, never lost accounting).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Whether settle and release wait until Redis has applied them
+    /// (default `false`).
+    ///
+    /// By default they are *deferred*: they return once queued, and the
+    /// ledger applies them with its next batch, before any operation queued
+    /// after them (so this process reads its own settlements, and its next
+    /// reservation sees the hold gone). A batch whose outcome is unknown
+    /// (Redis down, timeout) has its deferred work re-sent until Redis takes
+    /// it, under a marker that makes it apply exactly once. That takes one
+    /// round trip off every call's path; the price is that work still
+    /// queued when the runtime stops is lost, so call
+    /// [`Quotas::flush`](crate::Quotas::flush) on shutdown.
+    ///
+    /// With `true`, they wait for Redis and return its errors; a settlement
+    /// that fails is not retried.
+    pub fn acknowledged_settlement(mut self, acknowledged: bool) -> Self {
+        self.acknowledged = acknowledged;
         self
     }
 
@@ -155,6 +198,7 @@ impl RedisLedgerBuilder {
             inner,
             jobs: tx,
             hold_ttl: self.hold_ttl,
+            deferred: !self.acknowledged,
         })
     }
 }
@@ -222,58 +266,31 @@ impl Instances {
 }
 
 /// Most operations sent in one script call.
-const MAX_BATCH: usize = 64;
-/// Most script calls in flight at once (so the next batch is built and sent
-/// while Redis runs the previous one).
-const MAX_IN_FLIGHT: usize = 2;
-
-/// One ledger operation waiting for the batch task.
-enum Op {
-    Reserve {
-        hold: Hold,
-        ttl: Duration,
-    },
-    Settle {
-        hold: Hold,
-        actual: Amount,
-    },
-    Release {
-        hold: Hold,
-    },
-    Register {
-        level: LevelSpec,
-        ttl: Duration,
-    },
-    Usage {
-        level: LevelSpec,
-        ttl: Duration,
-    },
-    /// Nothing but the batch itself: it extends the leases that are due.
-    Refresh,
-}
-
-/// The script's reply for one operation: `1`, `L`, or space-separated
-/// numbers.
-type Reply = String;
-
-struct Job {
-    op: Op,
-    /// `None` for fire-and-forget releases (dropped reservations).
-    reply: Option<oneshot::Sender<Result<Reply>>>,
-}
+const MAX_BATCH: usize = 128;
 
 /// Quota state in Redis, shared across processes (see the module docs).
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), tenant_governance::Error> {
-/// use tenant_governance::RedisLedger;
-/// let ledger = RedisLedger::builder().url("redis://127.0.0.1:6379").prefix("quota").build()?;
+/// # async fn demo(ctx: tenant_core::TenantContext) -> Result<(), tenant_governance::Error> {
+/// use tenant_governance::{Estimate, Quotas, RedisLedger, Usage};
+/// let ledger = RedisLedger::builder()
+///     .url("redis://127.0.0.1:6379")
+///     .prefix("quota")
+///     .build()?;
+/// let quotas = Quotas::builder().ledger(ledger).build()?;
+/// let reservation = quotas.reserve(&ctx, &Estimate::new("gpt-4o", 1_200, 800)).await?;
+/// // ... the LLM call ...
+/// reservation.settle(Usage::new(1_200, 350)).await?; // queued, applied with the next batch
+/// // On shutdown, before the runtime stops:
+/// quotas.flush().await?;
 /// # Ok(()) }
 /// ```
 pub struct RedisLedger {
     inner: Arc<Inner>,
     jobs: mpsc::UnboundedSender<Job>,
     hold_ttl: Duration,
+    /// Settle and release return once queued.
+    deferred: bool,
 }
 
 impl std::fmt::Debug for RedisLedger {
@@ -290,31 +307,109 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Group commit: every operation waiting when a batch slot frees up goes
-/// into the next script call (at most [`MAX_BATCH`] operations, at most
-/// [`MAX_IN_FLIGHT`] calls at once).
+/// Group commit, one script call at a time: every operation waiting when
+/// the previous call has returned goes into the next (at most
+/// [`MAX_BATCH`]). One call at a time keeps the process's operations in
+/// order: a settlement or release queued before a reservation is applied
+/// before it.
+///
+/// When a call fails, its outcome is unknown. Waiting callers get the
+/// error; the deferred settlements and releases are re-sent, alone and
+/// under the batch's number, before anything else, until Redis answers
+/// (the script skips them if that batch was applied after all).
 async fn batch_task(
     inner: Arc<Inner>,
     mut rx: mpsc::UnboundedReceiver<Job>,
     requeue: mpsc::WeakUnboundedSender<Job>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut retry: Option<Retry> = None;
+    // This ledger's id as a writer of deferred work, and its last batch
+    // number (see `Marker`).
+    let writer = uuid::Uuid::new_v4().as_u64_pair().0;
+    let mut batches = 0u64;
     loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
+        if let Some(mut r) = retry.take() {
+            match inner.run_batch(&r.jobs, Some(r.marker)).await {
+                Ok(_) => tracing::info!(
+                    operations = r.jobs.len(),
+                    attempts = r.attempts + 1,
+                    "deferred quota settlements applied after a Redis failure"
+                ),
+                Err(e) if rx.is_closed() && r.attempts >= RETRIES_AFTER_CLOSE => {
+                    tracing::error!(operations = r.jobs.len(), error = %e,
+                        "ledger dropped and Redis still failing: deferred quota settlements lost; their holds expire with the ledger's lease");
+                }
+                Err(_) => {
+                    tokio::time::sleep(retry_backoff(r.attempts)).await;
+                    r.attempts += 1;
+                    retry = Some(r);
+                }
+            }
+            continue;
+        }
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
             return;
         }
-        let inner = Arc::clone(&inner);
-        let requeue = requeue.clone();
-        tokio::spawn(async move {
-            let result = inner.run_batch(&jobs).await;
-            drop(slot);
-            deliver(jobs, result, &requeue);
+        if jobs.iter().all(|j| j.reply.is_none()) {
+            // Nobody waits for these: let the next operation someone waits
+            // for (typically the caller's next reservation) join them, so
+            // they cost no script call of their own.
+            if let Ok(Some(job)) = tokio::time::timeout(LINGER, rx.recv()).await {
+                jobs.push(job);
+                while jobs.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        let marker = jobs.iter().any(Job::is_deferred).then(|| {
+            batches += 1;
+            Marker {
+                writer,
+                batch: batches,
+            }
         });
+        match inner.run_batch(&jobs, marker).await {
+            Ok(answers) => deliver(jobs, Ok(answers), &requeue),
+            Err(e) => {
+                let (deferred, rest): (Vec<Job>, Vec<Job>) =
+                    jobs.into_iter().partition(Job::is_deferred);
+                if let (Some(m), false) = (marker, deferred.is_empty()) {
+                    tracing::warn!(operations = deferred.len(), error = %e,
+                        "Redis failed under deferred quota settlements; re-sending them");
+                    retry = Some(Retry {
+                        jobs: deferred,
+                        marker: m,
+                        attempts: 0,
+                    });
+                }
+                deliver(rest, Err(e), &requeue);
+            }
+        }
     }
+}
+
+/// How long a batch of deferred work only waits for company.
+const LINGER: Duration = Duration::from_millis(1);
+
+/// Deferred work of a failed batch, waiting to be re-sent.
+struct Retry {
+    jobs: Vec<Job>,
+    marker: Marker,
+    attempts: u32,
+}
+
+/// Once the ledger is dropped, how many more times deferred work is re-sent
+/// before it is given up (with an error log).
+const RETRIES_AFTER_CLOSE: u32 = 20;
+
+/// 10 ms, doubling, at most 200 ms (so service resumes soon after Redis
+/// does; reservations wait behind the re-sent work).
+fn retry_backoff(attempts: u32) -> Duration {
+    Duration::from_millis(10u64.saturating_mul(1 << attempts.min(5)).min(200))
 }
 
 /// Sends a lease refresh through the batch task every `every`, until the
@@ -337,156 +432,40 @@ async fn refresh_task(every: Duration, jobs: mpsc::WeakUnboundedSender<Job>) {
     }
 }
 
-/// Hands each job its reply.
+/// Hands each job its answer.
 fn deliver(
     jobs: Vec<Job>,
-    result: std::result::Result<Vec<Reply>, String>,
+    result: std::result::Result<Vec<Answer>, String>,
     requeue: &mpsc::WeakUnboundedSender<Job>,
 ) {
     for (i, job) in jobs.into_iter().enumerate() {
         let r = match &result {
-            Ok(replies) => replies
+            Ok(answers) => answers
                 .get(i)
-                .cloned()
+                .copied()
                 .ok_or_else(|| unavailable("short script reply")),
             Err(e) => Err(unavailable(e)),
         };
-        match (job.reply, job.op) {
-            (Some(tx), op) => {
-                if let Err(Ok(reply)) = tx.send(r) {
-                    // The caller gave up (timeout, cancellation) after its
-                    // reservation was granted: release it now rather than
-                    // leave it to its instance's expiry.
-                    if let (Op::Reserve { hold, .. }, "1") = (op, reply.as_str()) {
-                        if let Some(q) = requeue.upgrade() {
-                            let _ = q.send(Job {
-                                op: Op::Release { hold },
-                                reply: None,
-                            });
-                        }
-                    }
+        // Deferred work needs no answer (and reaches here only once applied:
+        // a failed batch re-sends it), nor do lease refreshes.
+        let Some(tx) = job.reply else { continue };
+        if let Err(Ok(answer)) = tx.send(r) {
+            // The caller gave up (timeout, cancellation) after its
+            // reservation was granted: release it now rather than leave it
+            // to its instance's expiry.
+            if let (Op::Reserve { hold, .. }, Answer::Done) = (job.op, answer) {
+                if let Some(q) = requeue.upgrade() {
+                    let _ = q.send(Job {
+                        op: Op::Release { hold },
+                        reply: None,
+                    });
                 }
             }
-            (None, Op::Release { hold }) => {
-                if let Err(e) = r {
-                    tracing::warn!(hold = %hold.id, error = %e,
-                        "could not release a dropped reservation; it expires with its instance");
-                }
-            }
-            (None, _) => {}
-        }
-    }
-}
-
-/// The arguments of one level spec: key index, then the limits.
-fn push_spec(inv: &mut redis::ScriptInvocation<'_>, key: usize, spec: &LevelSpec, keep: u64) {
-    let (tk, tl, tp) = bound_args(&spec.tokens);
-    let (ck, cl, cp) = bound_args(&spec.cost);
-    let (rcap, rrate) = spec.requests.map_or((-1i64, 0.0), |r| {
-        (i64::from(r.capacity), r.refill_per_second / 1000.0)
-    });
-    inv.arg(key).arg(tk).arg(tl).arg(tp).arg(ck).arg(cl).arg(cp);
-    inv.arg(rcap).arg(format!("{rrate:.12}"));
-    inv.arg(keep);
-}
-
-fn bound_args(b: &Bound) -> (u8, u64, u64) {
-    match *b {
-        Bound::Unlimited => (0, 0, 1),
-        Bound::Periodic(p) => (1, p.limit, duration_ms(p.period).max(1)),
-        Bound::Lifetime { limit, .. } => (2, limit, 1),
-        Bound::Registered { .. } => (3, 0, 1),
-        #[allow(unreachable_patterns)]
-        _ => (0, 0, 1),
-    }
-}
-
-/// The instance a hold belongs to (the high half of its id).
-fn instance_of(hold: &Hold) -> u64 {
-    hold.id.as_u64_pair().0
-}
-
-/// What the script needs of one operation.
-struct Parts<'a> {
-    kind: u8,
-    instance: Option<u64>,
-    /// Retention of the level keys is computed for this hold time.
-    ttl: Duration,
-    amount: Amount,
-    held: Amount,
-    take: bool,
-    levels: &'a [LevelSpec],
-}
-
-impl Op {
-    fn parts(&self) -> Parts<'_> {
-        let zero = Amount::default();
-        let one = Duration::from_millis(1);
-        let (kind, instance, ttl, amount, held, take, levels) = match self {
-            Op::Reserve { hold, ttl } => (
-                1,
-                Some(instance_of(hold)),
-                *ttl,
-                hold.amount,
-                zero,
-                true,
-                &hold.levels[..],
-            ),
-            Op::Settle { hold, actual } => (
-                2,
-                Some(instance_of(hold)),
-                one,
-                *actual,
-                hold.amount,
-                false,
-                &hold.levels[..],
-            ),
-            Op::Release { hold } => (
-                3,
-                Some(instance_of(hold)),
-                one,
-                zero,
-                hold.amount,
-                false,
-                &hold.levels[..],
-            ),
-            Op::Register { level, ttl } => (
-                4,
-                None,
-                *ttl,
-                zero,
-                zero,
-                false,
-                std::slice::from_ref(level),
-            ),
-            Op::Usage { level, ttl } => (
-                5,
-                None,
-                *ttl,
-                zero,
-                zero,
-                false,
-                std::slice::from_ref(level),
-            ),
-            Op::Refresh => (6, None, one, zero, zero, false, &[][..]),
-        };
-        Parts {
-            kind,
-            instance,
-            ttl,
-            amount,
-            held,
-            take,
-            levels,
         }
     }
 }
 
 impl Inner {
-    fn key(&self, spec: &LevelSpec) -> String {
-        format!("{}:{}", self.prefix, spec.key.render())
-    }
-
     fn instances(&self) -> MutexGuard<'_, Instances> {
         // A panic while the lock was held cannot leave the map invalid.
         self.instances
@@ -516,7 +495,7 @@ impl Inner {
 
     /// The instances a batch names: those of its holds, then those whose
     /// lease is due for a refresh. Each with (fresh, refresh).
-    fn batch_instances(&self, jobs: &[Job], now: u64) -> Vec<(u64, bool, bool)> {
+    fn batch_instances(&self, jobs: &[Job], now: u64) -> Vec<InstanceArg> {
         let mut inst = self.instances();
         let current = inst.current;
         // Old instances whose last hold has expired are left to expire.
@@ -537,7 +516,7 @@ impl Inner {
             out.push((id, fresh, refresh));
         };
         for job in jobs {
-            if let Some(id) = job.op.parts().instance {
+            if let Some(id) = job.op.instance() {
                 add(id, &inst);
             }
         }
@@ -550,7 +529,7 @@ impl Inner {
     }
 
     /// Records what a batch learnt about its instances.
-    fn batch_done(&self, names: &[(u64, bool, bool)], live: Option<&str>, now: u64) {
+    fn batch_done(&self, names: &[InstanceArg], live: Option<&str>, now: u64) {
         let mut inst = self.instances();
         let Some(live) = live else {
             // Unknown outcome: holds granted by it may be held in Redis
@@ -577,16 +556,18 @@ impl Inner {
         }
     }
 
-    /// One script call for `jobs`, in order; one reply per job.
-    async fn run_batch(&self, jobs: &[Job]) -> std::result::Result<Vec<Reply>, String> {
+    /// One script call for `jobs`; one answer per job.
+    async fn run_batch(
+        &self,
+        jobs: &[Job],
+        marker: Option<Marker>,
+    ) -> std::result::Result<Vec<Answer>, String> {
         let now = now_ms();
         let names = self.batch_instances(jobs, now);
-        let result = self.call_script(jobs, &names, now).await;
-        match result {
-            Ok(mut replies) => {
-                let live = replies.pop();
-                self.batch_done(&names, live.as_deref(), now);
-                Ok(replies)
+        match self.call_script(jobs, &names, marker, now).await {
+            Ok((answers, live)) => {
+                self.batch_done(&names, Some(&live), now);
+                Ok(answers)
             }
             Err(e) => {
                 self.batch_done(&names, None, now);
@@ -598,95 +579,34 @@ impl Inner {
     async fn call_script(
         &self,
         jobs: &[Job],
-        names: &[(u64, bool, bool)],
+        names: &[InstanceArg],
+        marker: Option<Marker>,
         now: u64,
-    ) -> std::result::Result<Vec<Reply>, String> {
-        // Distinct level keys (the script's KEYS, 1-based; the lease index
-        // is KEYS[1]) and distinct (key, limits, retention) specs, each sent
-        // once per batch.
-        let mut keys: HashMap<String, usize> = HashMap::new();
-        let mut key_order: Vec<String> = Vec::new();
-        let mut specs: Vec<(usize, &LevelSpec, u64)> = Vec::new();
-        let mut op_specs: Vec<Vec<usize>> = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let parts = job.op.parts();
-            let mut idx = Vec::with_capacity(parts.levels.len());
-            for l in parts.levels {
-                let key = self.key(l);
-                let ki = match keys.get(&key) {
-                    Some(&k) => k,
-                    None => {
-                        let k = key_order.len() + 2;
-                        keys.insert(key.clone(), k);
-                        key_order.push(key);
-                        k
-                    }
-                };
-                let keep = l.retention_ms(now, parts.ttl);
-                let si = match specs
-                    .iter()
-                    .position(|(k, s, kp)| *k == ki && *kp == keep && *s == l)
-                {
-                    Some(i) => i,
-                    None => {
-                        specs.push((ki, l, keep));
-                        specs.len() - 1
-                    }
-                };
-                idx.push(si + 1);
-            }
-            op_specs.push(idx);
-        }
+    ) -> std::result::Result<(Vec<Answer>, String), String> {
+        let batch = encode(jobs, names, marker, &self.prefix, now)?;
         let mut inv = self.script.prepare_invoke();
         inv.key(self.leases_key.as_str());
-        for k in &key_order {
+        for k in &batch.keys {
             inv.key(k.as_str());
         }
-        inv.arg(specs.len())
-            .arg(jobs.len())
-            .arg(self.lease_ms)
+        inv.arg(self.lease_ms)
             .arg(self.prefix.as_str())
-            .arg(names.len())
-            .arg(u8::from(
-                jobs.iter().any(|j| matches!(j.op, Op::Reserve { .. })),
-            ));
-        for (id, fresh, refresh) in names {
-            inv.arg(format!("{id:016x}"))
-                .arg(u8::from(*fresh))
-                .arg(u8::from(*refresh));
-        }
-        for (ki, spec, keep) in &specs {
-            push_spec(&mut inv, *ki, spec, *keep);
-        }
-        for (job, idx) in jobs.iter().zip(&op_specs) {
-            let parts = job.op.parts();
-            let instance = parts
-                .instance
-                .and_then(|id| names.iter().position(|(i, _, _)| *i == id))
-                .map_or(0, |i| i + 1);
-            inv.arg(parts.kind)
-                .arg(instance)
-                .arg(parts.amount.tokens)
-                .arg(parts.amount.cost_micros)
-                .arg(parts.held.tokens)
-                .arg(parts.held.cost_micros)
-                .arg(u8::from(parts.take))
-                .arg(idx.len());
-            for si in idx {
-                inv.arg(*si);
-            }
-        }
+            .arg(u8::from(batch.sweep))
+            .arg(&batch.instances[..])
+            .arg(&batch.specs[..])
+            .arg(&batch.ops[..]);
+        match batch.marker {
+            Some(m) => inv.arg(format!("{:016x}", m.writer)).arg(m.batch),
+            None => inv.arg("").arg(0u8),
+        };
         let mut conn = self.conn.clone();
-        let replies: Vec<String> =
+        let reply: Vec<String> =
             match tokio::time::timeout(self.op_timeout, inv.invoke_async(&mut conn)).await {
                 Ok(Ok(v)) => v,
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(_) => return Err("operation timed out".to_owned()),
             };
-        if replies.len() != jobs.len() + 1 {
-            return Err("unexpected script reply".to_owned());
-        }
-        Ok(replies)
+        batch.decode(jobs.len(), reply)
     }
 }
 
@@ -700,6 +620,7 @@ impl RedisLedger {
             op_timeout: Duration::from_millis(500),
             hold_ttl: Duration::from_secs(600),
             lease_ttl: Duration::from_secs(30),
+            acknowledged: false,
         }
     }
 
@@ -714,9 +635,17 @@ impl RedisLedger {
         )
     }
 
-    /// Queues `op` for the batch task and waits for its reply, at most
+    /// Queues `op` for the batch task without waiting for it.
+    fn defer(&self, op: Op) -> Result<()> {
+        self.jobs
+            .send(Job { op, reply: None })
+            .map(drop)
+            .map_err(|_| unavailable("ledger task stopped (its runtime has shut down)"))
+    }
+
+    /// Queues `op` for the batch task and waits for its answer, at most
     /// `op_timeout` (queueing included).
-    async fn submit(&self, op: Op) -> Result<Reply> {
+    async fn submit(&self, op: Op) -> Result<Answer> {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Job {
@@ -730,10 +659,6 @@ impl RedisLedger {
             Err(_) => Err(unavailable("operation timed out")),
         }
     }
-}
-
-fn int(s: &str) -> i64 {
-    s.parse::<f64>().map_or(-1, |f| f as i64)
 }
 
 /// Hold ids: the instance id, then a per-process counter.
@@ -754,60 +679,73 @@ impl Ledger for RedisLedger {
         } else {
             request.ttl
         };
-        // `L`: the instance was swept (its lease expired, or Redis lost
-        // it); the batch task has moved to a new one, so try again.
+        // `LeaseGone`: the instance was swept (its lease expired, or Redis
+        // lost it); the batch task has moved to a new one, so try again.
         let mut attempts = 0;
-        let (hold, reply) = loop {
+        let (hold, answer) = loop {
             let hold = new_hold(self.inner.instance_for_hold(ttl), request);
-            let reply = self
+            let answer = self
                 .submit(Op::Reserve {
                     hold: hold.clone(),
                     ttl,
                 })
                 .await?;
             attempts += 1;
-            if reply != "L" || attempts == 3 {
-                break (hold, reply);
+            if answer != Answer::LeaseGone || attempts == 3 {
+                break (hold, answer);
             }
         };
-        if reply == "1" {
-            return Ok(hold);
+        match answer {
+            Answer::Done => Ok(hold),
+            Answer::Refused {
+                level,
+                retry_after,
+                resource,
+            } => {
+                let level = level
+                    .checked_sub(1)
+                    .and_then(|i| request.levels.get(i))
+                    .map(|l| l.key.level())
+                    .ok_or_else(|| unavailable("script named an unknown level"))?;
+                let resource = match resource {
+                    1 => Resource::Tokens,
+                    2 => Resource::Cost,
+                    _ => Resource::Requests,
+                };
+                Err(Error::QuotaExceeded {
+                    level,
+                    resource,
+                    retry_after,
+                })
+            }
+            Answer::LeaseGone => Err(unavailable(
+                "the ledger instance kept losing its lease; is the process stalling?",
+            )),
+            Answer::Usage(_) => Err(unavailable("unexpected script reply")),
         }
-        let reply: Vec<i64> = reply.split(' ').map(int).collect();
-        if reply.len() != 4 || reply[0] != 0 {
-            return Err(unavailable("unexpected script reply"));
-        }
-        let level = usize::try_from(reply[1])
-            .ok()
-            .and_then(|i| request.levels.get(i.checked_sub(1)?))
-            .map(|l| l.key.level())
-            .ok_or_else(|| unavailable("script named an unknown level"))?;
-        let resource = match reply[3] {
-            1 => Resource::Tokens,
-            2 => Resource::Cost,
-            _ => Resource::Requests,
-        };
-        let retry_after = u64::try_from(reply[2]).ok().map(Duration::from_millis);
-        Err(Error::QuotaExceeded {
-            level,
-            resource,
-            retry_after,
-        })
     }
 
     async fn settle(&self, hold: &Hold, actual: Amount) -> Result<()> {
-        self.submit(Op::Settle {
+        let op = Op::Settle {
             hold: hold.clone(),
             actual,
-        })
-        .await
-        .map(drop)
+        };
+        if self.deferred {
+            return self.defer(op);
+        }
+        self.submit(op).await.map(drop)
     }
 
     async fn release(&self, hold: &Hold) -> Result<()> {
-        self.submit(Op::Release { hold: hold.clone() })
-            .await
-            .map(drop)
+        let op = Op::Release { hold: hold.clone() };
+        if self.deferred {
+            return self.defer(op);
+        }
+        self.submit(op).await.map(drop)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.submit(Op::Flush).await.map(drop)
     }
 
     fn release_detached(&self, hold: Hold) {
@@ -831,19 +769,15 @@ impl Ledger for RedisLedger {
     }
 
     async fn usage(&self, level: &LevelSpec) -> Result<LevelUsage> {
-        let v = self
+        match self
             .submit(Op::Usage {
                 level: level.clone(),
                 ttl: self.hold_ttl,
             })
-            .await?;
-        let v: Vec<&str> = v.split(' ').collect();
-        let n = |i: usize| v.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        Ok(LevelUsage {
-            tokens_used: n(0),
-            tokens_held: n(1),
-            cost_used: n(2),
-            cost_held: n(3),
-        })
+            .await?
+        {
+            Answer::Usage(u) => Ok(u),
+            _ => Err(unavailable("unexpected script reply")),
+        }
     }
 }

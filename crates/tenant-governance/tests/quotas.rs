@@ -1,5 +1,13 @@
-//! Quotas on the in-process ledger: reservation, hierarchy, refusal,
-//! release, and racing tasks that must never overspend.
+//! Quotas: reservation, hierarchy, refusal, release, and racing tasks that
+//! must never overspend.
+//!
+//! The semantic tests are a conformance suite shared by both ledgers: each
+//! is one `async fn name(backend: Backend)` body, and [`on_both_ledgers!`]
+//! turns it into two tests, `name::in_process` (the default
+//! [`InProcessLedger`]) and `name::on_redis` (a [`RedisLedger`] on the test
+//! binary's shared `redis-server`, under a key prefix of its own; they fail
+//! when `redis-server` cannot be started). Tests of the in-process ledger's
+//! own eviction and capacity stay in-process only.
 
 mod support;
 
@@ -11,18 +19,98 @@ use tenant_governance::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// The ledger a test runs on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    /// The default [`InProcessLedger`].
+    InProcess,
+    /// A [`RedisLedger`] on [`tenant_testkit::TestRedis::shared`]; `test`
+    /// names the key prefix (made unique per ledger).
+    #[cfg(feature = "redis")]
+    Redis { test: &'static str },
+}
+
+impl Backend {
+    /// The Redis backend for `test`.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` cannot be started (`.ci/setup-services.sh`
+    /// installs it).
+    #[cfg(feature = "redis")]
+    fn redis(test: &'static str) -> Backend {
+        if let Err(e) = tenant_testkit::TestRedis::try_shared() {
+            panic!("{test}: cannot start redis-server: {e}");
+        }
+        Backend::Redis { test }
+    }
+
+    /// Rounds of the 64-task race: fewer on Redis, where each round takes
+    /// longer (every operation is a script call).
+    fn race_rounds(self) -> u64 {
+        match self {
+            Backend::InProcess => 40,
+            #[cfg(feature = "redis")]
+            Backend::Redis { .. } => 10,
+        }
+    }
+
+    /// A `Quotas` builder on a fresh ledger of this backend: on Redis, a new
+    /// `RedisLedger` under a key prefix no other ledger uses.
+    fn quotas(self) -> QuotasBuilder {
+        match self {
+            Backend::InProcess => Quotas::builder(),
+            #[cfg(feature = "redis")]
+            Backend::Redis { test } => {
+                let ledger = RedisLedger::builder()
+                    .url(tenant_testkit::TestRedis::shared().url())
+                    .prefix(format!("quotas:{test}:{}", uuid::Uuid::new_v4().simple()))
+                    .build()
+                    .unwrap();
+                Quotas::builder().ledger(ledger)
+            }
+        }
+    }
+}
+
+/// Two tests from `async fn $name(backend: Backend)`: `$name::in_process`
+/// and `$name::on_redis`, with the given `#[tokio::test(...)]` arguments.
+macro_rules! on_both_ledgers {
+    ($name:ident $(($($runtime:tt)*))?) => {
+        mod $name {
+            #[tokio::test $(($($runtime)*))?]
+            async fn in_process() {
+                super::$name(super::Backend::InProcess).await;
+            }
+
+            #[cfg(feature = "redis")]
+            #[tokio::test $(($($runtime)*))?]
+            async fn on_redis() {
+                super::$name(super::Backend::redis(stringify!($name))).await;
+            }
+        }
+    };
+}
+
 fn tenant_limited(tokens: u64) -> Policy {
     Policy::new(TenantPolicy::new().tenant_limits(Limits::unlimited().tokens_per(tokens, HOUR)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sixty_four_tasks_with_sub_agents_never_settle_past_the_budget_in_process() {
+on_both_ledgers!(
+    sixty_four_tasks_with_sub_agents_never_settle_past_the_budget(
+        flavor = "multi_thread",
+        worker_threads = 4
+    )
+);
+
+async fn sixty_four_tasks_with_sub_agents_never_settle_past_the_budget(backend: Backend) {
     let issuer = issuer();
-    for round in 0..40u64 {
+    for round in 0..backend.race_rounds() {
         // Tenant limit above the root budget in even rounds, below it in odd
         // rounds, so both levels get to be the binding one.
         let tenant_limit = if round % 2 == 0 { 25_000 } else { 15_000 };
-        let quotas = Quotas::builder()
+        let quotas = backend
+            .quotas()
             .policy(tenant_limited(tenant_limit))
             .build()
             .unwrap();
@@ -51,10 +139,12 @@ async fn sixty_four_tasks_with_sub_agents_never_settle_past_the_budget_in_proces
     }
 }
 
-#[tokio::test]
-async fn refused_reservation_changes_nothing() {
+on_both_ledgers!(refused_reservation_changes_nothing);
+
+async fn refused_reservation_changes_nothing(backend: Backend) {
     let issuer = issuer();
-    let quotas = Quotas::builder()
+    let quotas = backend
+        .quotas()
         .policy(tenant_limited(1_000))
         .build()
         .unwrap();
@@ -89,10 +179,12 @@ async fn refused_reservation_changes_nothing() {
     held.settle(Usage::new(600, 0)).await.unwrap();
 }
 
-#[tokio::test]
-async fn tenant_b_does_not_draw_from_tenant_a_budget() {
+on_both_ledgers!(tenant_b_does_not_draw_from_tenant_a_budget);
+
+async fn tenant_b_does_not_draw_from_tenant_a_budget(backend: Backend) {
     let issuer = issuer();
-    let quotas = Quotas::builder()
+    let quotas = backend
+        .quotas()
         .policy(tenant_limited(1_000))
         .build()
         .unwrap();
@@ -135,10 +227,11 @@ async fn tenant_b_does_not_draw_from_tenant_a_budget() {
     );
 }
 
-#[tokio::test]
-async fn sub_agent_cannot_pass_its_own_budget_even_with_the_parent_pool_free() {
+on_both_ledgers!(sub_agent_cannot_pass_its_own_budget_even_with_the_parent_pool_free);
+
+async fn sub_agent_cannot_pass_its_own_budget_even_with_the_parent_pool_free(backend: Backend) {
     let issuer = issuer();
-    let quotas = Quotas::builder().build().unwrap();
+    let quotas = backend.quotas().build().unwrap();
     let parent = root(&issuer, TenantId::random(), Some(10_000));
     let child = sub_agent(&parent, "researcher", 500);
     let r = quotas
@@ -171,10 +264,11 @@ async fn sub_agent_cannot_pass_its_own_budget_even_with_the_parent_pool_free() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn sub_agents_together_cannot_pass_the_parent_pool() {
+on_both_ledgers!(sub_agents_together_cannot_pass_the_parent_pool);
+
+async fn sub_agents_together_cannot_pass_the_parent_pool(backend: Backend) {
     let issuer = issuer();
-    let quotas = Quotas::builder().build().unwrap();
+    let quotas = backend.quotas().build().unwrap();
     let parent = root(&issuer, TenantId::random(), Some(1_000));
     let handle = TenantQuota::builder()
         .quotas(&quotas)
@@ -207,10 +301,12 @@ async fn sub_agents_together_cannot_pass_the_parent_pool() {
     );
 }
 
-#[tokio::test]
-async fn revoked_context_cannot_reserve_and_nothing_is_charged() {
+on_both_ledgers!(revoked_context_cannot_reserve_and_nothing_is_charged);
+
+async fn revoked_context_cannot_reserve_and_nothing_is_charged(backend: Backend) {
     let issuer = issuer();
-    let quotas = Quotas::builder()
+    let quotas = backend
+        .quotas()
         .policy(tenant_limited(1_000))
         .build()
         .unwrap();
@@ -231,10 +327,11 @@ async fn revoked_context_cannot_reserve_and_nothing_is_charged() {
     assert_eq!((u.tokens_used, u.tokens_held), (0, 0));
 }
 
-#[tokio::test]
-async fn handle_delegate_rejects_a_context_that_does_not_descend_from_it() {
+on_both_ledgers!(handle_delegate_rejects_a_context_that_does_not_descend_from_it);
+
+async fn handle_delegate_rejects_a_context_that_does_not_descend_from_it(backend: Backend) {
     let issuer = issuer();
-    let quotas = Quotas::builder().build().unwrap();
+    let quotas = backend.quotas().build().unwrap();
     let a = root(&issuer, TenantId::random(), Some(100));
     let b = root(&issuer, TenantId::random(), Some(100));
     let handle = TenantQuota::builder()
@@ -249,8 +346,9 @@ async fn handle_delegate_rejects_a_context_that_does_not_descend_from_it() {
     ));
 }
 
-#[tokio::test]
-async fn output_tokens_burn_down_at_the_model_multiplier() {
+on_both_ledgers!(output_tokens_burn_down_at_the_model_multiplier);
+
+async fn output_tokens_burn_down_at_the_model_multiplier(backend: Backend) {
     let issuer = issuer();
     let rates = ModelRates::new().with(
         "large",
@@ -263,7 +361,8 @@ async fn output_tokens_burn_down_at_the_model_multiplier() {
                 .cost_per(20_000, HOUR),
         ),
     );
-    let quotas = Quotas::builder()
+    let quotas = backend
+        .quotas()
         .policy(policy)
         .rates(rates)
         .build()
@@ -307,13 +406,15 @@ async fn output_tokens_burn_down_at_the_model_multiplier() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn cost_budget_refuses_before_the_call() {
+on_both_ledgers!(cost_budget_refuses_before_the_call);
+
+async fn cost_budget_refuses_before_the_call(backend: Backend) {
     let issuer = issuer();
     let rates = ModelRates::new().default_rate(ModelRate::new().price_per_1k(10_000, 10_000));
     let policy =
         Policy::new(TenantPolicy::new().tenant_limits(Limits::unlimited().cost_per(15_000, HOUR)));
-    let quotas = Quotas::builder()
+    let quotas = backend
+        .quotas()
         .policy(policy)
         .rates(rates)
         .build()
@@ -337,12 +438,13 @@ async fn cost_budget_refuses_before_the_call() {
     ));
 }
 
-#[tokio::test]
-async fn request_rate_bucket_refuses_with_the_time_until_refill() {
+on_both_ledgers!(request_rate_bucket_refuses_with_the_time_until_refill);
+
+async fn request_rate_bucket_refuses_with_the_time_until_refill(backend: Backend) {
     let issuer = issuer();
     let policy =
         Policy::new(TenantPolicy::new().tenant_limits(Limits::unlimited().requests(3, 10.0)));
-    let quotas = Quotas::builder().policy(policy).build().unwrap();
+    let quotas = backend.quotas().policy(policy).build().unwrap();
     let ctx = root(&issuer, TenantId::random(), None);
     for _ in 0..3 {
         quotas
@@ -374,13 +476,14 @@ async fn request_rate_bucket_refuses_with_the_time_until_refill() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn platform_total_binds_across_tenants_and_agent_limit_within_one() {
+on_both_ledgers!(platform_total_binds_across_tenants_and_agent_limit_within_one);
+
+async fn platform_total_binds_across_tenants_and_agent_limit_within_one(backend: Backend) {
     let issuer = issuer();
     let policy =
         Policy::new(TenantPolicy::new().agent_limits(Limits::unlimited().tokens_per(600, HOUR)))
             .platform(Limits::unlimited().tokens_per(1_000, HOUR));
-    let quotas = Quotas::builder().policy(policy).build().unwrap();
+    let quotas = backend.quotas().policy(policy).build().unwrap();
     let a = root(&issuer, TenantId::random(), None);
     let b = root(&issuer, TenantId::random(), None);
     let _ra = quotas
@@ -421,8 +524,9 @@ async fn platform_total_binds_across_tenants_and_agent_limit_within_one() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn per_tenant_override_beats_the_tier_default() {
+on_both_ledgers!(per_tenant_override_beats_the_tier_default);
+
+async fn per_tenant_override_beats_the_tier_default(backend: Backend) {
     let issuer = issuer();
     let vip = TenantId::random();
     let policy = tenant_limited(100)
@@ -431,7 +535,7 @@ async fn per_tenant_override_beats_the_tier_default() {
             vip,
             TenantPolicy::new().tenant_limits(Limits::unlimited().tokens_per(10_000, HOUR)),
         );
-    let quotas = Quotas::builder().policy(policy).build().unwrap();
+    let quotas = backend.quotas().policy(policy).build().unwrap();
     let normal = root(&issuer, TenantId::random(), None);
     assert!(quotas
         .reserve(&normal, &Estimate::new("m", 1_000, 0))
@@ -444,6 +548,8 @@ async fn per_tenant_override_beats_the_tier_default() {
         .unwrap();
 }
 
+// In-process only: eviction and its bound are the in-process ledger's own
+// (Redis keys expire instead).
 #[tokio::test]
 async fn idle_tenants_are_evicted_but_busy_ones_keep_their_usage() {
     let issuer = issuer();
@@ -481,6 +587,7 @@ async fn idle_tenants_are_evicted_but_busy_ones_keep_their_usage() {
     busy_hold.release().await.unwrap();
 }
 
+// In-process only: the capacity bound is the in-process ledger's own.
 #[tokio::test]
 async fn ledger_full_of_busy_tenants_fails_closed() {
     let issuer = issuer();
@@ -503,10 +610,12 @@ async fn ledger_full_of_busy_tenants_fails_closed() {
     assert!(matches!(err, Error::LedgerUnavailable { .. }), "{err:?}");
 }
 
-#[tokio::test]
-async fn usage_beyond_the_reservation_is_charged_and_flagged() {
+on_both_ledgers!(usage_beyond_the_reservation_is_charged_and_flagged);
+
+async fn usage_beyond_the_reservation_is_charged_and_flagged(backend: Backend) {
     let issuer = issuer();
-    let quotas = Quotas::builder()
+    let quotas = backend
+        .quotas()
         .policy(tenant_limited(1_000))
         .build()
         .unwrap();

@@ -86,6 +86,8 @@ async fn cross_process_race_worker() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let outcome = race(&quotas, &root, TASKS_PER_PROCESS, me * 1000 + round as u64).await;
+        // Settlements are deferred: applied before the parent reads Redis.
+        quotas.flush().await.unwrap();
         for s in &outcome.per_sub_agent {
             assert!(*s <= SUB_BUDGET);
         }
@@ -201,6 +203,7 @@ async fn redis_down_fails_closed_and_a_restart_recovers() {
         .settle(Usage::new(10, 0))
         .await
         .unwrap();
+    quotas.flush().await.unwrap();
 
     redis.stop().unwrap();
     let err = quotas
@@ -373,6 +376,8 @@ async fn a_live_holders_reservation_keeps_counting_past_its_lease_ttl() {
         ));
     }
     r.settle(Usage::new(600, 0)).await.unwrap();
+    // Settlements are deferred: another process sees them once applied.
+    holder.flush().await.unwrap();
     let u = other.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
     assert_eq!((u.tokens_used, u.tokens_held), (600, 0));
 }
@@ -419,6 +424,7 @@ async fn a_settle_after_the_holders_lease_was_swept_subtracts_nothing_twice() {
         .unwrap();
     // The stalled holder finishes: charged 100, but nothing more is freed.
     stalled.settle(Usage::new(100, 0)).await.unwrap();
+    holder.flush().await.unwrap();
     let u = other.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
     assert_eq!((u.tokens_used, u.tokens_held), (100, 1_000));
     assert!(matches!(
@@ -426,6 +432,7 @@ async fn a_settle_after_the_holders_lease_was_swept_subtracts_nothing_twice() {
         Err(Error::QuotaExceeded { .. })
     ));
     mine.release().await.unwrap();
+    other.flush().await.unwrap();
     // The holder carries on with a new instance.
     holder
         .reserve(&ctx, &Estimate::new("m", 900, 0))
@@ -434,6 +441,7 @@ async fn a_settle_after_the_holders_lease_was_swept_subtracts_nothing_twice() {
         .settle(Usage::new(900, 0))
         .await
         .unwrap();
+    holder.flush().await.unwrap();
     let u = other.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
     assert_eq!((u.tokens_used, u.tokens_held), (1_000, 0));
 }
@@ -535,7 +543,145 @@ async fn batched_operations_charge_exactly_what_was_settled_and_hold_nothing_aft
     while let Some(n) = set.join_next().await {
         settled += n.unwrap();
     }
+    // No flush: the process reads its own deferred settlements, in order.
     let usage = quotas.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
     assert_eq!(usage.tokens_used, settled);
     assert_eq!(usage.tokens_held, 0);
+}
+
+/// `flush` until it succeeds (Redis may still be coming back).
+async fn flush_eventually(quotas: &Quotas) {
+    let started = std::time::Instant::now();
+    loop {
+        match quotas.flush().await {
+            Ok(()) => return,
+            Err(Error::LedgerUnavailable { .. }) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("deferred settlements never applied: {e}"),
+        }
+    }
+}
+
+async fn script_calls(url: &str) -> u64 {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|l| l.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_settlement_made_while_redis_is_down_is_applied_when_it_is_back() {
+    let mut redis = TestRedis::start().unwrap();
+    let quotas = redis_quotas(&redis.url(), "deferred", policy());
+    let ctx = root(&issuer(), TenantId::random(), None);
+    let r = quotas
+        .reserve(&ctx, &Estimate::new("m", 100, 0))
+        .await
+        .unwrap();
+    redis.stop().unwrap();
+    // The call happened: its settlement is queued, not lost.
+    r.settle(Usage::new(70, 0)).await.unwrap();
+    assert!(matches!(
+        quotas.flush().await,
+        Err(Error::LedgerUnavailable { .. })
+    ));
+    assert!(matches!(
+        quotas.reserve(&ctx, &Estimate::new("m", 1, 0)).await,
+        Err(Error::LedgerUnavailable { .. })
+    ));
+    redis.restart().unwrap();
+    flush_eventually(&quotas).await;
+    // The restarted server is empty (no persistence in tests): its hold is
+    // gone with it, its usage is charged.
+    let u = quotas.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!((u.tokens_used, u.tokens_held), (70, 0));
+}
+
+/// Redis takes the settlement but answers only after the client gave up on
+/// it (outcome unknown): the client re-sends it, and the re-sends must not
+/// charge it again.
+#[tokio::test]
+async fn a_settlement_whose_answer_was_lost_is_applied_exactly_once() {
+    let redis = TestRedis::start().unwrap();
+    let quotas = redis_quotas(&redis.url(), "once", policy());
+    let ctx = root(&issuer(), TenantId::random(), None);
+    let r = quotas
+        .reserve(&ctx, &Estimate::new("m", 500, 0))
+        .await
+        .unwrap();
+    let before = script_calls(&redis.url()).await;
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Three times the ledger's 300 ms operation timeout.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(900)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    r.settle(Usage::new(400, 0)).await.unwrap();
+    flush_eventually(&quotas).await;
+    let u = quotas.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!((u.tokens_used, u.tokens_held), (400, 0));
+    // The settlement's batch ran, then at least one re-send, then the flush
+    // and the usage read.
+    let calls = script_calls(&redis.url()).await - before;
+    assert!(calls >= 4, "only {calls} script calls: nothing was re-sent");
+}
+
+#[tokio::test]
+async fn acknowledged_settlement_reports_a_redis_outage() {
+    let mut redis = TestRedis::start().unwrap();
+    let ledger = RedisLedger::builder()
+        .url(redis.url())
+        .prefix("ack")
+        .op_timeout(Duration::from_millis(300))
+        .acknowledged_settlement(true)
+        .build()
+        .unwrap();
+    let quotas = Quotas::builder()
+        .ledger(ledger)
+        .policy(policy())
+        .build()
+        .unwrap();
+    let ctx = root(&issuer(), TenantId::random(), None);
+    let r = quotas
+        .reserve(&ctx, &Estimate::new("m", 100, 0))
+        .await
+        .unwrap();
+    r.settle(Usage::new(10, 0)).await.unwrap();
+    // Acknowledged: visible to anyone as soon as settle returns.
+    let other = redis_quotas(&redis.url(), "ack", policy());
+    assert_eq!(
+        other
+            .usage(&ctx, QuotaLevel::Tenant)
+            .await
+            .unwrap()
+            .tokens_used,
+        10
+    );
+    let r = quotas
+        .reserve(&ctx, &Estimate::new("m", 100, 0))
+        .await
+        .unwrap();
+    redis.stop().unwrap();
+    assert!(matches!(
+        r.settle(Usage::new(10, 0)).await,
+        Err(Error::LedgerUnavailable { .. })
+    ));
 }
