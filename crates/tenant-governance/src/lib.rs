@@ -13,7 +13,9 @@
 //!   is refused before it happens with [`Error::QuotaExceeded`].
 //! * [`Ledger`] — where the counters live: [`InProcessLedger`] (sharded,
 //!   bounded, evicts idle tenants) or [`RedisLedger`] (atomic Lua, shared by
-//!   every replica). If the ledger fails, the call is refused
+//!   every replica; it applies settlements in the background, exactly once,
+//!   so call [`Quotas::flush`] on shutdown). If the ledger fails, the call
+//!   is refused
 //!   ([`Error::LedgerUnavailable`]) unless the tier is configured
 //!   [`FailureMode::Open`].
 //! * [`RequestRateLimiter`] — a per-tenant request-rate check (GCRA, one

@@ -685,3 +685,28 @@ async fn acknowledged_settlement_reports_a_redis_outage() {
         Err(Error::LedgerUnavailable { .. })
     ));
 }
+
+/// A process's operations apply in the order it queued them, on any
+/// runtime: a dropped reservation's release (and a deferred settlement) is
+/// applied before the reservation queued after it, so the whole budget is
+/// free again at once, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_reserves_again_right_after_dropping_or_settling_without_waiting() {
+    let redis = TestRedis::start().unwrap();
+    let quotas = redis_quotas(&redis.url(), "order", policy());
+    let ctx = root(&issuer(), TenantId::random(), None);
+    let all = Estimate::new("m", TENANT_LIMIT, 0);
+    for round in 0..200 {
+        let r = quotas
+            .reserve(&ctx, &all)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the previous hold was still counted: {e}"));
+        if round % 2 == 0 {
+            drop(r);
+        } else {
+            r.settle(Usage::new(0, 0)).await.unwrap();
+        }
+    }
+    let u = quotas.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!((u.tokens_used, u.tokens_held), (0, 0));
+}
