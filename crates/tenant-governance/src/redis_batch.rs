@@ -10,8 +10,9 @@
 //! * reservations with the same levels and TTL form one *reserve group*
 //!   whose levels are named once; each reservation is then an instance
 //!   index and two numbers, checked by the script one by one, in order;
-//! * each level key is rendered once per batch, and each distinct (key,
-//!   limits, retention) spec is sent once;
+//! * each level key is rendered once per batch and sent with the longest
+//!   retention any operation asks for, and each distinct (key, limits) spec
+//!   is sent once;
 //! * numbers travel packed (little-endian `u16` and `f64`) in one argument,
 //!   so neither side parses or formats decimal text on the hot path.
 //!
@@ -134,6 +135,8 @@ pub(crate) struct Encoded {
     pub(crate) ops: Vec<u8>,
     /// `ARGV[7]` and `ARGV[8]`.
     pub(crate) marker: Option<Marker>,
+    /// `ARGV[9]`: each level key's retention (ms), in `keys` order.
+    pub(crate) retention: Vec<u8>,
     /// Job indices of the reservations, in the order the script answers.
     reserves: Vec<usize>,
     /// Job indices of the usage reads, in order.
@@ -155,16 +158,21 @@ struct Encoder<'a> {
     prefix: &'a str,
     now: u64,
     keys: Vec<String>,
+    /// Retention (ms) of each key, the longest any operation asks for;
+    /// parallel to `keys`.
+    retention: Vec<u64>,
     key_index: HashMap<&'a LevelKey, u16>,
-    /// (KEYS index, retention, spec), 1-based by position.
-    specs: Vec<(u16, u64, &'a LevelSpec)>,
-    spec_index: HashMap<(u16, u64), u16>,
+    /// (KEYS index, spec), 1-based by position.
+    specs: Vec<(u16, &'a LevelSpec)>,
+    /// The first spec of each key.
+    spec_index: HashMap<u16, u16>,
     spec_bytes: Vec<u8>,
 }
 
 impl<'a> Encoder<'a> {
-    /// The 1-based spec index of `level` held for `ttl`.
+    /// The 1-based spec index of `level`, held for `ttl`.
     fn spec(&mut self, level: &'a LevelSpec, ttl: Duration) -> std::result::Result<u16, String> {
+        let keep = level.retention_ms(self.now, ttl);
         let key = match self.key_index.get(&level.key) {
             Some(&k) => k,
             None => {
@@ -172,29 +180,31 @@ impl<'a> Encoder<'a> {
                 let k = u16::try_from(self.keys.len() + 2).map_err(|_| too_large())?;
                 self.keys
                     .push(format!("{}:lv:{}", self.prefix, level.key.render()));
+                self.retention.push(0);
                 self.key_index.insert(&level.key, k);
                 k
             }
         };
-        let keep = level.retention_ms(self.now, ttl);
-        if let Some(&i) = self.spec_index.get(&(key, keep)) {
-            if self.specs[usize::from(i) - 1].2 == level {
+        let r = &mut self.retention[usize::from(key) - 2];
+        *r = (*r).max(keep);
+        if let Some(&i) = self.spec_index.get(&key) {
+            if self.specs[usize::from(i) - 1].1 == level {
                 return Ok(i);
             }
-            // Same key and retention, other limits (a policy change racing
-            // this batch): find or add it below.
+            // The same key with other limits (a policy change racing this
+            // batch): find or add it below.
             if let Some(p) = self
                 .specs
                 .iter()
-                .position(|(k, kp, s)| *k == key && *kp == keep && *s == level)
+                .position(|(k, s)| *k == key && *s == level)
             {
                 return u16::try_from(p + 1).map_err(|_| too_large());
             }
         }
         let i = u16::try_from(self.specs.len() + 1).map_err(|_| too_large())?;
-        self.specs.push((key, keep, level));
-        self.spec_index.entry((key, keep)).or_insert(i);
-        push_spec(&mut self.spec_bytes, key, level, keep);
+        self.specs.push((key, level));
+        self.spec_index.entry(key).or_insert(i);
+        push_spec(&mut self.spec_bytes, key, level);
         Ok(i)
     }
 
@@ -230,8 +240,8 @@ fn num(v: u64) -> f64 {
     v as f64
 }
 
-/// One spec: `<HBddBddddd` (see the script).
-fn push_spec(out: &mut Vec<u8>, key: u16, spec: &LevelSpec, keep: u64) {
+/// One spec: `<HBddBdddd` (see the script).
+fn push_spec(out: &mut Vec<u8>, key: u16, spec: &LevelSpec) {
     let (tk, tl, tp) = bound_args(&spec.tokens);
     let (ck, cl, cp) = bound_args(&spec.cost);
     let (rcap, rrate) = spec.requests.map_or((-1.0, 0.0), |r| {
@@ -246,7 +256,6 @@ fn push_spec(out: &mut Vec<u8>, key: u16, spec: &LevelSpec, keep: u64) {
     put_f64(out, num(cp));
     put_f64(out, rcap);
     put_f64(out, rrate);
-    put_f64(out, num(keep));
 }
 
 /// (kind, limit, period ms) of a bound: kind 0 none, 1 periodic, 2
@@ -291,6 +300,7 @@ pub(crate) fn encode(
         prefix,
         now,
         keys: Vec::new(),
+        retention: Vec::new(),
         key_index: HashMap::new(),
         specs: Vec::new(),
         spec_index: HashMap::new(),
@@ -400,8 +410,13 @@ pub(crate) fn encode(
         inst.push(if *fresh { b'1' } else { b'0' });
         inst.push(if *refresh { b'1' } else { b'0' });
     }
+    let mut retention = Vec::with_capacity(8 * e.retention.len());
+    for r in &e.retention {
+        put_f64(&mut retention, num(*r));
+    }
     Ok(Encoded {
         keys: e.keys,
+        retention,
         sweep: !groups.is_empty(),
         instances: inst,
         specs: e.spec_bytes,

@@ -42,10 +42,9 @@
 -- ARGV[4] = instances, 18 characters each: 16 hex digits of the id, then
 --   fresh ('1': may register it; the client has no reply for it yet) and
 --   refresh ('1': extend its lease),
--- ARGV[5] = level specs, each '<HBddBddddd': index into KEYS, token kind
+-- ARGV[5] = level specs, each '<HBddBdddd': index into KEYS, token kind
 --   (0 none, 1 periodic, 2 lifetime, 3 registered), limit, period ms, cost
 --   kind, limit, period ms, bucket capacity (-1: none), refill per ms,
---   retention ms,
 -- ARGV[6] = operations, each starting with its kind (B):
 --   1 reserve group: '<H' levels n, n x '<H' spec (1-based), '<H' count c,
 --     c x '<Hdd' (instance index 1-based, tokens, cost)
@@ -59,6 +58,8 @@
 --   any later one, so <prefix>:applied:<writer> (the last number applied,
 --   kept a day) tells whether a batch's adjusts were applied already: then
 --   they are skipped, and each is applied exactly once.
+-- ARGV[9] = per level key (KEYS[2..], in order) '<d': how long to keep it
+--   after this batch (ms); its expiry only ever moves later.
 -- Reply: { one character per reservation, in order: '1' granted, 'L'
 --   refused because its instance's lease is gone (nothing changed; the
 --   client takes a new instance and retries), '0' refused;
@@ -150,8 +151,9 @@ do
   local s, pos = ARGV[5], 1
   while pos <= #s do
     local L = {}
-    L.ki, L.tkind, L.tlim, L.tper, L.ckind, L.clim, L.cper, L.rcap, L.rrate, L.keep, pos =
-      unpack('<HBddBddddd', s, pos)
+    L.ki, L.tkind, L.tlim, L.tper, L.ckind, L.clim, L.cper, L.rcap, L.rrate, pos =
+      unpack('<HBddBdddd', s, pos)
+    L.keep = unpack('<d', ARGV[9], (L.ki - 2) * 8 + 1)
     if L.tkind == 1 or L.tkind == 2 then L.tl = L.tlim end
     if L.ckind == 1 or L.ckind == 2 then L.cl = L.clim end
     specs[#specs + 1] = L

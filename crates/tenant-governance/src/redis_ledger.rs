@@ -599,6 +599,7 @@ impl Inner {
             Some(m) => inv.arg(format!("{:016x}", m.writer)).arg(m.batch),
             None => inv.arg("").arg(0u8),
         };
+        inv.arg(&batch.retention[..]);
         let mut conn = self.conn.clone();
         let reply: Vec<String> =
             match tokio::time::timeout(self.op_timeout, inv.invoke_async(&mut conn)).await {

@@ -710,3 +710,37 @@ async fn a_process_reserves_again_right_after_dropping_or_settling_without_waiti
     let u = quotas.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
     assert_eq!((u.tokens_used, u.tokens_held), (0, 0));
 }
+
+/// Level keys expire: each write keeps a key for the longest retention any
+/// operation of the batch asks for (here two periods of the hourly budget,
+/// plus a minute), and never shortens it.
+#[tokio::test]
+async fn level_keys_expire_after_their_retention() {
+    let redis = TestRedis::start().unwrap();
+    let quotas = redis_quotas(&redis.url(), "ttl", policy());
+    let ctx = root(&issuer(), TenantId::random(), None);
+    quotas
+        .reserve(&ctx, &Estimate::new("m", 10, 0))
+        .await
+        .unwrap()
+        .settle(Usage::new(10, 0))
+        .await
+        .unwrap();
+    quotas.flush().await.unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("ttl:lv:t:{}", ctx.tenant());
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let retention = 2 * HOUR.as_millis() as i64 + 60_000;
+    assert!(
+        pttl > retention - 60_000 && pttl <= retention,
+        "{key}: PTTL {pttl} ms, expected about {retention} ms"
+    );
+}
