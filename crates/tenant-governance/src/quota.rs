@@ -418,10 +418,13 @@ impl Reservation {
     }
 
     /// Ends the reservation without charging (the call did not happen).
+    /// Deferred like [`Reservation::settle`] on a ledger that defers.
     ///
     /// # Errors
     ///
-    /// [`Error::LedgerUnavailable`]: the hold stays until its TTL passes.
+    /// [`Error::LedgerUnavailable`]: the hold stays until its TTL passes
+    /// (only from a ledger that does not defer, or one whose background
+    /// task has stopped).
     pub async fn release(mut self) -> Result<()> {
         if let Some(hold) = self.hold.take() {
             self.ledger
