@@ -58,7 +58,8 @@
 //!
 //! **Failure.** Every call runs under `op_timeout`; a connection error,
 //! timeout or script error is [`Error::LedgerUnavailable`] for whoever
-//! waits on it. The connection manager reconnects by itself, and the script
+//! waits on it. While deferred work of a failed call is being re-sent,
+//! operations someone waits for fail at once and are dropped. The connection manager reconnects by itself, and the script
 //! is re-loaded after a Redis restart (`NOSCRIPT` is handled), so service
 //! resumes without restarting the process.
 //!
@@ -316,13 +317,17 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
 /// When a call fails, its outcome is unknown. Waiting callers get the
 /// error; the deferred settlements and releases are re-sent, alone and
 /// under the batch's number, before anything else, until Redis answers
-/// (the script skips them if that batch was applied after all).
+/// (the script skips them if that batch was applied after all). Meanwhile
+/// operations that someone waits for fail at once, and deferred ones wait.
 async fn batch_task(
     inner: Arc<Inner>,
     mut rx: mpsc::UnboundedReceiver<Job>,
     requeue: mpsc::WeakUnboundedSender<Job>,
 ) {
     let mut retry: Option<Retry> = None;
+    // Deferred work queued while a failed batch was being re-sent: it goes
+    // first once that is done, in order.
+    let mut backlog: Vec<Job> = Vec::new();
     // This ledger's id as a writer of deferred work, and its last batch
     // number (see `Marker`).
     let writer = uuid::Uuid::new_v4().as_u64_pair().0;
@@ -339,7 +344,8 @@ async fn batch_task(
                     tracing::error!(operations = r.jobs.len(), error = %e,
                         "ledger dropped and Redis still failing: deferred quota settlements lost; their holds expire with the ledger's lease");
                 }
-                Err(_) => {
+                Err(e) => {
+                    set_aside(&mut rx, &mut backlog, &e);
                     tokio::time::sleep(retry_backoff(r.attempts)).await;
                     r.attempts += 1;
                     retry = Some(r);
@@ -347,9 +353,18 @@ async fn batch_task(
             }
             continue;
         }
-        let mut jobs = Vec::with_capacity(MAX_BATCH);
-        if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
-            return;
+        let mut jobs: Vec<Job> = backlog.drain(..backlog.len().min(MAX_BATCH)).collect();
+        if jobs.is_empty() {
+            if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+                return;
+            }
+        } else {
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
         }
         if jobs.iter().all(|j| j.reply.is_none()) {
             // Nobody waits for these: let the next operation someone waits
@@ -389,6 +404,23 @@ async fn batch_task(
                 deliver(rest, Err(e), &requeue);
             }
         }
+    }
+}
+
+/// While a failed batch's deferred work is being re-sent (Redis is failing),
+/// answers whoever waits at once with the failure instead of letting their
+/// operations pile up (and run, unwanted, once Redis is back), and keeps
+/// the deferred work, in order, for afterwards.
+fn set_aside(rx: &mut mpsc::UnboundedReceiver<Job>, backlog: &mut Vec<Job>, error: &str) {
+    while let Ok(job) = rx.try_recv() {
+        if job.is_deferred() {
+            backlog.push(job);
+        } else if let Some(tx) = job.reply {
+            let _ = tx.send(Err(unavailable(format!(
+                "{error} (re-sending deferred settlements)"
+            ))));
+        }
+        // Lease refreshes are dropped: the next batch refreshes what is due.
     }
 }
 

@@ -744,3 +744,46 @@ async fn level_keys_expire_after_their_retention() {
         "{key}: PTTL {pttl} ms, expected about {retention} ms"
     );
 }
+
+/// While a failed batch's deferred settlement is being re-sent, reservations
+/// fail at once and are dropped: none of them runs, unwanted, when Redis is
+/// back (the request bucket, which a release does not refill, would show it).
+#[tokio::test]
+async fn reservations_refused_during_an_outage_take_nothing_when_redis_returns() {
+    let mut redis = TestRedis::start().unwrap();
+    let policy = Policy::new(
+        TenantPolicy::new().tenant_limits(
+            Limits::unlimited()
+                .tokens_per(TENANT_LIMIT, HOUR)
+                .requests(3, 0.001),
+        ),
+    );
+    let quotas = redis_quotas(&redis.url(), "outage-bucket", policy);
+    let ctx = root(&issuer(), TenantId::random(), None);
+    let r = quotas
+        .reserve(&ctx, &Estimate::new("m", 100, 0))
+        .await
+        .unwrap();
+    redis.stop().unwrap();
+    r.settle(Usage::new(70, 0)).await.unwrap();
+    for _ in 0..5 {
+        assert!(matches!(
+            quotas.reserve(&ctx, &Estimate::new("m", 1, 0)).await,
+            Err(Error::LedgerUnavailable { .. })
+        ));
+    }
+    // The restarted server is empty: a full bucket of 3 requests.
+    redis.restart().unwrap();
+    flush_eventually(&quotas).await;
+    for i in 0..3 {
+        quotas
+            .reserve(&ctx, &Estimate::new("m", 1, 0))
+            .await
+            .unwrap_or_else(|e| panic!("request {i} after the outage: {e}"))
+            .release()
+            .await
+            .unwrap();
+    }
+    let u = quotas.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!((u.tokens_used, u.tokens_held), (70, 0));
+}
