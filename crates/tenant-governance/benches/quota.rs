@@ -22,7 +22,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use governor::{Quota, RateLimiter};
 use tenant_core::*;
 use tenant_governance::*;
-use tenant_testkit::bench_ratio::report;
+use tenant_testkit::bench_ratio::{interleaved_p50s, report};
 use tenant_testkit::TestRedis;
 
 const TENANTS: usize = 10_000;
@@ -308,8 +308,6 @@ async fn reserve_settle_in_flight(shared: Shared) {
     while set.join_next().await.is_some() {}
 }
 
-type Arm<'a> = &'a dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-
 /// The arms sampled round by round against their baseline, the order
 /// alternating, so that the machine's drift between criterion's
 /// back-to-back measurements does not land on one arm only. Prints the
@@ -324,75 +322,51 @@ fn interleaved(
     /// Sequential calls per sample, so one sample is well above the timer's
     /// resolution and the runtime's wake-up jitter.
     const SEQUENTIAL: usize = 16;
-    let timed = |f: Arm<'_>| {
-        let started = std::time::Instant::now();
-        rt.block_on(f());
-        started.elapsed()
-    };
-    let incr_seq = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-        let conn = conn.clone();
-        Box::pin(async move {
+    let incr_seq = || {
+        rt.block_on(async {
             for _ in 0..SEQUENTIAL {
                 incr(conn.clone()).await;
             }
         })
     };
-    let incr_par = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-        Box::pin(incr_in_flight(conn.clone()))
+    let pair_seq = |shared: &Shared| {
+        rt.block_on(async {
+            for _ in 0..SEQUENTIAL {
+                reserve_settle(shared.clone()).await;
+            }
+        })
     };
-    let seq = |shared: &Shared| {
-        let shared = shared.clone();
-        move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-            let shared = shared.clone();
-            Box::pin(async move {
-                for _ in 0..SEQUENTIAL {
-                    reserve_settle(shared.clone()).await;
-                }
-            })
-        }
-    };
-    let par = |shared: &Shared| {
-        let shared = shared.clone();
-        move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-            Box::pin(reserve_settle_in_flight(shared.clone()))
-        }
-    };
-    let (seq_d, par_d, seq_a, par_a) = (
-        seq(deferred),
-        par(deferred),
-        seq(acknowledged),
-        par(acknowledged),
-    );
-    let arms: [(&str, Arm<'_>, Arm<'_>, &str); 4] = [
-        ("sequential", &seq_d, &incr_seq, ">= 0.5x"),
-        ("64 in flight", &par_d, &incr_par, ">= 0.5x"),
+    let incr_par = || rt.block_on(incr_in_flight(conn.clone()));
+    let pair_par = |shared: &Shared| rt.block_on(reserve_settle_in_flight(shared.clone()));
+    let arms: [(&str, &Shared, bool, &str); 4] = [
+        ("sequential", deferred, false, ">= 0.5x"),
+        ("64 in flight", deferred, true, ">= 0.5x"),
         (
             "acknowledged settlement, sequential",
-            &seq_a,
-            &incr_seq,
+            acknowledged,
+            false,
             "info",
         ),
         (
             "acknowledged settlement, 64 in flight",
-            &par_a,
-            &incr_par,
+            acknowledged,
+            true,
             "info",
         ),
     ];
-    for (name, subject, baseline, target) in arms {
-        let (mut s, mut b) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
-        for round in 0..ROUNDS {
-            if round % 2 == 0 {
-                s.push(timed(subject));
-                b.push(timed(baseline));
-            } else {
-                b.push(timed(baseline));
-                s.push(timed(subject));
-            }
-        }
-        s.sort();
-        b.sort();
-        let (s50, b50) = (s[ROUNDS / 2], b[ROUNDS / 2]);
+    for (name, shared, in_flight, target) in arms {
+        let p50 = if in_flight {
+            interleaved_p50s(
+                ROUNDS,
+                &mut [&mut |_| pair_par(shared), &mut |_| incr_par()],
+            )
+        } else {
+            interleaved_p50s(
+                ROUNDS,
+                &mut [&mut |_| pair_seq(shared), &mut |_| incr_seq()],
+            )
+        };
+        let (s50, b50) = (p50[0], p50[1]);
         println!(
             "RATIO redis reserve+settle vs INCR, {name} (throughput), p50 of {ROUNDS} interleaved rounds: \
              {:.3}x (subject {s50:?}, baseline {b50:?}; target {target})",

@@ -97,7 +97,8 @@ pub(crate) enum Answer {
 /// An operation and where its answer goes.
 pub(crate) struct Job {
     pub(crate) op: Op,
-    /// `None` for fire-and-forget releases and lease refreshes.
+    /// `None` when nobody waits: deferred settlements and releases, and
+    /// lease refreshes.
     pub(crate) reply: Option<oneshot::Sender<Result<Answer>>>,
 }
 
@@ -315,7 +316,8 @@ pub(crate) fn encode(
     };
     let mut groups: Vec<ReserveGroup<'_>> = Vec::new();
     let mut adjusts: Vec<Adjust<'_>> = Vec::new();
-    let mut singles: Vec<(u8, &LevelSpec, Duration, usize)> = Vec::new();
+    let mut registers: Vec<(&LevelSpec, Duration)> = Vec::new();
+    let mut usage_reads: Vec<(&LevelSpec, Duration, usize)> = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
         match &job.op {
             Op::Reserve { hold, ttl } => {
@@ -332,35 +334,20 @@ pub(crate) fn encode(
                     }),
                 }
             }
-            Op::Settle { hold, .. } | Op::Release { hold } => {
-                let instance = instance_index(instance_of(hold));
-                let charge = match &job.op {
-                    Op::Settle { actual, .. } => (actual.tokens, actual.cost_micros),
-                    _ => (0, 0),
-                };
-                let levels = &hold.levels[..];
-                let a = match adjusts
-                    .iter_mut()
-                    .position(|a| a.instance == instance && same_levels(a.levels, levels))
-                {
-                    Some(p) => &mut adjusts[p],
-                    None => {
-                        adjusts.push(Adjust {
-                            instance,
-                            levels,
-                            charge: (0, 0),
-                            unhold: (0, 0),
-                        });
-                        adjusts.last_mut().expect("just pushed")
-                    }
-                };
-                a.charge.0 = a.charge.0.saturating_add(charge.0);
-                a.charge.1 = a.charge.1.saturating_add(charge.1);
-                a.unhold.0 = a.unhold.0.saturating_add(hold.amount.tokens);
-                a.unhold.1 = a.unhold.1.saturating_add(hold.amount.cost_micros);
-            }
-            Op::Register { level, ttl } => singles.push((REGISTER, level, *ttl, j)),
-            Op::Usage { level, ttl } => singles.push((USAGE, level, *ttl, j)),
+            Op::Settle { hold, actual } => add_adjust(
+                &mut adjusts,
+                instance_index(instance_of(hold)),
+                hold,
+                *actual,
+            ),
+            Op::Release { hold } => add_adjust(
+                &mut adjusts,
+                instance_index(instance_of(hold)),
+                hold,
+                Amount::default(),
+            ),
+            Op::Register { level, ttl } => registers.push((level, *ttl)),
+            Op::Usage { level, ttl } => usage_reads.push((level, *ttl, j)),
             Op::Refresh | Op::Flush => {}
         }
     }
@@ -374,9 +361,9 @@ pub(crate) fn encode(
         put_f64(&mut ops, num(a.unhold.0));
         put_f64(&mut ops, num(a.unhold.1));
     }
-    for (kind, level, ttl, _) in singles.iter().filter(|s| s.0 == REGISTER) {
-        ops.push(*kind);
-        let i = e.spec(level, *ttl)?;
+    for (level, ttl) in registers {
+        ops.push(REGISTER);
+        let i = e.spec(level, ttl)?;
         put_u16(&mut ops, i);
     }
     let mut reserves = Vec::new();
@@ -398,11 +385,11 @@ pub(crate) fn encode(
         }
     }
     let mut usages = Vec::new();
-    for (kind, level, ttl, j) in singles.iter().filter(|s| s.0 == USAGE) {
-        ops.push(*kind);
-        let i = e.spec(level, *ttl)?;
+    for (level, ttl, j) in usage_reads {
+        ops.push(USAGE);
+        let i = e.spec(level, ttl)?;
         put_u16(&mut ops, i);
-        usages.push(*j);
+        usages.push(j);
     }
     let mut inst = Vec::with_capacity(18 * instances.len());
     for (id, fresh, refresh) in instances {
@@ -425,6 +412,32 @@ pub(crate) fn encode(
         reserves,
         usages,
     })
+}
+
+/// Adds a settlement charging `charge` (a release: nothing) of `hold` to
+/// the adjustment of its instance and level list.
+fn add_adjust<'a>(adjusts: &mut Vec<Adjust<'a>>, instance: u16, hold: &'a Hold, charge: Amount) {
+    let levels = &hold.levels[..];
+    let p = match adjusts
+        .iter()
+        .position(|a| a.instance == instance && same_levels(a.levels, levels))
+    {
+        Some(p) => p,
+        None => {
+            adjusts.push(Adjust {
+                instance,
+                levels,
+                charge: (0, 0),
+                unhold: (0, 0),
+            });
+            adjusts.len() - 1
+        }
+    };
+    let a = &mut adjusts[p];
+    a.charge.0 = a.charge.0.saturating_add(charge.tokens);
+    a.charge.1 = a.charge.1.saturating_add(charge.cost_micros);
+    a.unhold.0 = a.unhold.0.saturating_add(hold.amount.tokens);
+    a.unhold.1 = a.unhold.1.saturating_add(hold.amount.cost_micros);
 }
 
 /// Level sets are usually shared (`Arc`) or short; compare by pointer

@@ -38,6 +38,15 @@ fn redis_quotas(url: &str, prefix: &str, policy: Policy) -> Quotas {
         .unwrap()
 }
 
+/// A plain client connection, to look at or steer the server directly.
+async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 fn fixed_issuer() -> (ContextIssuer, String) {
     let key = [7u8; 32];
     (
@@ -59,11 +68,7 @@ async fn cross_process_race_worker() {
     let me: u64 = std::env::var("TG_RACE_WORKER").unwrap().parse().unwrap();
     let (issuer, _) = fixed_issuer();
     let quotas = redis_quotas(&url, "race", policy());
-    let mut conn = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = connect(&url).await;
     for (round, token) in tokens.split(',').enumerate() {
         // The same root context in every process, rebuilt from its signed token.
         let root = issuer.accept_token(token).unwrap();
@@ -397,11 +402,7 @@ async fn a_settle_after_the_holders_lease_was_swept_subtracts_nothing_twice() {
         .await
         .unwrap();
     // Kill the holder's lease: every lease so far (only the holder's) expired.
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = connect(&redis.url()).await;
     let leases: Vec<String> = redis::cmd("ZRANGE")
         .arg("crash:leases")
         .arg(0)
@@ -564,11 +565,7 @@ async fn flush_eventually(quotas: &Quotas) {
 }
 
 async fn script_calls(url: &str) -> u64 {
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = connect(url).await;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut conn)
@@ -621,11 +618,7 @@ async fn a_settlement_whose_answer_was_lost_is_applied_exactly_once() {
         .await
         .unwrap();
     let before = script_calls(&redis.url()).await;
-    let mut admin = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = connect(&redis.url()).await;
     // Three times the ledger's 300 ms operation timeout.
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
@@ -727,11 +720,7 @@ async fn level_keys_expire_after_their_retention() {
         .await
         .unwrap();
     quotas.flush().await.unwrap();
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = connect(&redis.url()).await;
     let key = format!("ttl:lv:t:{}", ctx.tenant());
     let pttl: i64 = redis::cmd("PTTL")
         .arg(&key)

@@ -298,24 +298,14 @@ fn bench(c: &mut Criterion) {
 /// does not land on one arm only. Prints the ratio of the p50s.
 fn interleaved(rt: &tokio::runtime::Runtime, s: &Arc<Setup>) {
     const ROUNDS: usize = 2000;
-    let timed = |arm| {
-        let started = std::time::Instant::now();
-        rt.block_on(concurrent_reads(s.clone(), arm));
-        started.elapsed()
-    };
-    let (mut scoped, mut raw) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
-    for round in 0..ROUNDS {
-        if round % 2 == 0 {
-            scoped.push(timed(Arm::Scoped));
-            raw.push(timed(Arm::RawUnscoped));
-        } else {
-            raw.push(timed(Arm::RawUnscoped));
-            scoped.push(timed(Arm::Scoped));
-        }
-    }
-    scoped.sort();
-    raw.sort();
-    let (s50, r50) = (scoped[ROUNDS / 2], raw[ROUNDS / 2]);
+    let p50 = tenant_testkit::bench_ratio::interleaved_p50s(
+        ROUNDS,
+        &mut [
+            &mut |_| rt.block_on(concurrent_reads(s.clone(), Arm::Scoped)),
+            &mut |_| rt.block_on(concurrent_reads(s.clone(), Arm::RawUnscoped)),
+        ],
+    );
+    let (s50, r50) = (p50[0], p50[1]);
     println!(
         "RATIO memory scoped read throughput vs raw sqlx (8 clients), p50 of {ROUNDS} interleaved rounds: \
          {:.3}x (subject {s50:?}, baseline {r50:?}; target >= 0.9x)",

@@ -6,6 +6,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use tenant_testkit::bench_ratio::interleaved_p50s;
+
 use criterion::{criterion_group, Criterion};
 use rand::{Rng, SeedableRng};
 use tenant_core::{
@@ -191,29 +193,6 @@ fn get_ten(s: &Setup, c: &RetrievalClient, offset: usize) -> usize {
     s.rt.block_on(c.get_many(&refs)).unwrap().len()
 }
 
-/// p50 of each closure, sampled interleaved so drift hits all equally; the
-/// order rotates every round so no closure always runs after the same one
-/// (whose cache footprint it would inherit).
-fn p50s(rounds: usize, fs: &mut [&mut dyn FnMut(usize)]) -> Vec<Duration> {
-    let n = fs.len();
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); n];
-    for r in 0..rounds {
-        for j in 0..n {
-            let k = (r + j) % n;
-            let t = Instant::now();
-            fs[k](r);
-            samples[k].push(t.elapsed());
-        }
-    }
-    samples
-        .into_iter()
-        .map(|mut v| {
-            v.sort();
-            v[v.len() / 2]
-        })
-        .collect()
-}
-
 fn bench(c: &mut Criterion) {
     let s = setup();
     let q = |i: usize| s.queries[i % s.queries.len()].as_slice();
@@ -270,7 +249,7 @@ fn bench(c: &mut Criterion) {
 
     // Ratios, p50 of interleaved samples.
     let rounds = 400;
-    let r = p50s(
+    let r = interleaved_p50s(
         rounds,
         &mut [
             &mut |i| {
@@ -285,7 +264,7 @@ fn bench(c: &mut Criterion) {
         ],
     );
     s.edge.set_inline_reads(true);
-    let inline = p50s(
+    let inline = interleaved_p50s(
         rounds,
         &mut [
             &mut |i| {
@@ -300,7 +279,7 @@ fn bench(c: &mut Criterion) {
         ],
     );
     s.edge.set_inline_reads(false);
-    let seal = p50s(
+    let seal = interleaved_p50s(
         rounds,
         &mut [
             &mut |i| {

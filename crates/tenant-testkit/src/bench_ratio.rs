@@ -4,8 +4,12 @@
 //! the same run (never absolute timings from tests). After `criterion` has
 //! measured both, [`report`] reads their median estimates from criterion's
 //! output directory and prints `ratio subject/baseline`.
+//! [`interleaved_p50s`] samples arms round by round instead, for ratios
+//! that the machine's drift between criterion's back-to-back arms would
+//! distort.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Where criterion writes its estimates: `$CRITERION_HOME`, else
 /// `$CARGO_TARGET_DIR/criterion`, else `target/criterion` at the workspace
@@ -71,4 +75,36 @@ pub fn report(
         b / 1000.0
     );
     Some(ratio)
+}
+
+/// The p50 time of each closure, sampled interleaved over `rounds` rounds
+/// so that drift hits every arm alike. The order rotates every round (with
+/// two arms, it alternates), so no arm always runs right after the same one
+/// and inherits its cache footprint. Each closure gets the round number.
+///
+/// ```
+/// use tenant_testkit::bench_ratio::interleaved_p50s;
+/// let p50 = interleaved_p50s(10, &mut [&mut |_| {}, &mut |_| {
+///     std::hint::black_box((0..100).sum::<u64>());
+/// }]);
+/// assert_eq!(p50.len(), 2);
+/// ```
+pub fn interleaved_p50s(rounds: usize, arms: &mut [&mut dyn FnMut(usize)]) -> Vec<Duration> {
+    let n = arms.len();
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); n];
+    for r in 0..rounds {
+        for j in 0..n {
+            let k = (r + j) % n;
+            let t = Instant::now();
+            arms[k](r);
+            samples[k].push(t.elapsed());
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut v| {
+            v.sort();
+            v.get(v.len() / 2).copied().unwrap_or_default()
+        })
+        .collect()
 }
