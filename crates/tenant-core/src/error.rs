@@ -90,6 +90,10 @@ pub enum Error {
         /// How many further levels the parent allowed.
         allowed: u8,
     },
+    /// The context was not issued under the platform authority the handle
+    /// was configured with (it was minted by another issuer).
+    #[error("tenant context was not issued by this platform's authority")]
+    ForeignAuthority,
     /// A handle was asked to act for a context that does not descend from
     /// the handle's own context.
     #[error("context does not descend from the handle's context")]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::authority::PlatformAuthority;
 use crate::capabilities::Capabilities;
 use crate::context::{now_ms, to_ms, Claims, TenantContext};
 use crate::error::{Error, Result};
@@ -166,8 +167,15 @@ impl ContextIssuer {
         }
     }
 
-    pub(crate) fn authority(&self) -> &Arc<Authority> {
+    pub(crate) fn shared_authority(&self) -> &Arc<Authority> {
         &self.authority
+    }
+
+    /// The verify-only authority to configure every platform-wide resource
+    /// with: handles built from those resources admit only contexts issued
+    /// by this issuer (see [`PlatformAuthority`]).
+    pub fn authority(&self) -> PlatformAuthority {
+        PlatformAuthority::new(self.authority.clone())
     }
 }
 
@@ -276,7 +284,7 @@ impl<'a> ContextBuilder<'a, WantsPrincipal> {
 impl ContextBuilder<'_, ReadyToIssue> {
     /// Signs and returns the context.
     pub fn issue(self) -> Result<TenantContext> {
-        let authority = self.issuer.authority();
+        let authority = self.issuer.shared_authority();
         let now = now_ms();
         let max_ms = u64::try_from(authority.max_ttl.as_millis()).unwrap_or(u64::MAX);
         let expires_at_ms = match self.expiry {

@@ -51,6 +51,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+mod authority;
 mod capabilities;
 mod claims;
 mod context;
@@ -68,6 +69,7 @@ mod tier;
 mod token;
 
 pub use audit::AUDIT_TARGET;
+pub use authority::PlatformAuthority;
 pub use capabilities::{Capabilities, Scope, ScopeKind, MAX_NAME_LEN, MAX_SCOPE_NAMES};
 pub use claims::{ClaimVerifier, ClaimVerifierBuilder, DEFAULT_TENANT_CLAIM};
 pub use context::TenantContext;

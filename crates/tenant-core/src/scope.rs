@@ -34,8 +34,22 @@ impl Scoped {
     }
 
     /// Takes the context out, checking it is still valid.
+    ///
+    /// This trusts whichever issuer made the context; handles use
+    /// [`into_admitted_context`](Self::into_admitted_context) instead.
     pub fn into_checked_context(self) -> crate::Result<TenantContext> {
         self.ctx.check()?;
+        Ok(self.ctx)
+    }
+
+    /// Takes the context out if `authority` admits it: issued under that
+    /// authority, proof valid, unexpired, unrevoked
+    /// ([`PlatformAuthority::admit`]).
+    pub fn into_admitted_context(
+        self,
+        authority: &crate::PlatformAuthority,
+    ) -> crate::Result<TenantContext> {
+        authority.admit(&self.ctx)?;
         Ok(self.ctx)
     }
 }

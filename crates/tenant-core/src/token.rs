@@ -89,7 +89,7 @@ impl ContextIssuer {
         if r.remaining() != 0 {
             return Err(Error::MalformedToken("trailing bytes"));
         }
-        let authority = self.authority();
+        let authority = self.shared_authority();
         let key = authority
             .accepted_key(&key_id)
             .ok_or_else(|| Error::UnknownKey(key_id.clone()))?;
