@@ -34,7 +34,12 @@ impl Platform {
     /// vocabulary (so similarity alone would mix them) and `lang = en`.
     pub async fn start() -> Platform {
         let dir = tempfile::tempdir().unwrap();
+        let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
         let retrieval = Retrieval::builder(EdgeBackend::open(dir.path()).unwrap())
+            .authority(issuer.authority())
+            .keys(DerivedKeyProvider::new(MasterKey::generate(
+                KeyId::new("data-1").unwrap(),
+            )))
             .collection(CollectionSpec::new("docs", DIMS).unwrap())
             .tiers(StaticTiers::new(IsolationTier::Pool))
             .build()
@@ -77,7 +82,7 @@ impl Platform {
         policies.set(a, ToolPolicy::deny_all().allow_tools(["add"]));
         policies.set(b, ToolPolicy::deny_all().allow_tools(["add", "shell"]));
         let platform = Platform {
-            issuer: ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap())),
+            issuer,
             retrieval,
             registry,
             policies,
