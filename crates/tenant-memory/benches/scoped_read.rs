@@ -103,7 +103,7 @@ async fn setup() -> Setup {
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("bench").unwrap()));
     let key = issuer.subkey(Purpose::Postgres);
     let owner = PgPool::connect(db.owner_url()).await.unwrap();
-    let admin = MemoryAdmin::new(&owner, &key).unwrap();
+    let admin = MemoryAdmin::new(&owner, &key, &issuer.authority()).unwrap();
     admin.migrate(tenant_testkit::APP_ROLE).await.unwrap();
     admin.install_key().await.unwrap();
     if std::env::var("MEMBENCH_FUNCTION").is_ok() {
@@ -119,7 +119,7 @@ async fn setup() -> Setup {
         .unwrap();
     }
     sqlx::raw_sql(
-        "CREATE TABLE public.plain_messages (LIKE tenant_memory.messages INCLUDING ALL);
+        "CREATE TABLE public.plain_messages (LIKE tenant_memory.messages INCLUDING ALL EXCLUDING GENERATED);
          GRANT SELECT, INSERT ON public.plain_messages TO tenant_app;",
     )
     .execute(&owner)
@@ -149,11 +149,12 @@ async fn setup() -> Setup {
         let store = MemoryStore::builder()
             .pool(&app)
             .key(&key)
+            .authority(&issuer.authority())
             .tenant(&ctx)
             .build()
             .unwrap();
         for th in 0..5 {
-            let thread = store.create_thread(json!({})).await.unwrap();
+            let thread = store.create_thread("chat", json!({})).await.unwrap();
             let batch = (0..100)
                 .map(|i| {
                     NewMessage::new(

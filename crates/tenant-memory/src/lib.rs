@@ -85,8 +85,11 @@ mod kv;
 mod messages;
 mod names;
 mod platform;
+mod predicate;
 mod protect;
 mod scoped_tx;
+mod session_reset;
+mod sql_allowlist;
 mod sql_tool;
 mod store;
 mod threads;
@@ -98,7 +101,7 @@ pub use doctor::{
     doctor, doctor_with_column, DoctorReport, Finding, PolicyReport, Problem, RoleReport, Severity,
     TableReport, ViewReport, DEFAULT_TENANT_COLUMN,
 };
-pub use error::{ContextRejection, Error, Result};
+pub use error::{ContextRejection, Error, Result, SqlObjectKind};
 pub use kv::{Expected, KvEntry};
 pub use messages::{Message, MessageCursor, MessagePage, MessageRole, NewMessage};
 pub use names::MAX_NAME_BYTES;
@@ -106,7 +109,8 @@ pub use platform::MemoryPlatform;
 pub use protect::{protect_table, protect_table_in_schema, quote_ident, POLICY_NAME};
 pub use scoped_tx::ScopedTx;
 pub use sql_tool::{
-    SqlQueryTool, SqlRows, DEFAULT_MAX_ROWS, DEFAULT_STATEMENT_TIMEOUT, MAX_SQL_BYTES,
+    SqlQueryTool, SqlRows, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_STATEMENT_TIMEOUT,
+    FUNCTIONS, MAX_SQL_BYTES, SQL_TOOL_CAPABILITY, TYPES,
 };
 pub use store::{MemoryStore, MemoryStoreBuilder};
 pub use threads::{Thread, ThreadId, MAX_PAGE};

@@ -116,11 +116,11 @@ pub struct MessagePage {
 
 const BUMP_SQL: &str = "UPDATE tenant_memory.threads \
      SET last_seq = last_seq + $3, updated_at = now() \
-     WHERE tenant_id = $1 AND id = $2 RETURNING last_seq";
+     WHERE tenant_id = $1 AND id = $2 RETURNING last_seq, namespace, audience";
 
 const INSERT_SQL: &str =
-    "INSERT INTO tenant_memory.messages (tenant_id, thread_id, seq, role, content) \
-     SELECT $1, $2, $3 + m.ord, m.role, m.content \
+    "INSERT INTO tenant_memory.messages (tenant_id, thread_id, seq, namespace, audience, role, content) \
+     SELECT $1, $2, $3 + m.ord, $6, $7, m.role, m.content \
      FROM unnest($4::text[], $5::jsonb[]) WITH ORDINALITY AS m(role, content, ord) \
      RETURNING seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms";
 
@@ -180,7 +180,7 @@ impl MemoryStore {
                 .unzip();
             let tenant = self.ctx.tenant();
             let mut tx = self.begin_bound().await?;
-            let last: i64 = sqlx::query_scalar(BUMP_SQL)
+            let (last, namespace, audience): (i64, String, String) = sqlx::query_as(BUMP_SQL)
                 .bind(tenant.as_uuid())
                 .bind(thread.as_uuid())
                 .bind(count)
@@ -193,6 +193,8 @@ impl MemoryStore {
                 .bind(last - count)
                 .bind(roles)
                 .bind(contents)
+                .bind(namespace)
+                .bind(audience)
                 .fetch_all(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -293,7 +295,7 @@ mod tests {
         let issuer = ContextIssuer::new(MasterKey::from_bytes(KeyId::new("k1").unwrap(), [3; 32]));
         let key = issuer.subkey(Purpose::Postgres);
         let owner = PgPool::connect(db.owner_url()).await.unwrap();
-        let admin = MemoryAdmin::new(&owner, &key).unwrap();
+        let admin = MemoryAdmin::new(&owner, &key, &issuer.authority()).unwrap();
         admin.migrate(tenant_testkit::APP_ROLE).await.unwrap();
         admin.install_key().await.unwrap();
         let app = PgPool::connect(db.app_url()).await.unwrap();
@@ -310,16 +312,18 @@ mod tests {
         let store_a = MemoryStore::builder()
             .pool(&app)
             .key(&key)
+            .authority(&issuer.authority())
             .tenant(&a)
             .build()
             .unwrap();
         let store_b = MemoryStore::builder()
             .pool(&app)
             .key(&key)
+            .authority(&issuer.authority())
             .tenant(&b)
             .build()
             .unwrap();
-        let thread = store_a.create_thread(json!({})).await.unwrap();
+        let thread = store_a.create_thread("chat", json!({})).await.unwrap();
         store_a
             .append_message(thread.id, NewMessage::new(MessageRole::User, json!("a")))
             .await

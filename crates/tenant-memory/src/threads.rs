@@ -66,6 +66,11 @@ impl FromStr for ThreadId {
 pub struct Thread {
     /// Its id.
     pub id: ThreadId,
+    /// The memory namespace it lives in: only contexts allowed that
+    /// namespace see it, its messages and its checkpoints.
+    pub namespace: String,
+    /// Private to its owner: other principals of the tenant do not see it.
+    pub private: bool,
     /// The principal that created it.
     pub owner: String,
     /// Caller metadata (a JSON object by default).
@@ -82,6 +87,8 @@ impl Thread {
     pub(crate) fn from_row(row: &PgRow) -> Result<Self> {
         Ok(Self {
             id: ThreadId(row.try_get("id")?),
+            namespace: row.try_get("namespace")?,
+            private: !row.try_get::<&str, _>("audience")?.is_empty(),
             owner: row.try_get("owner_principal")?,
             metadata: row.try_get("metadata")?,
             message_count: row.try_get("last_seq")?,
@@ -93,7 +100,7 @@ impl Thread {
 
 const UPDATE_SQL: &str = "UPDATE tenant_memory.threads SET metadata = $3, updated_at = now() \
      WHERE tenant_id = $1 AND id = $2 \
-     RETURNING id, owner_principal, metadata, last_seq, \
+     RETURNING id, namespace, audience, owner_principal, metadata, last_seq, \
      (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
      (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms";
 
@@ -102,16 +109,17 @@ const UPDATE_SQL: &str = "UPDATE tenant_memory.threads SET metadata = $3, update
 // OFFSET/LIMIT so it is not flattened) depends on `b.bound`, so it can only
 // run after the binding. See `tests/binding.rs`.
 
-const CREATE_SQL: &str = "INSERT INTO tenant_memory.threads (tenant_id, id, owner_principal, metadata) \
-     SELECT $2, $3, $4, $5 FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
-     RETURNING id, owner_principal, metadata, last_seq, \
+const CREATE_SQL: &str = "INSERT INTO tenant_memory.threads \
+        (tenant_id, id, namespace, audience, owner_principal, metadata) \
+     SELECT $2, $3, $4, $5, $6, $7 FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
+     RETURNING id, namespace, audience, owner_principal, metadata, last_seq, \
      (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
      (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms";
 
 const GET_SQL: &str =
     "SELECT t.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT id, owner_principal, metadata, last_seq, \
+        SELECT id, namespace, audience, owner_principal, metadata, last_seq, \
                (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
                (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
         FROM tenant_memory.threads \
@@ -121,7 +129,7 @@ const GET_SQL: &str =
 const LIST_SQL: &str =
     "SELECT t.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT id, owner_principal, metadata, last_seq, \
+        SELECT id, namespace, audience, owner_principal, metadata, last_seq, \
                (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
                (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
         FROM tenant_memory.threads \
@@ -136,19 +144,50 @@ pub(crate) fn page_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE)
 }
 
+const DELETE_SQL: &str = "SELECT tenant_memory.delete_thread($2) AS deleted \
+     FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b";
+
 impl MemoryStore {
-    /// Creates a thread owned by the context's principal.
+    /// Creates a thread in memory `namespace`, shared with every principal
+    /// of the tenant whose context allows that namespace, owned by the
+    /// context's principal.
     ///
     /// # Errors
     ///
-    /// [`Error::Context`] for an invalid context, database errors otherwise.
-    pub async fn create_thread(&self, metadata: Value) -> Result<Thread> {
+    /// [`Error::NamespaceNotAllowed`] unless the context's capabilities allow
+    /// the namespace; [`Error::Context`] for an invalid context.
+    pub async fn create_thread(&self, namespace: &str, metadata: Value) -> Result<Thread> {
+        self.insert_thread(namespace, metadata, false).await
+    }
+
+    /// Like [`create_thread`](Self::create_thread), but private to the
+    /// context's principal: other principals of the tenant (and their
+    /// agents) see neither the thread nor its messages and checkpoints, in
+    /// the SDK or through SQL.
+    ///
+    /// # Errors
+    ///
+    /// As [`create_thread`](Self::create_thread).
+    pub async fn create_private_thread(&self, namespace: &str, metadata: Value) -> Result<Thread> {
+        self.insert_thread(namespace, metadata, true).await
+    }
+
+    async fn insert_thread(
+        &self,
+        namespace: &str,
+        metadata: Value,
+        private: bool,
+    ) -> Result<Thread> {
         self.run(async {
+            self.allow_namespace("memory.create_thread", namespace)?;
+            let principal = self.ctx.principal().as_str();
             let row = sqlx::query(CREATE_SQL)
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(Uuid::new_v4())
-                .bind(self.ctx.principal().as_str())
+                .bind(namespace)
+                .bind(if private { principal } else { "" })
+                .bind(principal)
                 .bind(metadata)
                 .fetch_one(self.pool())
                 .await?;
@@ -157,7 +196,8 @@ impl MemoryStore {
         .await
     }
 
-    /// The thread with this id, if the handle's tenant has one.
+    /// The thread with this id, if the context can see one: the tenant's,
+    /// in an allowed namespace, shared or the principal's own.
     ///
     /// # Errors
     ///
@@ -175,7 +215,8 @@ impl MemoryStore {
         .await
     }
 
-    /// The tenant's most recently updated threads, newest first (at most
+    /// The most recently updated threads the context can see (its
+    /// namespaces; shared or its principal's own), newest first (at most
     /// [`MAX_PAGE`]).
     ///
     /// # Errors
@@ -216,24 +257,30 @@ impl MemoryStore {
         .await
     }
 
-    /// Deletes a thread with its messages and checkpoints.
+    /// Deletes a thread with its messages and checkpoints, in one
+    /// statement. Nothing cascades beyond what the context can see.
     ///
     /// # Errors
     ///
-    /// [`Error::ThreadNotFound`] if the handle's tenant has no such thread.
+    /// [`Error::ThreadNotFound`] if the context sees no such thread;
+    /// [`Error::ThreadHasUnreachableData`] (nothing deleted) while
+    /// checkpoints in namespaces the context may not touch belong to it.
     pub async fn delete_thread(&self, id: ThreadId) -> Result<()> {
         self.run(async {
-            let mut tx = self.begin_bound().await?;
-            let done =
-                sqlx::query("DELETE FROM tenant_memory.threads WHERE tenant_id = $1 AND id = $2")
-                    .bind(self.ctx.tenant().as_uuid())
-                    .bind(id.0)
-                    .execute(&mut *tx)
-                    .await?;
-            if done.rows_affected() == 0 {
+            let deleted: bool = sqlx::query_scalar(DELETE_SQL)
+                .bind(self.bound())
+                .bind(id.0)
+                .fetch_one(self.pool())
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+                        Error::ThreadHasUnreachableData
+                    }
+                    _ => e.into(),
+                })?;
+            if !deleted {
                 return Err(Error::ThreadNotFound);
             }
-            tx.commit().await?;
             self.ctx
                 .audit_allowed("memory.delete_thread", &id.to_string());
             Ok(())

@@ -12,7 +12,7 @@ use tenant_core::{
     Capabilities, ContextIssuer, KeyId, MasterKey, PrincipalId, Purpose, Subkey, TenantContext,
     TenantId,
 };
-use tenant_memory::{MemoryAdmin, MemoryStore, TenantExport};
+use tenant_memory::{MemoryAdmin, MemoryPlatform, MemoryStore, TenantExport};
 use tenant_testkit::{TestDatabase, TestPostgres, APP_ROLE};
 
 /// The master key all tests share, so one installed key serves them all.
@@ -32,6 +32,7 @@ pub struct Fixture {
     pub owner: PgPool,
     pub app: PgPool,
     pub admin: MemoryAdmin,
+    pub platform: MemoryPlatform,
 }
 
 static SHARED_DB: OnceLock<TestDatabase> = OnceLock::new();
@@ -50,7 +51,13 @@ fn migrated_database() -> TestDatabase {
             .unwrap();
         rt.block_on(async {
             let owner = PgPool::connect(&url).await.unwrap();
-            let admin = MemoryAdmin::new(&owner, &issuer().subkey(Purpose::Postgres)).unwrap();
+            let issuer = issuer();
+            let admin = MemoryAdmin::new(
+                &owner,
+                &issuer.subkey(Purpose::Postgres),
+                &issuer.authority(),
+            )
+            .unwrap();
             admin.migrate(APP_ROLE).await.unwrap();
             admin.install_key().await.unwrap();
             owner.close().await;
@@ -98,7 +105,9 @@ impl Fixture {
             .connect(db.app_url())
             .await
             .unwrap();
-        let admin = MemoryAdmin::new(&owner, &key).unwrap();
+        let authority = issuer.authority();
+        let admin = MemoryAdmin::new(&owner, &key, &authority).unwrap();
+        let platform = MemoryPlatform::new(&app, &key, &authority).unwrap();
         Fixture {
             db,
             issuer,
@@ -106,6 +115,7 @@ impl Fixture {
             owner,
             app,
             admin,
+            platform,
         }
     }
 
@@ -124,10 +134,20 @@ impl Fixture {
             .unwrap()
     }
 
+    /// A context of the same tenant as `ctx` for another principal.
+    pub fn principal_of(&self, ctx: &TenantContext, principal: &str) -> TenantContext {
+        self.issuer
+            .context()
+            .tenant(ctx.tenant())
+            .principal(PrincipalId::new(principal).unwrap())
+            .capabilities(Capabilities::unrestricted())
+            .issue()
+            .unwrap()
+    }
+
     pub fn store(&self, ctx: &TenantContext) -> MemoryStore {
         MemoryStore::builder()
-            .pool(&self.app)
-            .key(&self.key)
+            .platform(&self.platform)
             .tenant(ctx)
             .build()
             .unwrap()
@@ -145,15 +165,30 @@ impl Fixture {
     }
 }
 
-/// The signed value `tenant_sdk.ctx` takes for `tenant`, computed
-/// independently of the crate (HMAC-SHA256 over the documented message).
-pub fn sign(key: &Subkey, tenant: TenantId, expires_at_ms: u64) -> String {
+/// The signed value `tenant_sdk.ctx` takes for `tenant` with `grants`,
+/// computed independently of the crate (HMAC-SHA256 over the documented
+/// message).
+pub fn sign_with(key: &Subkey, tenant: TenantId, expires_at_ms: u64, grants: &[String]) -> String {
     use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.expose_bytes()).unwrap();
     let key_id = key.key_id().as_str();
-    mac.update(format!("tenant_sdk/pg-ctx/v1|{key_id}|{tenant}|{expires_at_ms}").as_bytes());
-    let tag = hex::encode(mac.finalize().into_bytes());
-    format!("v1:{key_id}:{tenant}:{expires_at_ms}:{tag}")
+    let mut body = format!("v2 {tenant} {expires_at_ms:015} {key_id}");
+    for grant in grants {
+        body.push(' ');
+        body.push_str(grant);
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.expose_bytes()).unwrap();
+    mac.update(format!("tenant_sdk/pg-ctx/v2|{body}").as_bytes());
+    format!("{} {body}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Like [`sign_with`], granting every namespace's shared rows.
+pub fn sign(key: &Subkey, tenant: TenantId, expires_at_ms: u64) -> String {
+    sign_with(
+        key,
+        tenant,
+        expires_at_ms,
+        &[format!("{tenant}\u{1f}\u{1f}")],
+    )
 }
 
 pub fn now_ms() -> u64 {
