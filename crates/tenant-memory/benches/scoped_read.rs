@@ -8,8 +8,9 @@
 //!
 //! `cargo bench -p tenant-memory --bench scoped_read -- --warm-up-time 1 --measurement-time 3`
 //! (`MEMBENCH_SPLIT=1` adds the diagnostic `direct_rls` / `direct_plain` runs;
-//! `MEMBENCH_FUNCTION=1` measures the policy as it was before migration 0005,
-//! calling `tenant_sdk.current_tenant()` instead of reading the verifier view.)
+//! `MEMBENCH_FUNCTION=1` measures a policy that calls the `SECURITY DEFINER`
+//! function `tenant_sdk.current_tenant()` instead of reading the verifier
+//! views.)
 
 use std::sync::Arc;
 
@@ -107,8 +108,8 @@ async fn setup() -> Setup {
     admin.migrate(tenant_testkit::APP_ROLE).await.unwrap();
     admin.install_key().await.unwrap();
     if std::env::var("MEMBENCH_FUNCTION").is_ok() {
-        // Diagnostic: the policy as it was before migration 0005, calling
-        // the SECURITY DEFINER function on every statement.
+        // Diagnostic: a policy calling the SECURITY DEFINER function on
+        // every statement instead of the views.
         sqlx::raw_sql(
             "ALTER POLICY tenant_isolation ON tenant_memory.messages \
                USING (tenant_id = (SELECT tenant_sdk.current_tenant())) \

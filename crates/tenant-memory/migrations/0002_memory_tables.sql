@@ -111,20 +111,20 @@ ALTER TABLE tenant_memory.checkpoints FORCE  ROW LEVEL SECURITY;
 
 CREATE POLICY tenant_isolation ON tenant_memory.threads FOR ALL
     USING      (tenant_id = (SELECT tenant FROM tenant_sdk.bound_tenant)
-                AND scope_keys && (SELECT grants FROM tenant_sdk.verified_context))
-    WITH CHECK (scope_keys && (SELECT grants FROM tenant_sdk.verified_context));
+                AND scope_keys OPERATOR(tenant_sdk.&&) (SELECT grants FROM tenant_sdk.verified_context))
+    WITH CHECK (scope_keys OPERATOR(tenant_sdk.&&) (SELECT grants FROM tenant_sdk.verified_context));
 CREATE POLICY tenant_isolation ON tenant_memory.messages FOR ALL
     USING      (tenant_id = (SELECT tenant FROM tenant_sdk.bound_tenant)
-                AND scope_keys && (SELECT grants FROM tenant_sdk.verified_context))
-    WITH CHECK (scope_keys && (SELECT grants FROM tenant_sdk.verified_context));
+                AND scope_keys OPERATOR(tenant_sdk.&&) (SELECT grants FROM tenant_sdk.verified_context))
+    WITH CHECK (scope_keys OPERATOR(tenant_sdk.&&) (SELECT grants FROM tenant_sdk.verified_context));
 CREATE POLICY tenant_isolation ON tenant_memory.kv FOR ALL
     USING      (tenant_id = (SELECT tenant FROM tenant_sdk.bound_tenant)
-                AND scope_keys && (SELECT grants FROM tenant_sdk.verified_context))
-    WITH CHECK (scope_keys && (SELECT grants FROM tenant_sdk.verified_context));
+                AND scope_keys OPERATOR(tenant_sdk.&&) (SELECT grants FROM tenant_sdk.verified_context))
+    WITH CHECK (scope_keys OPERATOR(tenant_sdk.&&) (SELECT grants FROM tenant_sdk.verified_context));
 CREATE POLICY tenant_isolation ON tenant_memory.checkpoints FOR ALL
     USING      (tenant_id = (SELECT tenant FROM tenant_sdk.bound_tenant)
-                AND scope_keys && (SELECT grants FROM tenant_sdk.verified_context))
-    WITH CHECK (scope_keys && (SELECT grants FROM tenant_sdk.verified_context));
+                AND scope_keys OPERATOR(tenant_sdk.&&) (SELECT grants FROM tenant_sdk.verified_context))
+    WITH CHECK (scope_keys OPERATOR(tenant_sdk.&&) (SELECT grants FROM tenant_sdk.verified_context));
 
 -- Deletes a thread with the messages and checkpoints the bound context can
 -- see (the policies apply: the tables are FORCEd). Owner's rights only so

@@ -17,7 +17,7 @@ const AEXPR_OP: i64 = 1;
 /// of the verified signed context in one of its top-level AND-ed terms:
 /// `= (SELECT tenant FROM tenant_sdk.verified_context)` or
 /// `= tenant_sdk.current_tenant()`. With `scope_keys`, the SDK's memory
-/// tables' form `scope_keys && (SELECT grants FROM
+/// tables' form `scope_keys OPERATOR(tenant_sdk.&&) (SELECT grants FROM
 /// tenant_sdk.verified_context)` counts too (their scope keys all start with
 /// the tenant). Anything with an `OR` or `NOT` around the tenant term fails.
 pub(crate) fn keyed_on_verified_tenant(expr: &str, tenant_column: &str, scope_keys: bool) -> bool {
@@ -77,18 +77,13 @@ fn verified_tenant_term(term: &Value, tenant_column: &str, scope_keys: bool) -> 
     let (Some(l), Some(r)) = (a.get("lexpr"), a.get("rexpr")) else {
         return false;
     };
-    let op = strings(a.get("name"));
-    let op = match op.as_slice() {
-        [op] | ["pg_catalog", op] => *op,
-        _ => return false,
-    };
     let sides = [(l, r), (r, l)];
-    match op {
-        "=" => sides.iter().any(|(col, value)| {
+    match strings(a.get("name")).as_slice() {
+        ["="] | ["pg_catalog", "="] => sides.iter().any(|(col, value)| {
             is_column(col, tenant_column)
                 && (verifier_subquery(value, "tenant") || current_tenant_call(value))
         }),
-        "&&" if scope_keys => sides
+        ["&&"] | ["pg_catalog", "&&"] | ["tenant_sdk", "&&"] if scope_keys => sides
             .iter()
             .any(|(col, value)| is_column(col, "scope_keys") && verifier_subquery(value, "grants")),
         _ => false,
@@ -170,7 +165,7 @@ mod tests {
         ));
         assert!(keyed(
             "((tenant_id = ( SELECT bound_tenant.tenant FROM tenant_sdk.bound_tenant)) AND \
-             (scope_keys && ( SELECT verified_context.grants FROM tenant_sdk.verified_context)))",
+             (scope_keys OPERATOR(tenant_sdk.&&) ( SELECT verified_context.grants FROM tenant_sdk.verified_context)))",
             "tenant_id",
             true
         ));
