@@ -37,6 +37,30 @@ pub enum TestkitError {
         searched: Vec<PathBuf>,
     },
 
+    /// No Qdrant executable was found (see `tenant_testkit::qdrant`).
+    ///
+    /// Suites with a Qdrant-server half skip it on this error.
+    #[error(
+        "Qdrant server binary not found; searched: {}; set {} to an executable \
+         or {} to a directory holding bin/qdrant-<version>.gz",
+        display_paths(searched),
+        crate::qdrant::QDRANT_BIN_ENV,
+        crate::qdrant::SHARED_DIR_ENV
+    )]
+    QdrantNotFound {
+        /// Every path that was inspected, in search order.
+        searched: Vec<PathBuf>,
+    },
+
+    /// A node index beyond the cluster's size.
+    #[error("no node {index}: the cluster has {nodes} nodes")]
+    NoSuchNode {
+        /// The index asked for.
+        index: usize,
+        /// The number of nodes.
+        nodes: usize,
+    },
+
     /// The unprivileged system user a service must run as does not exist.
     ///
     /// PostgreSQL refuses to run as root, so when the tests run as root the

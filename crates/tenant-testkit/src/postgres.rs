@@ -463,6 +463,7 @@ fn spawn_server(
             log_file: &log,
             stop_signal: "INT",
             cleanup_dir: Some(temp),
+            env: Vec::new(),
         })?;
         // Port conflicts surface within milliseconds as an early exit.
         match process::wait_until_ready(

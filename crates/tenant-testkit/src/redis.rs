@@ -254,6 +254,7 @@ fn spawn(executable: &Path, port: u16) -> Result<Run, TestkitError> {
         log_file: &log,
         stop_signal: "TERM",
         cleanup_dir: Some(temp.path()),
+        env: Vec::new(),
     })?;
     match process::wait_until_ready(
         &mut watchdog,
