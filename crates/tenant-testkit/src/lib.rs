@@ -1,4 +1,4 @@
-//! Real, throw-away PostgreSQL, Redis and Qdrant servers for the tenant
+//! Real, throw-away PostgreSQL, Redis (single and cluster) and Qdrant servers for the tenant
 //! SDK's tests, examples and benches.
 //!
 //! * [`TestPostgres`] runs `initdb` + `postgres` (PostgreSQL 15 from the
@@ -11,6 +11,10 @@
 //! * [`TestRedis`] runs `redis-server` without persistence on a free port, and
 //!   can be [stopped](TestRedis::stop) and [restarted](TestRedis::restart) on
 //!   the same port to test outages.
+//! * [`TestRedisCluster`] runs three `redis-server` masters with
+//!   `cluster-enabled yes`, assigns the hash slots and returns once every
+//!   node reports `cluster_state:ok`; [`redis_cluster::key_slot`] and
+//!   [`TestRedisCluster::node_for_key`] tell where a key lives.
 //! * [`TestQdrant`] runs a Qdrant server (the executable named by
 //!   `TENANT_TESTKIT_QDRANT_BIN`, or the `bin/qdrant-<version>.gz` of the
 //!   shared directory, unpacked once per machine) on free REST and gRPC
@@ -92,6 +96,8 @@ pub mod postgres;
 mod process;
 pub mod qdrant;
 pub mod redis;
+pub mod redis_cluster;
+mod resp;
 
 pub use error::TestkitError;
 pub use postgres::{
@@ -100,3 +106,4 @@ pub use postgres::{
 };
 pub use qdrant::{locate_qdrant, QdrantOptions, TestQdrant, TestQdrantCluster};
 pub use redis::{locate_redis_server, TestRedis};
+pub use redis_cluster::TestRedisCluster;
