@@ -52,6 +52,18 @@ pub enum TestkitError {
         searched: Vec<PathBuf>,
     },
 
+    /// No `pgbouncer` executable was found.
+    #[error(
+        "pgbouncer not found; searched: {}; install the Debian package \
+         `pgbouncer` (e.g. run .ci/setup-services.sh) or set {}",
+        display_paths(searched),
+        crate::pgbouncer::PGBOUNCER_ENV
+    )]
+    PgBouncerNotFound {
+        /// Every candidate path that was inspected, in search order.
+        searched: Vec<PathBuf>,
+    },
+
     /// A node index beyond the cluster's size.
     #[error("no node {index}: the cluster has {nodes} nodes")]
     NoSuchNode {

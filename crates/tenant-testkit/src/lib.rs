@@ -1,5 +1,6 @@
-//! Real, throw-away PostgreSQL, Redis (single and cluster) and Qdrant servers for the tenant
-//! SDK's tests, examples and benches.
+//! Real, throw-away PostgreSQL (alone or behind PgBouncer), Redis (single and
+//! cluster) and Qdrant (single and cluster) servers for the tenant SDK's
+//! tests, examples and benches.
 //!
 //! * [`TestPostgres`] runs `initdb` + `postgres` (PostgreSQL 15 from the
 //!   machine: `$PATH` or `/usr/lib/postgresql/*/bin`) in a temp dir on a free
@@ -15,6 +16,11 @@
 //!   `cluster-enabled yes`, assigns the hash slots and returns once every
 //!   node reports `cluster_state:ok`; [`redis_cluster::key_slot`] and
 //!   [`TestRedisCluster::node_for_key`] tell where a key lives.
+//! * [`TestPgBouncer`] runs Debian's `pgbouncer` in front of a
+//!   [`TestPostgres`], in transaction pooling mode with two server
+//!   connections per database and role by default ([`PgBouncerOptions`]);
+//!   [`TestPgBouncer::database`] gives a database's URLs through it. See
+//!   [`pgbouncer`] for what transaction pooling means for sqlx clients.
 //! * [`TestQdrant`] runs a Qdrant server (the executable named by
 //!   `TENANT_TESTKIT_QDRANT_BIN`, or the `bin/qdrant-<version>.gz` of the
 //!   shared directory, unpacked once per machine) on free REST and gRPC
@@ -27,7 +33,8 @@
 //!
 //! Install the servers with `.ci/setup-services.sh` (Debian). A missing
 //! installation is reported as a typed error ([`TestkitError::PostgresNotFound`],
-//! [`TestkitError::RedisNotFound`], [`TestkitError::QdrantNotFound`]), never
+//! [`TestkitError::RedisNotFound`], [`TestkitError::PgBouncerNotFound`],
+//! [`TestkitError::QdrantNotFound`]), never
 //! as a panic (except from the `shared()` conveniences, which document it).
 //! The Qdrant binary is not a Debian package: suites with a Qdrant-server
 //! half skip it, saying so, on [`TestkitError::QdrantNotFound`]:
@@ -92,6 +99,7 @@
 pub mod bench_ratio;
 mod error;
 mod http;
+pub mod pgbouncer;
 pub mod postgres;
 mod process;
 pub mod qdrant;
@@ -100,6 +108,7 @@ pub mod redis_cluster;
 mod resp;
 
 pub use error::TestkitError;
+pub use pgbouncer::{PgBouncerOptions, PoolMode, TestPgBouncer};
 pub use postgres::{
     PostgresBinaries, TestDatabase, TestPostgres, APP_PASSWORD, APP_ROLE, DEFAULT_DATABASE,
     OWNER_PASSWORD, OWNER_ROLE, SUPERUSER,

@@ -165,7 +165,7 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    fn new(port: u16, name: &str) -> TestDatabase {
+    pub(crate) fn new(port: u16, name: &str) -> TestDatabase {
         TestDatabase {
             name: name.to_owned(),
             superuser_url: format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{name}"),
