@@ -109,6 +109,11 @@ pub fn locate_pgbouncer() -> Result<PathBuf, TestkitError> {
             .chain(FALLBACK_DIRS.iter().map(PathBuf::from))
             .map(|dir| dir.join("pgbouncer")),
     );
+    locate_in(candidates)
+}
+
+/// The first executable among `candidates`.
+fn locate_in(candidates: Vec<PathBuf>) -> Result<PathBuf, TestkitError> {
     let mut searched = Vec::new();
     for candidate in candidates {
         if searched.contains(&candidate) {
@@ -596,6 +601,16 @@ fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_executable_is_a_typed_error() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let candidates = vec![empty.path().join("pgbouncer")];
+        match locate_in(candidates.clone()) {
+            Err(TestkitError::PgBouncerNotFound { searched }) => assert_eq!(searched, candidates),
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
 
     #[test]
     fn prepared_statement_support_starts_at_1_21() {

@@ -160,15 +160,26 @@ impl QdrantOptions {
 /// [`TestkitError::QdrantNotFound`] listing every place searched;
 /// [`TestkitError::Io`] if a gzip was found but could not be unpacked.
 pub fn locate_qdrant() -> Result<PathBuf, TestkitError> {
+    let explicit = std::env::var_os(QDRANT_BIN_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    locate_in(explicit, shared_dirs(), process::path_dirs())
+}
+
+/// [`locate_qdrant`] over explicit search places.
+fn locate_in(
+    explicit: Option<PathBuf>,
+    shared_dirs: Vec<PathBuf>,
+    path_dirs: Vec<PathBuf>,
+) -> Result<PathBuf, TestkitError> {
     let mut searched = Vec::new();
-    if let Some(path) = std::env::var_os(QDRANT_BIN_ENV).filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(path);
+    if let Some(path) = explicit {
         if process::is_executable(&path) {
             return Ok(path);
         }
         searched.push(path);
     }
-    for dir in shared_dirs() {
+    for dir in shared_dirs {
         let bin_dir = dir.join("bin");
         if searched.contains(&bin_dir) {
             continue;
@@ -178,7 +189,7 @@ pub fn locate_qdrant() -> Result<PathBuf, TestkitError> {
         }
         searched.push(bin_dir);
     }
-    for dir in process::path_dirs() {
+    for dir in path_dirs {
         let candidate = dir.join("qdrant");
         if process::is_executable(&candidate) {
             return Ok(candidate);
@@ -1104,6 +1115,36 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&first).expect("read"), script);
         assert_eq!(unpack_cached(&gz).expect("again"), first);
         let _ = std::fs::remove_dir_all(first.parent().expect("cache dir"));
+    }
+
+    #[test]
+    fn nothing_found_is_a_typed_error_listing_every_place() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let explicit = empty.path().join("not-executable");
+        std::fs::write(&explicit, b"x").expect("write");
+        let result = locate_in(
+            Some(explicit.clone()),
+            vec![empty.path().join("shared")],
+            vec![empty.path().to_path_buf()],
+        );
+        match result {
+            Err(TestkitError::QdrantNotFound { searched }) => assert_eq!(
+                searched,
+                [
+                    explicit,
+                    empty.path().join("shared").join("bin"),
+                    empty.path().join("qdrant")
+                ]
+            ),
+            other => panic!("unexpected: {other:?}"),
+        }
+        let message = locate_in(None, Vec::new(), Vec::new())
+            .expect_err("nothing to search")
+            .to_string();
+        assert!(
+            message.contains("Qdrant server binary not found"),
+            "{message}"
+        );
     }
 
     #[test]
