@@ -67,8 +67,6 @@ const FALLBACK_SHARED_DIR: &str = "/work/shared";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a cluster may take to form, or a node to rejoin.
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(90);
-/// How often to start over on new ports when a chosen one was taken.
-const PORT_ATTEMPTS: usize = 5;
 /// Time allowed for a graceful shutdown before escalating.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Timeout of one health request.
@@ -600,12 +598,6 @@ fn spawn_qdrant(
     })
 }
 
-/// Whether a startup failure was caused by a port being taken.
-fn is_port_conflict(error: &TestkitError) -> bool {
-    matches!(error, TestkitError::StartFailed { log, .. }
-        if log.contains("already in use") || log.contains("AddrInUse"))
-}
-
 /// Starts a node on fresh ports, retrying on a port conflict, and waits for
 /// `/readyz`. `args` builds the command line from the node's ports.
 fn start_node(
@@ -614,21 +606,12 @@ fn start_node(
     options: &QdrantOptions,
     args: impl Fn(&Ports) -> Vec<String>,
 ) -> Result<Node, TestkitError> {
-    let mut last_error = None;
-    for _ in 0..PORT_ATTEMPTS {
+    process::retry_on_port_conflict("qdrant", || {
         let ports = Ports::free(cluster)?;
         let mut node = Node::new(executable, ports, args(&ports), options)?;
-        match node.wait_ready() {
-            Ok(()) => return Ok(node),
-            Err(e) if is_port_conflict(&e) => last_error = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| TestkitError::StartFailed {
-        service: "qdrant",
-        status: "no free ports found".to_owned(),
-        log: String::new(),
-    }))
+        node.wait_ready()?;
+        Ok(node)
+    })
 }
 
 /// A private single-node Qdrant server that lives as long as this value (or,

@@ -85,7 +85,13 @@ fn child_holds_shared_servers() {
     println!("TESTKIT ready");
     match mode.as_str() {
         // Statics are never dropped; exit skips every destructor anyway.
-        "exit" => std::process::exit(0),
+        // Wait for the parent to have checked the servers (it closes our
+        // stdin) so that they are not stopped under its feet.
+        "exit" => {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            std::process::exit(0)
+        }
         _ => std::thread::sleep(Duration::from_secs(120)),
     }
 }
@@ -106,7 +112,7 @@ fn spawn_child(mode: &str) -> (std::process::Child, ChildReport) {
             "--test-threads=1",
         ])
         .env(CHILD_ENV, mode)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn child test process");
@@ -175,6 +181,8 @@ fn assert_cleaned_up(report: &ChildReport) {
 #[test]
 fn servers_stop_when_process_exits_without_drop() {
     let (mut child, report) = spawn_child("exit");
+    // EOF on its stdin lets the child exit.
+    drop(child.stdin.take());
     let status = child.wait().expect("wait child");
     assert!(status.success(), "child failed: {status}");
     assert_cleaned_up(&report);
