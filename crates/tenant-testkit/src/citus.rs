@@ -26,9 +26,26 @@
 //!
 //! Citus is not part of Debian's PostgreSQL packages. `.ci/setup-services.sh`
 //! installs it from `<shared>/pg/citus-<version>-pg15.tar.gz` when the shared
-//! directory has it. Without the extension files, every constructor returns
-//! [`TestkitError::CitusNotFound`] (before starting anything), and suites
-//! skip their Citus half saying so.
+//! directory has it, and checks that the server loads it: an extension built
+//! against newer point-release headers than the server needs symbols the
+//! server lacks (the shared Citus 13.2.2 build needs PostgreSQL 15.20, not
+//! 15.18), so the script then takes Debian's current `postgresql-15`, and
+//! removes the extension again if it still does not load. Without the
+//! extension files, every constructor returns [`TestkitError::CitusNotFound`]
+//! (before starting anything), and suites skip their Citus half saying so.
+//!
+//! # Facts worth knowing
+//!
+//! * Roles created on the coordinator propagate to the workers (checked by
+//!   this crate's tests); the testkit's own roles exist on every node anyway.
+//! * `pgcrypto` is created up front by the superuser in every database on
+//!   every node, as [`TestPostgres`] does. A non-owner's
+//!   `CREATE EXTENSION IF NOT EXISTS pgcrypto` on the coordinator is still
+//!   propagated by Citus and fails on the workers ("must be owner of
+//!   extension pgcrypto"): migrations must not re-issue it there.
+//! * Citus hides shard tables from `pg_class` on workers; set
+//!   `citus.override_table_visibility = off` in a worker session to list
+//!   them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
