@@ -142,12 +142,14 @@ impl MemoryStore {
             let tenant = self.ctx.tenant();
             let mut tx = self.begin_bound().await?;
             let (seq, thread_namespace, audience): (i64, String, String) = sqlx::query_as(BUMP_SQL)
+                .persistent(self.prepared())
                 .bind(tenant.as_uuid())
                 .bind(thread.as_uuid())
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or(Error::ThreadNotFound)?;
             let row = sqlx::query(PUT_SQL)
+                .persistent(self.prepared())
                 .bind(tenant.as_uuid())
                 .bind(thread.as_uuid())
                 .bind(namespace)
@@ -180,14 +182,17 @@ impl MemoryStore {
         self.run(async {
             self.allow_namespace("memory.checkpoint", namespace)?;
             names::validate("checkpoint id", id)?;
+            let mut ex = self.exec().await?;
             let row = sqlx::query(GET_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(thread.as_uuid())
                 .bind(namespace)
                 .bind(id)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *ex)
                 .await?;
+            ex.finish().await?;
             row.as_ref()
                 .map(|r| Checkpoint::from_row(thread, r))
                 .transpose()
@@ -225,14 +230,17 @@ impl MemoryStore {
     ) -> Result<Vec<Checkpoint>> {
         self.run(async {
             self.allow_namespace("memory.list_checkpoints", namespace)?;
+            let mut ex = self.exec().await?;
             let rows = sqlx::query(LIST_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(thread.as_uuid())
                 .bind(namespace)
                 .bind(page_limit(limit))
-                .fetch_all(self.pool())
+                .fetch_all(&mut *ex)
                 .await?;
+            ex.finish().await?;
             rows.iter()
                 .map(|r| Checkpoint::from_row(thread, r))
                 .collect()

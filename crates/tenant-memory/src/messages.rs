@@ -181,6 +181,7 @@ impl MemoryStore {
             let tenant = self.ctx.tenant();
             let mut tx = self.begin_bound().await?;
             let (last, namespace, audience): (i64, String, String) = sqlx::query_as(BUMP_SQL)
+                .persistent(self.prepared())
                 .bind(tenant.as_uuid())
                 .bind(thread.as_uuid())
                 .bind(count)
@@ -188,6 +189,7 @@ impl MemoryStore {
                 .await?
                 .ok_or(Error::ThreadNotFound)?;
             let rows = sqlx::query(INSERT_SQL)
+                .persistent(self.prepared())
                 .bind(tenant.as_uuid())
                 .bind(thread.as_uuid())
                 .bind(last - count)
@@ -223,14 +225,17 @@ impl MemoryStore {
     ) -> Result<MessagePage> {
         self.run(async {
             let limit = page_limit(limit);
+            let mut ex = self.exec().await?;
             let rows = sqlx::query(PAGE_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(thread.as_uuid())
                 .bind(after.map_or(0, |c| c.0))
                 .bind(limit + 1)
-                .fetch_all(self.pool())
+                .fetch_all(&mut *ex)
                 .await?;
+            ex.finish().await?;
             let mut messages = rows
                 .iter()
                 .map(|row| Message::from_row(thread, row))
@@ -255,13 +260,16 @@ impl MemoryStore {
     /// [`Error::Context`] for an invalid context, database errors otherwise.
     pub async fn last_messages(&self, thread: ThreadId, n: usize) -> Result<Vec<Message>> {
         self.run(async {
+            let mut ex = self.exec().await?;
             let rows = sqlx::query(LAST_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(thread.as_uuid())
                 .bind(page_limit(n))
-                .fetch_all(self.pool())
+                .fetch_all(&mut *ex)
                 .await?;
+            ex.finish().await?;
             rows.iter()
                 .map(|row| Message::from_row(thread, row))
                 .collect()

@@ -26,6 +26,7 @@ pub struct MemoryPlatform {
     pub(crate) key: PostgresKey,
     pub(crate) authority: PlatformAuthority,
     pub(crate) sql_tables: Arc<[(String, String)]>,
+    pub(crate) pooled: bool,
 }
 
 /// The memory tables, which the SQL tool may always read.
@@ -52,7 +53,20 @@ impl MemoryPlatform {
             key,
             authority: authority.clone(),
             sql_tables: Arc::from(Vec::new()),
+            pooled: false,
         })
+    }
+
+    /// For a pool that connects through a pooler in transaction mode
+    /// (PgBouncer `pool_mode = transaction`, which hands each transaction to
+    /// any server connection): every operation runs in an explicit
+    /// transaction with unnamed statements (PgBouncer before 1.21 cannot
+    /// carry named prepared statements between server connections), and
+    /// connections that ran caller SQL are reset inside their transaction.
+    /// Costs a `BEGIN` and a `COMMIT` per single-statement operation.
+    pub fn behind_transaction_pooler(mut self) -> Self {
+        self.pooled = true;
+        self
     }
 
     /// Lets the agents' SQL tool read `schema.table` too (beside the memory

@@ -57,14 +57,9 @@ impl ScopedTx {
     ///
     /// The database's error (e.g. a deferred constraint); the connection is
     /// then closed.
-    pub async fn commit(mut self) -> Result<()> {
+    pub async fn commit(self) -> Result<()> {
         let span = self.ctx.span();
-        async move {
-            sqlx::raw_sql("COMMIT").execute(&mut *self.conn).await?;
-            self.conn.release().await
-        }
-        .instrument(span)
-        .await
+        self.conn.release(true).instrument(span).await
     }
 
     /// Rolls back, then resets the connection.
@@ -74,7 +69,7 @@ impl ScopedTx {
     /// The database's error; the connection is then closed.
     pub async fn rollback(self) -> Result<()> {
         let span = self.ctx.span();
-        self.conn.release().instrument(span).await
+        self.conn.release(false).instrument(span).await
     }
 }
 
@@ -109,9 +104,10 @@ impl MemoryStore {
     /// authority does not admit; database errors otherwise.
     pub async fn begin(&self) -> Result<ScopedTx> {
         self.run(async {
-            let mut conn = CallerConnection::acquire(self.pool()).await?;
+            let mut conn = CallerConnection::acquire(self.pool(), self.platform.pooled).await?;
             conn.begin("BEGIN").await?;
             sqlx::query(BIND_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .execute(&mut *conn)
                 .await?;

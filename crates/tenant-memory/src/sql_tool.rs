@@ -139,9 +139,10 @@ impl SqlQueryTool {
     }
 
     async fn run_read_only(&self, body: &str) -> Result<SqlRows> {
-        let mut conn = CallerConnection::acquire(self.store.pool()).await?;
+        let mut conn =
+            CallerConnection::acquire(self.store.pool(), self.store.platform.pooled).await?;
         let result = self.run_on(&mut conn, body).await;
-        conn.release().await?;
+        conn.release(false).await?;
         result
     }
 
@@ -149,6 +150,7 @@ impl SqlQueryTool {
         conn.begin("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
         sqlx::query(BIND_SQL)
+            .persistent(self.store.prepared())
             .bind(self.store.bound())
             .execute(&mut **conn)
             .await?;
@@ -156,6 +158,7 @@ impl SqlQueryTool {
         sqlx::query(
             "SELECT set_config('statement_timeout', $1, true), set_config('search_path', '', true)",
         )
+        .persistent(self.store.prepared())
         .bind(timeout_ms.to_string())
         .execute(&mut **conn)
         .await?;

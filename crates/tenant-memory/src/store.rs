@@ -4,7 +4,8 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tenant_core::{PlatformAuthority, Scoped, Subkey, TenantContext, WantsTenant};
 use tracing::Instrument;
 
@@ -41,6 +42,7 @@ pub struct MemoryStoreBuilder<State> {
     key: Option<Result<PostgresKey>>,
     authority: Option<PlatformAuthority>,
     sql_tables: Option<Arc<[(String, String)]>>,
+    pooled: bool,
 }
 
 impl<S> MemoryStoreBuilder<S> {
@@ -70,6 +72,7 @@ impl<S> MemoryStoreBuilder<S> {
         self.key = Some(Ok(platform.key.clone()));
         self.authority = Some(platform.authority.clone());
         self.sql_tables = Some(platform.sql_tables.clone());
+        self.pooled = platform.pooled;
         self
     }
 }
@@ -83,6 +86,7 @@ impl MemoryStoreBuilder<WantsTenant> {
             key: self.key,
             authority: self.authority,
             sql_tables: self.sql_tables,
+            pooled: self.pooled,
         }
     }
 }
@@ -110,6 +114,7 @@ impl MemoryStoreBuilder<Scoped> {
             key,
             authority,
             sql_tables: self.sql_tables.unwrap_or_else(|| Arc::from(Vec::new())),
+            pooled: self.pooled,
         };
         Ok(MemoryStore::new(platform, ctx))
     }
@@ -140,6 +145,7 @@ impl MemoryStore {
             key: None,
             authority: None,
             sql_tables: None,
+            pooled: false,
         }
     }
 
@@ -219,10 +225,29 @@ impl MemoryStore {
         &self.platform.pool
     }
 
+    /// Whether statements may be named and cached (not behind a
+    /// transaction pooler).
+    pub(crate) fn prepared(&self) -> bool {
+        !self.platform.pooled
+    }
+
+    /// An executor for one single-statement operation: a pooled connection,
+    /// or, behind a transaction pooler, an explicit transaction (so the
+    /// unnamed statement's parse and execute reach the same server
+    /// connection). Call [`Exec::finish`] after the statement.
+    pub(crate) async fn exec(&self) -> Result<Exec> {
+        if self.platform.pooled {
+            Ok(Exec::Transaction(self.pool().begin().await?))
+        } else {
+            Ok(Exec::Connection(self.pool().acquire().await?))
+        }
+    }
+
     /// A transaction with the signed context bound to it.
     pub(crate) async fn begin_bound(&self) -> Result<Transaction<'static, Postgres>> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(BIND_SQL)
+            .persistent(self.prepared())
             .bind(self.bound())
             .execute(&mut *tx)
             .await?;
@@ -245,6 +270,41 @@ impl MemoryStore {
             };
             self.ctx.audit_denied(action, namespace, &error);
             Err(error)
+        }
+    }
+}
+
+/// See [`MemoryStore::exec`].
+pub(crate) enum Exec {
+    Connection(PoolConnection<Postgres>),
+    Transaction(Transaction<'static, Postgres>),
+}
+
+impl Exec {
+    pub(crate) async fn finish(self) -> Result<()> {
+        match self {
+            Exec::Connection(_) => Ok(()),
+            Exec::Transaction(tx) => Ok(tx.commit().await?),
+        }
+    }
+}
+
+impl std::ops::Deref for Exec {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Exec::Connection(conn) => conn,
+            Exec::Transaction(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Exec {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Exec::Connection(conn) => conn,
+            Exec::Transaction(tx) => tx,
         }
     }
 }

@@ -181,7 +181,9 @@ impl MemoryStore {
         self.run(async {
             self.allow_namespace("memory.create_thread", namespace)?;
             let principal = self.ctx.principal().as_str();
+            let mut ex = self.exec().await?;
             let row = sqlx::query(CREATE_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(Uuid::new_v4())
@@ -189,8 +191,9 @@ impl MemoryStore {
                 .bind(if private { principal } else { "" })
                 .bind(principal)
                 .bind(metadata)
-                .fetch_one(self.pool())
+                .fetch_one(&mut *ex)
                 .await?;
+            ex.finish().await?;
             Thread::from_row(&row)
         })
         .await
@@ -204,12 +207,15 @@ impl MemoryStore {
     /// [`Error::Context`] for an invalid context, database errors otherwise.
     pub async fn thread(&self, id: ThreadId) -> Result<Option<Thread>> {
         self.run(async {
+            let mut ex = self.exec().await?;
             let row = sqlx::query(GET_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(id.0)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *ex)
                 .await?;
+            ex.finish().await?;
             row.as_ref().map(Thread::from_row).transpose()
         })
         .await
@@ -224,12 +230,15 @@ impl MemoryStore {
     /// [`Error::Context`] for an invalid context, database errors otherwise.
     pub async fn list_threads(&self, limit: usize) -> Result<Vec<Thread>> {
         self.run(async {
+            let mut ex = self.exec().await?;
             let rows = sqlx::query(LIST_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(page_limit(limit))
-                .fetch_all(self.pool())
+                .fetch_all(&mut *ex)
                 .await?;
+            ex.finish().await?;
             rows.iter().map(Thread::from_row).collect()
         })
         .await
@@ -244,6 +253,7 @@ impl MemoryStore {
         self.run(async {
             let mut tx = self.begin_bound().await?;
             let row = sqlx::query(UPDATE_SQL)
+                .persistent(self.prepared())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(id.0)
                 .bind(metadata)
@@ -267,10 +277,12 @@ impl MemoryStore {
     /// checkpoints in namespaces the context may not touch belong to it.
     pub async fn delete_thread(&self, id: ThreadId) -> Result<()> {
         self.run(async {
+            let mut ex = self.exec().await?;
             let deleted: bool = sqlx::query_scalar(DELETE_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(id.0)
-                .fetch_one(self.pool())
+                .fetch_one(&mut *ex)
                 .await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
@@ -278,6 +290,7 @@ impl MemoryStore {
                     }
                     _ => e.into(),
                 })?;
+            ex.finish().await?;
             if !deleted {
                 return Err(Error::ThreadNotFound);
             }
