@@ -25,7 +25,7 @@ const CLIENTS: usize = 8;
 const GROUP: &str = "memory_scoped_read";
 
 const RAW_SQL: &str = "SELECT m.* FROM ( \
-        SELECT seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+        SELECT seq, role, content, (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM public.plain_messages WHERE tenant_id = $1 AND thread_id = $2 \
         ORDER BY seq DESC LIMIT $3) AS m \
      ORDER BY m.seq";
@@ -239,7 +239,7 @@ fn bench(c: &mut Criterion) {
         ] {
             let sql: &'static str = Box::leak(format!("SELECT m.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+        SELECT seq, role, content, (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM {table} \
         WHERE tenant_id = $2 AND thread_id = $3 AND b.bound IS NOT NULL \
         ORDER BY seq DESC \

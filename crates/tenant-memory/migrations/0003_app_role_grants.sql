@@ -18,7 +18,7 @@ CREATE FUNCTION tenant_sdk.grant_app_role(app_role name) RETURNS void
 AS $fn$
 BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA tenant_sdk, tenant_memory TO %I', app_role);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION tenant_sdk.current_tenant() TO %I', app_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION tenant_sdk.current_tenant(), tenant_sdk.current_grants() TO %I', app_role);
     EXECUTE format('GRANT SELECT ON tenant_sdk.verified_context, tenant_sdk.bound_tenant TO %I', app_role);
     EXECUTE format('GRANT SELECT, INSERT ON tenant_memory.threads TO %I', app_role);
     EXECUTE format('GRANT UPDATE (metadata, last_seq, last_checkpoint, updated_at) ON tenant_memory.threads TO %I', app_role);

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::binding::{PostgresKey, Reach};
 use crate::error::{Error, Result};
 use crate::platform::check_key_authority;
-use crate::store::{MemoryStore, BIND_SQL};
+use crate::store::{MemoryStore, BIND_SQL, WORKER_BIND_SQL};
 
 /// Where sqlx records the applied migrations of this crate (its own table,
 /// so other crates' migrations in the same database do not collide).
@@ -97,6 +97,39 @@ impl MemoryStore {
         migrate(owner_pool, app_role).await
     }
 }
+
+/// See [`MemoryAdmin::distribute`]. The verifier functions read the key
+/// reference table from inside shard queries on the workers, which Citus
+/// allows only with nested execution on (the table has a local copy on
+/// every node, so the nested read is local).
+const DISTRIBUTE_SQL: &str = r#"
+ALTER FUNCTION tenant_sdk.current_tenant() SET citus.allow_nested_distributed_execution = on;
+ALTER FUNCTION tenant_sdk.current_grants() SET citus.allow_nested_distributed_execution = on;
+DO $distribute$
+DECLARE
+    t text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'tenant_sdk.context_keys'::regclass) THEN
+        PERFORM create_reference_table('tenant_sdk.context_keys');
+    END IF;
+    FOREACH t IN ARRAY ARRAY['threads', 'messages', 'kv', 'checkpoints'] LOOP
+        EXECUTE format('ALTER POLICY tenant_isolation ON tenant_memory.%I '
+            'USING (tenant_id = tenant_sdk.current_tenant() '
+            'AND scope_keys OPERATOR(pg_catalog.&&) tenant_sdk.current_grants()) '
+            'WITH CHECK (scope_keys OPERATOR(pg_catalog.&&) tenant_sdk.current_grants())', t);
+        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                        WHERE logicalrelid = format('tenant_memory.%I', t)::regclass) THEN
+            IF t = 'threads' THEN
+                PERFORM create_distributed_table('tenant_memory.threads', 'tenant_id');
+            ELSE
+                PERFORM create_distributed_table(format('tenant_memory.%I', t), 'tenant_id',
+                                                 colocate_with => 'tenant_memory.threads');
+            END IF;
+        END IF;
+    END LOOP;
+END
+$distribute$;
+"#;
 
 /// The path migrations run under: every name in a view, default or check
 /// constraint binds to a built-in at creation, whatever the owner's own
@@ -212,6 +245,29 @@ impl MemoryAdmin {
         Ok(())
     }
 
+    /// Distributes the memory tables on Citus (run on the coordinator, after
+    /// [`migrate`](Self::migrate); idempotent): the key table becomes a
+    /// reference table (a copy on every node, so workers verify locally);
+    /// the policies switch to calling `tenant_sdk.current_tenant()` and
+    /// `tenant_sdk.current_grants()` (Citus distributes no policy with a
+    /// subquery; the functions reach the workers with the policies); and
+    /// threads, messages, kv and checkpoints are distributed by `tenant_id`,
+    /// co-located. Use the application pool with
+    /// [`MemoryPlatform::on_citus`](crate::MemoryPlatform::on_citus).
+    ///
+    /// # Errors
+    ///
+    /// Database errors (e.g. the database is not a Citus coordinator).
+    pub async fn distribute(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        conn.close_on_drop();
+        sqlx::raw_sql(PINNED_PATH_SQL).execute(&mut *conn).await?;
+        sqlx::raw_sql(DISTRIBUTE_SQL).execute(&mut *conn).await?;
+        conn.detach().close().await?;
+        tracing::info!(target: tenant_core::AUDIT_TARGET, action = "memory.distribute", "distributed");
+        Ok(())
+    }
+
     /// Retires a key: contexts signed with it stop verifying at once.
     /// Returns whether the key was installed and active.
     ///
@@ -236,8 +292,16 @@ impl MemoryAdmin {
     ) -> Result<Transaction<'static, Postgres>> {
         self.authority.admit(ctx)?;
         let mut tx = self.pool.begin_with(begin).await?;
+        let bound = self.key.sign_context(ctx, Reach::WholeTenant);
         sqlx::query(BIND_SQL)
-            .bind(self.key.sign_context(ctx, Reach::WholeTenant).as_str())
+            .bind(bound.as_str())
+            .execute(&mut *tx)
+            .await?;
+        // On Citus the binding must reach the worker of the tenant's shards
+        // too; on a single node this is one more cheap statement.
+        sqlx::query(WORKER_BIND_SQL)
+            .bind(bound.as_str())
+            .bind(ctx.tenant().as_uuid())
             .execute(&mut *tx)
             .await?;
         Ok(tx)

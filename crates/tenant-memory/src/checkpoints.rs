@@ -98,13 +98,13 @@ const PUT_SQL: &str = "INSERT INTO tenant_memory.checkpoints \
      ON CONFLICT (tenant_id, thread_id, namespace, checkpoint_id) \
      DO UPDATE SET parent_id = EXCLUDED.parent_id, state = EXCLUDED.state, metadata = EXCLUDED.metadata \
      RETURNING namespace, checkpoint_id, parent_id, state, metadata, \
-        (extract(epoch FROM created_at) * 1000)::int8 AS created_ms";
+        (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms";
 
 const GET_SQL: &str =
     "SELECT c.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
         SELECT namespace, checkpoint_id, parent_id, state, metadata, \
-               (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+               (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM tenant_memory.checkpoints \
         WHERE tenant_id = $2 AND thread_id = $3 AND namespace = $4 AND checkpoint_id = $5 \
           AND b.bound IS NOT NULL \
@@ -114,7 +114,7 @@ const LIST_SQL: &str =
     "SELECT c.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
         SELECT namespace, checkpoint_id, parent_id, state, metadata, \
-               (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+               (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM tenant_memory.checkpoints \
         WHERE tenant_id = $2 AND thread_id = $3 AND namespace = $4 AND b.bound IS NOT NULL \
         ORDER BY seq DESC \

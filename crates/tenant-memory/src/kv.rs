@@ -64,14 +64,14 @@ impl KvEntry {
 
 const GET_SQL: &str = "SELECT e.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT namespace, key, value, version, (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
+        SELECT namespace, key, value, version, (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms \
         FROM tenant_memory.kv \
         WHERE tenant_id = $2 AND namespace = $3 AND key = $4 AND b.bound IS NOT NULL \
         OFFSET 0) AS e";
 
 const LIST_SQL: &str = "SELECT e.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT namespace, key, value, version, (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
+        SELECT namespace, key, value, version, (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms \
         FROM tenant_memory.kv \
         WHERE tenant_id = $2 AND namespace = $3 AND key > $4 AND starts_with(key, $5) \
           AND b.bound IS NOT NULL \
@@ -86,7 +86,7 @@ const CREATE_SQL: &str = "INSERT INTO tenant_memory.kv (tenant_id, namespace, ke
 const UPSERT_SQL: &str = "INSERT INTO tenant_memory.kv (tenant_id, namespace, key, value, version) \
      SELECT $2, $3, $4, $5, 1 FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      ON CONFLICT (tenant_id, namespace, key) \
-     DO UPDATE SET value = EXCLUDED.value, version = kv.version + 1, updated_at = now() \
+     DO UPDATE SET value = EXCLUDED.value, version = kv.version + 1, updated_at = EXCLUDED.updated_at \
      RETURNING version";
 
 const SWAP_SQL: &str =
@@ -151,7 +151,7 @@ impl MemoryStore {
                     } else {
                         UPSERT_SQL
                     };
-                    let mut ex = self.exec().await?;
+                    let mut ex = self.exec_write().await?;
                     let version: Option<i64> = sqlx::query_scalar(sql)
                         .persistent(self.prepared())
                         .bind(self.bound())

@@ -122,12 +122,12 @@ const INSERT_SQL: &str =
     "INSERT INTO tenant_memory.messages (tenant_id, thread_id, seq, namespace, audience, role, content) \
      SELECT $1, $2, $3 + m.ord, $6, $7, m.role, m.content \
      FROM unnest($4::text[], $5::jsonb[]) WITH ORDINALITY AS m(role, content, ord) \
-     RETURNING seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms";
+     RETURNING seq, role, content, (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms";
 
 const PAGE_SQL: &str =
     "SELECT m.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+        SELECT seq, role, content, (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM tenant_memory.messages \
         WHERE tenant_id = $2 AND thread_id = $3 AND seq > $4 AND b.bound IS NOT NULL \
         ORDER BY seq \
@@ -137,7 +137,7 @@ const PAGE_SQL: &str =
 pub(crate) const LAST_SQL: &str =
     "SELECT m.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+        SELECT seq, role, content, (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM tenant_memory.messages \
         WHERE tenant_id = $2 AND thread_id = $3 AND b.bound IS NOT NULL \
         ORDER BY seq DESC \

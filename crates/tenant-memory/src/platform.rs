@@ -27,6 +27,7 @@ pub struct MemoryPlatform {
     pub(crate) authority: PlatformAuthority,
     pub(crate) sql_tables: Arc<[(String, String)]>,
     pub(crate) pooled: bool,
+    pub(crate) distributed: bool,
 }
 
 /// The memory tables, which the SQL tool may always read.
@@ -54,7 +55,20 @@ impl MemoryPlatform {
             authority: authority.clone(),
             sql_tables: Arc::from(Vec::new()),
             pooled: false,
+            distributed: false,
         })
+    }
+
+    /// For a database on Citus whose memory tables
+    /// [`MemoryAdmin::distribute`](crate::MemoryAdmin::distribute) has
+    /// distributed: every transaction binds the signed context on the worker
+    /// holding the tenant's shards as well (as a bind parameter, in a router
+    /// statement), and single-statement writes run in such a transaction.
+    /// Single-statement reads keep their in-statement binding, which Citus
+    /// pushes down to the worker with the query.
+    pub fn on_citus(mut self) -> Self {
+        self.distributed = true;
+        self
     }
 
     /// For a pool that connects through a pooler in transaction mode

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::error::Result;
 use crate::session_reset::CallerConnection;
-use crate::store::{MemoryStore, BIND_SQL};
+use crate::store::MemoryStore;
 
 /// A PostgreSQL transaction with the store's signed context bound to it
 /// (transaction-locally). Use it as a sqlx executor — `&mut *tx` — for the
@@ -106,11 +106,7 @@ impl MemoryStore {
         self.run(async {
             let mut conn = CallerConnection::acquire(self.pool(), self.platform.pooled).await?;
             conn.begin("BEGIN").await?;
-            sqlx::query(BIND_SQL)
-                .persistent(self.prepared())
-                .bind(self.bound())
-                .execute(&mut *conn)
-                .await?;
+            self.bind_on(&mut conn).await?;
             Ok(ScopedTx {
                 conn,
                 ctx: self.ctx.clone(),

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::session_reset::CallerConnection;
 use crate::sql_allowlist;
 pub use crate::sql_allowlist::{FUNCTIONS, TYPES};
-use crate::store::{MemoryStore, BIND_SQL};
+use crate::store::MemoryStore;
 
 /// The tool name a context's capabilities must allow
 /// (`Capabilities::with_tools([SQL_TOOL_CAPABILITY])`) to use the SQL tool.
@@ -149,11 +149,7 @@ impl SqlQueryTool {
     async fn run_on(&self, conn: &mut CallerConnection, body: &str) -> Result<SqlRows> {
         conn.begin("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        sqlx::query(BIND_SQL)
-            .persistent(self.store.prepared())
-            .bind(self.store.bound())
-            .execute(&mut **conn)
-            .await?;
+        self.store.bind_on(conn).await?;
         let timeout_ms = u64::try_from(self.statement_timeout.as_millis()).unwrap_or(u64::MAX);
         sqlx::query(
             "SELECT set_config('statement_timeout', $1, true), set_config('search_path', '', true)",

@@ -17,6 +17,17 @@ use crate::platform::{check_key_authority, MemoryPlatform};
 /// Binds the signed context for the rest of the current transaction.
 pub(crate) const BIND_SQL: &str = "SELECT set_config('tenant_sdk.ctx', $1, true)";
 
+/// On Citus, binds the signed context on the worker holding the tenant's
+/// shards too: a router statement on the tenant's shard group carries the
+/// binding as a bind parameter to that worker, where it stays for the rest
+/// of the distributed transaction (which keeps one connection per worker).
+/// `set_config` on the coordinator alone never reaches the workers.
+pub(crate) const WORKER_BIND_SQL: &str = "SELECT 1 \
+     FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound, \
+                  set_config('citus.max_adaptive_executor_pool_size', '1', true) AS one OFFSET 0) AS b \
+     CROSS JOIN LATERAL (SELECT 1 FROM tenant_memory.threads \
+                          WHERE tenant_id = $2 AND b.bound IS NOT NULL AND b.one IS NOT NULL LIMIT 1) AS t";
+
 /// Builds a [`MemoryStore`]. The steps:
 ///
 /// 1. the platform resources, in any order and in any state: either
@@ -43,6 +54,7 @@ pub struct MemoryStoreBuilder<State> {
     authority: Option<PlatformAuthority>,
     sql_tables: Option<Arc<[(String, String)]>>,
     pooled: bool,
+    distributed: bool,
 }
 
 impl<S> MemoryStoreBuilder<S> {
@@ -73,6 +85,7 @@ impl<S> MemoryStoreBuilder<S> {
         self.authority = Some(platform.authority.clone());
         self.sql_tables = Some(platform.sql_tables.clone());
         self.pooled = platform.pooled;
+        self.distributed = platform.distributed;
         self
     }
 }
@@ -87,6 +100,7 @@ impl MemoryStoreBuilder<WantsTenant> {
             authority: self.authority,
             sql_tables: self.sql_tables,
             pooled: self.pooled,
+            distributed: self.distributed,
         }
     }
 }
@@ -115,6 +129,7 @@ impl MemoryStoreBuilder<Scoped> {
             authority,
             sql_tables: self.sql_tables.unwrap_or_else(|| Arc::from(Vec::new())),
             pooled: self.pooled,
+            distributed: self.distributed,
         };
         Ok(MemoryStore::new(platform, ctx))
     }
@@ -146,6 +161,7 @@ impl MemoryStore {
             authority: None,
             sql_tables: None,
             pooled: false,
+            distributed: false,
         }
     }
 
@@ -243,15 +259,41 @@ impl MemoryStore {
         }
     }
 
+    /// An executor for one single-statement write: like [`exec`](Self::exec),
+    /// but on Citus a transaction bound on the worker too (an `INSERT`'s
+    /// in-statement binding is evaluated on the coordinator only).
+    pub(crate) async fn exec_write(&self) -> Result<Exec> {
+        if self.platform.distributed {
+            Ok(Exec::Transaction(self.begin_bound().await?))
+        } else {
+            self.exec().await
+        }
+    }
+
     /// A transaction with the signed context bound to it.
     pub(crate) async fn begin_bound(&self) -> Result<Transaction<'static, Postgres>> {
         let mut tx = self.pool().begin().await?;
+        self.bind_on(&mut tx).await?;
+        Ok(tx)
+    }
+
+    /// Binds the signed context for the rest of the transaction open on
+    /// `conn` (on Citus, on the worker too).
+    pub(crate) async fn bind_on(&self, conn: &mut PgConnection) -> Result<()> {
         sqlx::query(BIND_SQL)
             .persistent(self.prepared())
             .bind(self.bound())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-        Ok(tx)
+        if self.platform.distributed {
+            sqlx::query(WORKER_BIND_SQL)
+                .persistent(self.prepared())
+                .bind(self.bound())
+                .bind(self.ctx.tenant().as_uuid())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Checks a namespace is well formed and allowed by the capabilities.

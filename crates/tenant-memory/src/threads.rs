@@ -101,8 +101,8 @@ impl Thread {
 const UPDATE_SQL: &str = "UPDATE tenant_memory.threads SET metadata = $3, updated_at = now() \
      WHERE tenant_id = $1 AND id = $2 \
      RETURNING id, namespace, audience, owner_principal, metadata, last_seq, \
-     (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
-     (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms";
+     (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms, \
+     (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms";
 
 // Reads bind the signed context in the same statement: the FROM-less
 // subquery `b` runs set_config, and the LATERAL subquery (fenced by
@@ -113,15 +113,15 @@ const CREATE_SQL: &str = "INSERT INTO tenant_memory.threads \
         (tenant_id, id, namespace, audience, owner_principal, metadata) \
      SELECT $2, $3, $4, $5, $6, $7 FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      RETURNING id, namespace, audience, owner_principal, metadata, last_seq, \
-     (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
-     (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms";
+     (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms, \
+     (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms";
 
 const GET_SQL: &str =
     "SELECT t.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
         SELECT id, namespace, audience, owner_principal, metadata, last_seq, \
-               (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
-               (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
+               (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms, \
+               (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms \
         FROM tenant_memory.threads \
         WHERE tenant_id = $2 AND id = $3 AND b.bound IS NOT NULL \
         OFFSET 0) AS t";
@@ -130,8 +130,8 @@ const LIST_SQL: &str =
     "SELECT t.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
         SELECT id, namespace, audience, owner_principal, metadata, last_seq, \
-               (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
-               (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
+               (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms, \
+               (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms \
         FROM tenant_memory.threads \
         WHERE tenant_id = $2 AND b.bound IS NOT NULL \
         ORDER BY updated_at DESC, id \
@@ -181,7 +181,7 @@ impl MemoryStore {
         self.run(async {
             self.allow_namespace("memory.create_thread", namespace)?;
             let principal = self.ctx.principal().as_str();
-            let mut ex = self.exec().await?;
+            let mut ex = self.exec_write().await?;
             let row = sqlx::query(CREATE_SQL)
                 .persistent(self.prepared())
                 .bind(self.bound())
@@ -277,7 +277,7 @@ impl MemoryStore {
     /// checkpoints in namespaces the context may not touch belong to it.
     pub async fn delete_thread(&self, id: ThreadId) -> Result<()> {
         self.run(async {
-            let mut ex = self.exec().await?;
+            let mut ex = self.exec_write().await?;
             let deleted: bool = sqlx::query_scalar(DELETE_SQL)
                 .persistent(self.prepared())
                 .bind(self.bound())

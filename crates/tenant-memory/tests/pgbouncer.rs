@@ -7,24 +7,16 @@
 
 mod support;
 
-use std::io::Write;
+use support::{announce, exercise};
+
 use std::time::Duration;
 
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use tenant_core::{Capabilities, PrincipalId, Purpose, TenantContext, TenantId};
-use tenant_memory::{
-    Error, Expected, MemoryAdmin, MemoryPlatform, MemoryStore, MessageRole, NewCheckpoint,
-    NewMessage,
-};
+use tenant_memory::{Error, MemoryAdmin, MemoryPlatform, MemoryStore};
 use tenant_testkit::{TestPgBouncer, TestPostgres, APP_ROLE};
-
-/// Written to the real stderr, past the test harness's capture, so CI logs
-/// show whether the suite ran.
-fn announce(line: &str) {
-    let _ = std::io::stderr().write_all(format!("\n*** {line} ***\n").as_bytes());
-}
 
 struct Pooled {
     issuer: tenant_core::ContextIssuer,
@@ -138,62 +130,6 @@ impl Pooled {
             ));
         }
         seen
-    }
-}
-
-async fn exercise(store: MemoryStore, tag: String) {
-    let thread = store
-        .create_thread("chat", json!({ "tag": tag }))
-        .await
-        .unwrap();
-    for i in 0..6 {
-        store
-            .append_message(
-                thread.id,
-                NewMessage::new(MessageRole::User, json!([tag, i])),
-            )
-            .await
-            .unwrap();
-        store
-            .kv_put("prefs", &format!("k{i}"), json!(tag), Expected::Any)
-            .await
-            .unwrap();
-        store
-            .put_checkpoint(
-                thread.id,
-                "graph",
-                NewCheckpoint::new(format!("c{i}"), json!(tag)),
-            )
-            .await
-            .unwrap();
-        let last = store.last_messages(thread.id, 100).await.unwrap();
-        assert_eq!(last.len(), i + 1);
-        assert!(last.iter().all(|m| m.content[0] == json!(tag)));
-        let threads = store.list_threads(100).await.unwrap();
-        assert_eq!(threads.len(), 1);
-        assert_eq!(threads[0].metadata["tag"], json!(tag));
-        let kv = store.kv_list("prefs", "", None, 100).await.unwrap();
-        assert!(kv.iter().all(|e| e.value == json!(tag)));
-        let counts = &store
-            .read_only_sql(
-                "SELECT (SELECT count(DISTINCT tenant_id) FROM tenant_memory.messages) AS tenants, \
-                        (SELECT count(*) FROM tenant_memory.messages) AS messages",
-            )
-            .await
-            .unwrap()[0];
-        assert_eq!(counts["tenants"], json!(1));
-        assert_eq!(counts["messages"], json!(i + 1));
-        let mut tx = store.begin().await.unwrap();
-        let foreign: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tenant_memory.kv WHERE value <> to_jsonb($1::text)",
-        )
-        .persistent(false)
-        .bind(&tag)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-        assert_eq!(foreign, 0);
-        tx.commit().await.unwrap();
     }
 }
 

@@ -6,13 +6,17 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tenant_core::{
     Capabilities, ContextIssuer, KeyId, MasterKey, PrincipalId, Purpose, Subkey, TenantContext,
     TenantId,
 };
-use tenant_memory::{MemoryAdmin, MemoryPlatform, MemoryStore, TenantExport};
+use tenant_memory::{
+    Expected, MemoryAdmin, MemoryPlatform, MemoryStore, MessageRole, NewCheckpoint, NewMessage,
+    TenantExport,
+};
 use tenant_testkit::{TestDatabase, TestPostgres, APP_ROLE};
 
 /// The master key all tests share, so one installed key serves them all.
@@ -196,4 +200,70 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// Written to the real stderr, past the test harness's capture, so CI logs
+/// show whether a suite ran.
+pub fn announce(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("\n*** {line} ***\n").as_bytes());
+}
+
+/// Every API of one store, repeatedly, asserting it sees only rows tagged
+/// `tag` (its tenant's): threads, messages, kv, checkpoints, the SQL tool
+/// and a scoped transaction.
+pub async fn exercise(store: MemoryStore, tag: String) {
+    let thread = store
+        .create_thread("chat", json!({ "tag": tag }))
+        .await
+        .unwrap();
+    for i in 0..6 {
+        store
+            .append_message(
+                thread.id,
+                NewMessage::new(MessageRole::User, json!([tag, i])),
+            )
+            .await
+            .unwrap();
+        store
+            .kv_put("prefs", &format!("k{i}"), json!(tag), Expected::Any)
+            .await
+            .unwrap();
+        store
+            .put_checkpoint(
+                thread.id,
+                "graph",
+                NewCheckpoint::new(format!("c{i}"), json!(tag)),
+            )
+            .await
+            .unwrap();
+        let last = store.last_messages(thread.id, 100).await.unwrap();
+        assert_eq!(last.len(), i + 1);
+        assert!(last.iter().all(|m| m.content[0] == json!(tag)));
+        let threads = store.list_threads(100).await.unwrap();
+        assert_eq!(threads.len(), 1);
+        assert_eq!(threads[0].metadata["tag"], json!(tag));
+        let kv = store.kv_list("prefs", "", None, 100).await.unwrap();
+        assert!(kv.iter().all(|e| e.value == json!(tag)));
+        let counts = &store
+            .read_only_sql(
+                "SELECT (SELECT count(DISTINCT tenant_id) FROM tenant_memory.messages) AS tenants, \
+                        (SELECT count(*) FROM tenant_memory.messages) AS messages",
+            )
+            .await
+            .unwrap()[0];
+        assert_eq!(counts["tenants"], json!(1));
+        assert_eq!(counts["messages"], json!(i + 1));
+        let mut tx = store.begin().await.unwrap();
+        let foreign: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tenant_memory.kv WHERE value <> to_jsonb($1::text)",
+        )
+        .persistent(false)
+        .bind(&tag)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(foreign, 0);
+        tx.commit().await.unwrap();
+    }
 }
