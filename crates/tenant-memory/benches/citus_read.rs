@@ -159,10 +159,9 @@ fn main() {
     }
     let p50 = tenant_testkit::bench_ratio::interleaved_p50s(
         ROUNDS,
-        &mut [
-            &mut |_| rt.block_on(reads(s.clone(), true)),
-            &mut |_| rt.block_on(reads(s.clone(), false)),
-        ],
+        &mut [&mut |_| rt.block_on(reads(s.clone(), true)), &mut |_| {
+            rt.block_on(reads(s.clone(), false))
+        }],
     );
     let (scoped, raw): (Duration, Duration) = (p50[0], p50[1]);
     println!(

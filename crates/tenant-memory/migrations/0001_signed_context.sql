@@ -32,16 +32,17 @@ CREATE TABLE tenant_sdk.context_keys (
 );
 REVOKE ALL ON tenant_sdk.context_keys FROM PUBLIC;
 
--- The tenant of the bound context, with the precise error when it is not
--- valid (the views below call it only on failure paths):
+-- The bound value once it has verified, with the precise error when it
+-- does not (the views below call it only on failure paths):
 --   missing or ''          -> NULL (policies match no row; WITH CHECK fails)
 --   malformed              -> TSM01
 --   unknown or retired key -> TSK01
 --   MAC does not verify    -> TSB01
 --   expired                -> TSE01
 -- The tenant and expiry are cast only after the MAC over their exact text
--- has verified.
-CREATE FUNCTION tenant_sdk.current_tenant() RETURNS uuid
+-- has verified. Not callable by the application role: it calls
+-- current_tenant() and current_grants().
+CREATE FUNCTION tenant_sdk.verified_bound() RETURNS text
     LANGUAGE plpgsql
     STABLE
     SECURITY DEFINER
@@ -78,55 +79,29 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'TSE01',
             MESSAGE = 'tenant_sdk: the bound tenant context has expired';
     END IF;
-    RETURN substr(bound, 69, 36)::uuid;
+    RETURN bound;
 END
 $fn$;
+REVOKE ALL ON FUNCTION tenant_sdk.verified_bound() FROM PUBLIC;
+
+-- The tenant and the grants of the verified bound context (same errors).
+-- Policies on Citus call these two instead of reading the views: Citus
+-- distributes no policy that contains a subquery (MemoryAdmin::distribute
+-- switches the policies).
+CREATE FUNCTION tenant_sdk.current_tenant() RETURNS uuid
+    LANGUAGE sql
+    STABLE
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT substr(tenant_sdk.verified_bound(), 69, 36)::uuid $fn$;
 REVOKE ALL ON FUNCTION tenant_sdk.current_tenant() FROM PUBLIC;
 
--- The grants of the bound context, verified like current_tenant() (same
--- errors). Policies on Citus call these two functions instead of reading
--- the views: Citus distributes no policy that contains a subquery
--- (MemoryAdmin::distribute switches the policies).
 CREATE FUNCTION tenant_sdk.current_grants() RETURNS text[]
-    LANGUAGE plpgsql
+    LANGUAGE sql
     STABLE
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    bound        text := current_setting('tenant_sdk.ctx', true);
-    inner_prefix bytea;
-    outer_pad    bytea;
-BEGIN
-    IF bound IS NULL OR bound = '' THEN
-        RETURN NULL;
-    END IF;
-    IF length(bound) < 122
-       OR substr(bound, 65, 4) <> ' v2 '
-       OR substr(bound, 1, 64) !~ '^[0-9a-f]{64}$'
-       OR substr(bound, 69, 53) !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12} [0-9]{15} $' THEN
-        RAISE EXCEPTION USING ERRCODE = 'TSM01',
-            MESSAGE = 'tenant_sdk: the bound tenant context is malformed';
-    END IF;
-    SELECT k.inner_prefix, k.outer_pad INTO inner_prefix, outer_pad
-      FROM tenant_sdk.context_keys k
-     WHERE k.key_id = split_part(substr(bound, 122), ' ', 1) AND k.retired_at IS NULL;
-    IF outer_pad IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'TSK01',
-            MESSAGE = 'tenant_sdk: the bound tenant context names an unknown or retired key';
-    END IF;
-    IF encode(sha256(outer_pad || sha256(inner_prefix || convert_to(substr(bound, 66), 'UTF8'))), 'hex')
-       <> substr(bound, 1, 64) THEN
-        RAISE EXCEPTION USING ERRCODE = 'TSB01',
-            MESSAGE = 'tenant_sdk: the bound tenant context has a bad signature';
-    END IF;
-    IF statement_timestamp() >= 'epoch'::timestamptz + substr(bound, 106, 15)::int8 * '1 millisecond'::interval THEN
-        RAISE EXCEPTION USING ERRCODE = 'TSE01',
-            MESSAGE = 'tenant_sdk: the bound tenant context has expired';
-    END IF;
-    RETURN string_to_array(substr(bound, 122), ' ');
-END
-$fn$;
+AS $fn$ SELECT string_to_array(substr(tenant_sdk.verified_bound(), 122), ' ') $fn$;
 REVOKE ALL ON FUNCTION tenant_sdk.current_grants() FROM PUBLIC;
 
 -- The verified context, evaluated inside each statement's own plan (the

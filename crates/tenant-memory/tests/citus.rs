@@ -14,7 +14,7 @@ use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use support::{announce, exercise};
-use tenant_core::{Capabilities, PrincipalId, Purpose, TenantContext, TenantId};
+use tenant_core::{Purpose, TenantContext};
 use tenant_memory::{
     ContextRejection, Error, MemoryAdmin, MemoryPlatform, MemoryStore, MessageRole, NewMessage,
 };
@@ -105,21 +105,11 @@ async fn cluster() -> Option<Cluster> {
 
 impl Cluster {
     fn tenant(&self) -> TenantContext {
-        self.issuer
-            .context()
-            .tenant(TenantId::random())
-            .principal(PrincipalId::new("alice").unwrap())
-            .capabilities(Capabilities::unrestricted())
-            .issue()
-            .unwrap()
+        support::new_tenant(&self.issuer)
     }
 
     fn store(&self, ctx: &TenantContext) -> MemoryStore {
-        MemoryStore::builder()
-            .platform(&self.platform)
-            .tenant(ctx)
-            .build()
-            .unwrap()
+        support::store_on(&self.platform, ctx)
     }
 
     async fn check_isolation(&self, tenants: &[TenantContext]) {

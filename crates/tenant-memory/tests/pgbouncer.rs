@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
-use tenant_core::{Capabilities, PrincipalId, Purpose, TenantContext, TenantId};
+use tenant_core::{Purpose, TenantContext};
 use tenant_memory::{Error, MemoryAdmin, MemoryPlatform, MemoryStore};
 use tenant_testkit::{TestPgBouncer, TestPostgres, APP_ROLE};
 
@@ -85,21 +85,11 @@ async fn pooled() -> Option<Pooled> {
 
 impl Pooled {
     fn tenant(&self) -> TenantContext {
-        self.issuer
-            .context()
-            .tenant(TenantId::random())
-            .principal(PrincipalId::new("alice").unwrap())
-            .capabilities(Capabilities::unrestricted())
-            .issue()
-            .unwrap()
+        support::new_tenant(&self.issuer)
     }
 
     fn store(&self, ctx: &TenantContext) -> MemoryStore {
-        MemoryStore::builder()
-            .platform(&self.platform)
-            .tenant(ctx)
-            .build()
-            .unwrap()
+        support::store_on(&self.platform, ctx)
     }
 
     /// What plain clients of the bouncer see, over enough queries to visit

@@ -267,3 +267,24 @@ pub async fn exercise(store: MemoryStore, tag: String) {
         tx.commit().await.unwrap();
     }
 }
+
+/// A root context for a new random tenant (principal `alice`, every
+/// capability) from `issuer`.
+pub fn new_tenant(issuer: &ContextIssuer) -> TenantContext {
+    issuer
+        .context()
+        .tenant(TenantId::random())
+        .principal(PrincipalId::new("alice").unwrap())
+        .capabilities(Capabilities::unrestricted())
+        .issue()
+        .unwrap()
+}
+
+/// A store for `ctx` on `platform`.
+pub fn store_on(platform: &MemoryPlatform, ctx: &TenantContext) -> MemoryStore {
+    MemoryStore::builder()
+        .platform(platform)
+        .tenant(ctx)
+        .build()
+        .unwrap()
+}
