@@ -41,7 +41,7 @@ fn requests(levels: Vec<LevelSpec>, tokens: u64) -> HoldRequest {
 fn tenant_level(t: TenantId, with_budget: bool) -> LevelSpec {
     let limits = Limits::unlimited().requests(u32::MAX, 1e12);
     let limits = if with_budget {
-        limits.tokens_per(u64::MAX / 2, Duration::from_secs(3600))
+        limits.tokens_per(MAX_AMOUNT, Duration::from_secs(3600))
     } else {
         limits
     };
@@ -82,7 +82,7 @@ fn per_tenant_check(c: &mut Criterion) {
 
     // Same semantics as the governor arm: one keyed GCRA request-rate
     // decision, keyed by the same TenantIds, limit never reached.
-    let rate_limiter = RequestRateLimiter::builder()
+    let rate_limiter = RequestRateLimiter::builder(&issuer.authority())
         .limit(RateLimit {
             capacity: u32::MAX,
             refill_per_second: 1e9,
@@ -118,13 +118,15 @@ fn per_tenant_check(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % TENANTS;
             let hold = ledger.try_reserve(&with_budget[i]).expect("within budget");
-            ledger.settle_now(
-                &hold,
-                Amount {
-                    tokens: 90,
-                    cost_micros: 0,
-                },
-            );
+            ledger
+                .settle_now(
+                    hold,
+                    Amount {
+                        tokens: 90,
+                        cost_micros: 0,
+                    },
+                )
+                .expect("issued by this ledger");
         })
     });
     g.finish();
@@ -170,7 +172,7 @@ fn redis(c: &mut Criterion) {
         .context()
         .tenant(TenantId::random())
         .principal(PrincipalId::new("bench").unwrap())
-        .capabilities(Capabilities::unrestricted().with_token_budget(u64::MAX / 4))
+        .capabilities(Capabilities::unrestricted().with_token_budget(MAX_AMOUNT))
         .issue()
         .unwrap();
     let quotas = |acknowledged: bool| {
@@ -183,11 +185,11 @@ fn redis(c: &mut Criterion) {
         let policy = Policy::new(
             TenantPolicy::new().tenant_limits(
                 Limits::unlimited()
-                    .tokens_per(u64::MAX / 4, Duration::from_secs(3600))
+                    .tokens_per(MAX_AMOUNT, Duration::from_secs(3600))
                     .requests(u32::MAX, 1e9),
             ),
         );
-        let quotas = Quotas::builder()
+        let quotas = Quotas::builder(&issuer.authority())
             .ledger(ledger)
             .policy(policy)
             .build()

@@ -19,7 +19,7 @@ impl UsageSink for Collect {
 }
 
 fn gate(issuer: &ContextIssuer, ctx: &TenantContext, policy: Policy) -> ModelGate {
-    ModelGate::builder()
+    ModelGate::builder(&issuer.authority())
         .policy(policy)
         .salt_key(issuer.subkey(Purpose::CacheSalt))
         .tenant(ctx)
@@ -183,7 +183,7 @@ fn an_expired_or_revoked_context_cannot_use_the_gate() {
         Err(Error::Context(tenant_core::Error::ContextRevoked))
     ));
     assert!(g.cache_salt(None).is_err());
-    let err = ModelGate::builder()
+    let err = ModelGate::builder(&issuer.authority())
         .salt_key(issuer.subkey(Purpose::CacheSalt))
         .tenant(&ctx)
         .build()
@@ -199,10 +199,10 @@ fn a_gate_needs_a_cache_salt_subkey() {
     let issuer = issuer();
     let ctx = root(&issuer, TenantId::random(), None);
     assert!(matches!(
-        ModelGate::builder().tenant(&ctx).build(),
+        ModelGate::builder(&issuer.authority()).tenant(&ctx).build(),
         Err(Error::InvalidConfiguration(_))
     ));
-    let wrong = ModelGate::builder()
+    let wrong = ModelGate::builder(&issuer.authority())
         .salt_key(issuer.subkey(Purpose::Vault))
         .tenant(&ctx)
         .build();
@@ -215,7 +215,7 @@ fn usage_events_carry_tenant_lineage_model_tokens_multiplier_and_cost() {
     let parent = root(&issuer, TenantId::random(), None);
     let child = sub_agent(&parent, "researcher", 1_000);
     let sink = Arc::new(Collect(Mutex::new(Vec::new())));
-    let g = ModelGate::builder()
+    let g = ModelGate::builder(&issuer.authority())
         .rates(
             ModelRates::new().with(
                 "large",

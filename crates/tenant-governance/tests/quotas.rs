@@ -14,7 +14,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use tenant_core::{IsolationTier, TenantId};
+use tenant_core::{ContextIssuer, IsolationTier, TenantId};
 use tenant_governance::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -55,11 +55,12 @@ impl Backend {
         }
     }
 
-    /// A `Quotas` builder on a fresh ledger of this backend: on Redis, a new
-    /// `RedisLedger` under a key prefix no other ledger uses.
-    fn quotas(self) -> QuotasBuilder {
+    /// A `Quotas` builder for contexts of `issuer` on a fresh ledger of this
+    /// backend: on Redis, a new `RedisLedger` under a key prefix no other
+    /// ledger uses.
+    fn quotas(self, issuer: &ContextIssuer) -> QuotasBuilder {
         match self {
-            Backend::InProcess => Quotas::builder(),
+            Backend::InProcess => Quotas::builder(&issuer.authority()),
             #[cfg(feature = "redis")]
             Backend::Redis { test } => {
                 let ledger = RedisLedger::builder()
@@ -67,7 +68,7 @@ impl Backend {
                     .prefix(format!("quotas:{test}:{}", uuid::Uuid::new_v4().simple()))
                     .build()
                     .unwrap();
-                Quotas::builder().ledger(ledger)
+                Quotas::builder(&issuer.authority()).ledger(ledger)
             }
         }
     }
@@ -110,7 +111,7 @@ async fn sixty_four_tasks_with_sub_agents_never_settle_past_the_budget(backend: 
         // rounds, so both levels get to be the binding one.
         let tenant_limit = if round % 2 == 0 { 25_000 } else { 15_000 };
         let quotas = backend
-            .quotas()
+            .quotas(&issuer)
             .policy(tenant_limited(tenant_limit))
             .build()
             .unwrap();
@@ -144,7 +145,7 @@ on_both_ledgers!(refused_reservation_changes_nothing);
 async fn refused_reservation_changes_nothing(backend: Backend) {
     let issuer = issuer();
     let quotas = backend
-        .quotas()
+        .quotas(&issuer)
         .policy(tenant_limited(1_000))
         .build()
         .unwrap();
@@ -184,7 +185,7 @@ on_both_ledgers!(tenant_b_does_not_draw_from_tenant_a_budget);
 async fn tenant_b_does_not_draw_from_tenant_a_budget(backend: Backend) {
     let issuer = issuer();
     let quotas = backend
-        .quotas()
+        .quotas(&issuer)
         .policy(tenant_limited(1_000))
         .build()
         .unwrap();
@@ -231,9 +232,10 @@ on_both_ledgers!(sub_agent_cannot_pass_its_own_budget_even_with_the_parent_pool_
 
 async fn sub_agent_cannot_pass_its_own_budget_even_with_the_parent_pool_free(backend: Backend) {
     let issuer = issuer();
-    let quotas = backend.quotas().build().unwrap();
+    let quotas = backend.quotas(&issuer).build().unwrap();
     let parent = root(&issuer, TenantId::random(), Some(10_000));
     let child = sub_agent(&parent, "researcher", 500);
+    quotas.register(&parent).await.unwrap();
     let r = quotas
         .reserve(&child, &Estimate::new("m", 400, 0))
         .await
@@ -268,7 +270,7 @@ on_both_ledgers!(sub_agents_together_cannot_pass_the_parent_pool);
 
 async fn sub_agents_together_cannot_pass_the_parent_pool(backend: Backend) {
     let issuer = issuer();
-    let quotas = backend.quotas().build().unwrap();
+    let quotas = backend.quotas(&issuer).build().unwrap();
     let parent = root(&issuer, TenantId::random(), Some(1_000));
     let handle = TenantQuota::builder()
         .quotas(&quotas)
@@ -306,7 +308,7 @@ on_both_ledgers!(revoked_context_cannot_reserve_and_nothing_is_charged);
 async fn revoked_context_cannot_reserve_and_nothing_is_charged(backend: Backend) {
     let issuer = issuer();
     let quotas = backend
-        .quotas()
+        .quotas(&issuer)
         .policy(tenant_limited(1_000))
         .build()
         .unwrap();
@@ -331,7 +333,7 @@ on_both_ledgers!(handle_delegate_rejects_a_context_that_does_not_descend_from_it
 
 async fn handle_delegate_rejects_a_context_that_does_not_descend_from_it(backend: Backend) {
     let issuer = issuer();
-    let quotas = backend.quotas().build().unwrap();
+    let quotas = backend.quotas(&issuer).build().unwrap();
     let a = root(&issuer, TenantId::random(), Some(100));
     let b = root(&issuer, TenantId::random(), Some(100));
     let handle = TenantQuota::builder()
@@ -350,10 +352,12 @@ on_both_ledgers!(output_tokens_burn_down_at_the_model_multiplier);
 
 async fn output_tokens_burn_down_at_the_model_multiplier(backend: Backend) {
     let issuer = issuer();
-    let rates = ModelRates::new().with(
-        "large",
-        ModelRate::new().output_weight(5).price_per_1k(1_000, 5_000),
-    );
+    let rates = ModelRates::new()
+        .with(
+            "large",
+            ModelRate::new().output_weight(5).price_per_1k(1_000, 5_000),
+        )
+        .with("small", ModelRate::new());
     let policy = Policy::new(
         TenantPolicy::new().tenant_limits(
             Limits::unlimited()
@@ -362,7 +366,7 @@ async fn output_tokens_burn_down_at_the_model_multiplier(backend: Backend) {
         ),
     );
     let quotas = backend
-        .quotas()
+        .quotas(&issuer)
         .policy(policy)
         .rates(rates)
         .build()
@@ -414,7 +418,7 @@ async fn cost_budget_refuses_before_the_call(backend: Backend) {
     let policy =
         Policy::new(TenantPolicy::new().tenant_limits(Limits::unlimited().cost_per(15_000, HOUR)));
     let quotas = backend
-        .quotas()
+        .quotas(&issuer)
         .policy(policy)
         .rates(rates)
         .build()
@@ -444,7 +448,7 @@ async fn request_rate_bucket_refuses_with_the_time_until_refill(backend: Backend
     let issuer = issuer();
     let policy =
         Policy::new(TenantPolicy::new().tenant_limits(Limits::unlimited().requests(3, 10.0)));
-    let quotas = backend.quotas().policy(policy).build().unwrap();
+    let quotas = backend.quotas(&issuer).policy(policy).build().unwrap();
     let ctx = root(&issuer, TenantId::random(), None);
     for _ in 0..3 {
         quotas
@@ -483,7 +487,7 @@ async fn platform_total_binds_across_tenants_and_agent_limit_within_one(backend:
     let policy =
         Policy::new(TenantPolicy::new().agent_limits(Limits::unlimited().tokens_per(600, HOUR)))
             .platform(Limits::unlimited().tokens_per(1_000, HOUR));
-    let quotas = backend.quotas().policy(policy).build().unwrap();
+    let quotas = backend.quotas(&issuer).policy(policy).build().unwrap();
     let a = root(&issuer, TenantId::random(), None);
     let b = root(&issuer, TenantId::random(), None);
     let _ra = quotas
@@ -535,7 +539,7 @@ async fn per_tenant_override_beats_the_tier_default(backend: Backend) {
             vip,
             TenantPolicy::new().tenant_limits(Limits::unlimited().tokens_per(10_000, HOUR)),
         );
-    let quotas = backend.quotas().policy(policy).build().unwrap();
+    let quotas = backend.quotas(&issuer).policy(policy).build().unwrap();
     let normal = root(&issuer, TenantId::random(), None);
     assert!(quotas
         .reserve(&normal, &Estimate::new("m", 1_000, 0))
@@ -554,7 +558,7 @@ async fn per_tenant_override_beats_the_tier_default(backend: Backend) {
 async fn idle_tenants_are_evicted_but_busy_ones_keep_their_usage() {
     let issuer = issuer();
     let ledger = std::sync::Arc::new(InProcessLedger::builder().shards(1).capacity(8).build());
-    let quotas = Quotas::builder()
+    let quotas = Quotas::builder(&issuer.authority())
         .shared_ledger(ledger.clone())
         .policy(Policy::new(
             TenantPolicy::new().tenant_limits(Limits::unlimited().requests(5, 1000.0)),
@@ -592,7 +596,7 @@ async fn idle_tenants_are_evicted_but_busy_ones_keep_their_usage() {
 async fn ledger_full_of_busy_tenants_fails_closed() {
     let issuer = issuer();
     let ledger = InProcessLedger::builder().shards(1).capacity(2).build();
-    let quotas = Quotas::builder()
+    let quotas = Quotas::builder(&issuer.authority())
         .ledger(ledger)
         .policy(tenant_limited(1_000))
         .build()
@@ -615,7 +619,7 @@ on_both_ledgers!(usage_beyond_the_reservation_is_charged_and_flagged);
 async fn usage_beyond_the_reservation_is_charged_and_flagged(backend: Backend) {
     let issuer = issuer();
     let quotas = backend
-        .quotas()
+        .quotas(&issuer)
         .policy(tenant_limited(1_000))
         .build()
         .unwrap();
