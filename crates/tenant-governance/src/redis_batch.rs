@@ -558,6 +558,32 @@ fn same_levels(a: &[LevelSpec], b: &[LevelSpec]) -> bool {
 }
 
 impl Encoded {
+    /// The script call: `KEYS` and `ARGV` as the script documents them.
+    pub(crate) fn invocation<'a>(
+        &self,
+        script: &'a redis::Script,
+        prefix: &str,
+        lease_ms: u64,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        inv.key(format!("{prefix}:leases"));
+        for k in &self.keys {
+            inv.key(k.as_str());
+        }
+        inv.arg(lease_ms)
+            .arg(prefix)
+            .arg(if self.sweep { "1" } else { "0" })
+            .arg(&self.instances[..])
+            .arg(&self.specs[..])
+            .arg(&self.ops[..]);
+        match self.marker {
+            Some(m) => inv.arg(format!("{:016x}", m.writer)).arg(m.batch),
+            None => inv.arg("").arg(0u8),
+        };
+        inv.arg(&self.retention[..]);
+        inv
+    }
+
     /// The reply of a call of `jobs` jobs naming `instances` instances.
     pub(crate) fn decode(
         &self,
@@ -653,4 +679,179 @@ fn parse_usage(s: &str) -> Option<LevelUsage> {
         cost_used: it.next()??,
         cost_held: it.next()??,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The script on a real `redis-server`: a poisoned operation is skipped
+    //! on its own, a malformed batch changes nothing.
+
+    use std::sync::Arc;
+
+    use redis::aio::MultiplexedConnection;
+    use tenant_core::TenantId;
+
+    use super::*;
+    use crate::ledger::HoldRequest;
+    use crate::policy::PeriodBudget;
+
+    const INSTANCE: u64 = 0x1234_5678_9abc_def0;
+    const PREFIX: &str = "poison";
+
+    fn level(t: TenantId) -> Arc<[LevelSpec]> {
+        vec![LevelSpec {
+            key: LevelKey::Tenant(t),
+            tokens: Bound::Periodic(PeriodBudget {
+                limit: 1_000,
+                period: Duration::from_secs(3600),
+            }),
+            cost: Bound::Unlimited,
+            requests: None,
+        }]
+        .into()
+    }
+
+    fn hold(levels: &Arc<[LevelSpec]>, tokens: u64) -> Hold {
+        Hold::issued(
+            1,
+            INSTANCE,
+            &HoldRequest {
+                levels: Arc::clone(levels),
+                amount: Amount {
+                    tokens,
+                    cost_micros: 0,
+                },
+                ttl: Duration::from_secs(60),
+            },
+        )
+    }
+
+    fn reserve(levels: &Arc<[LevelSpec]>, tokens: u64) -> Job {
+        Job::new(
+            Op::Reserve {
+                hold: hold(levels, tokens),
+                ttl: Duration::from_secs(60),
+            },
+            0,
+        )
+    }
+
+    async fn call(
+        conn: &mut MultiplexedConnection,
+        jobs: &[Job],
+        marker: Option<Marker>,
+        poison: impl FnOnce(&mut Encoded),
+    ) -> Vec<String> {
+        let script = redis::Script::new(crate::redis_ledger::SCRIPT);
+        let names = [(INSTANCE, false)];
+        let mut enc = encode(jobs, &names, marker, PREFIX, crate::ledger::now_ms()).unwrap();
+        poison(&mut enc);
+        enc.invocation(&script, PREFIX, 30_000)
+            .invoke_async(conn)
+            .await
+            .unwrap()
+    }
+
+    async fn usage(conn: &mut MultiplexedConnection, levels: &Arc<[LevelSpec]>) -> String {
+        let job = Job::new(
+            Op::Usage {
+                level: levels[0].clone(),
+                ttl: Duration::from_secs(60),
+            },
+            0,
+        );
+        let reply = call(conn, &[job], None, |_| {}).await;
+        reply[4].clone()
+    }
+
+    fn replace(bytes: &mut [u8], from: f64, to: f64) {
+        let from = from.to_le_bytes();
+        let at = bytes
+            .windows(8)
+            .position(|w| w == from)
+            .expect("the number is in the batch");
+        bytes[at..at + 8].copy_from_slice(&to.to_le_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_operation_is_skipped_alone_and_a_malformed_batch_changes_nothing() {
+        let redis = tenant_testkit::TestRedis::start().unwrap();
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let (a, b, c) = (
+            level(TenantId::random()),
+            level(TenantId::random()),
+            level(TenantId::random()),
+        );
+        let reply = call(&mut conn, &[reserve(&a, 100)], None, |_| {}).await;
+        assert_eq!(reply[0], "1");
+
+        // One batch: A settles, B reserves with a poisoned amount (NaN), C
+        // reserves. B is skipped; A and C apply, exactly once.
+        let settle = Job::new(
+            Op::Settle {
+                hold: hold(&a, 100),
+                actual: Amount {
+                    tokens: 60,
+                    cost_micros: 0,
+                },
+            },
+            0,
+        );
+        let marker = Some(Marker {
+            writer: 7,
+            batch: 1,
+        });
+        let jobs = [settle, reserve(&b, 50), reserve(&c, 70)];
+        let reply = call(&mut conn, &jobs, marker, |e| {
+            replace(&mut e.ops, 50.0, f64::NAN)
+        })
+        .await;
+        assert_eq!((reply[0].as_str(), reply[3].as_str()), ("X1", "1"));
+        assert_eq!(usage(&mut conn, &a).await, "60 0 0 0");
+        assert_eq!(usage(&mut conn, &b).await, "0 0 0 0");
+        assert_eq!(usage(&mut conn, &c).await, "0 70 0 0");
+
+        // Poisoned limits (a negative limit, an infinite period) invalidate
+        // only the operations that use them.
+        let jobs = [reserve(&b, 10), reserve(&a, 1)];
+        let reply = call(&mut conn, &jobs, None, |e| {
+            replace(&mut e.specs, 3_600_000.0, f64::INFINITY)
+        })
+        .await;
+        assert_eq!(reply[0], "X1", "only the first spec's period was poisoned");
+        assert_eq!(usage(&mut conn, &b).await, "0 0 0 0");
+
+        // A batch that cannot be decoded changes nothing at all, not even
+        // the writer's applied marker.
+        let settle_c = Job::new(
+            Op::Settle {
+                hold: hold(&c, 70),
+                actual: Amount {
+                    tokens: 70,
+                    cost_micros: 0,
+                },
+            },
+            0,
+        );
+        let marker = Some(Marker {
+            writer: 7,
+            batch: 2,
+        });
+        let reply = call(&mut conn, &[settle_c], marker, |e| {
+            e.ops.truncate(e.ops.len() - 3)
+        })
+        .await;
+        assert_eq!(reply[0], "malformed");
+        assert_eq!(usage(&mut conn, &c).await, "0 70 0 0");
+        let applied: Option<String> = redis::cmd("GET")
+            .arg(format!("{PREFIX}:applied:{:016x}", 7))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(applied.as_deref(), Some("1"));
+    }
 }

@@ -445,23 +445,7 @@ impl Shared {
     ) -> std::result::Result<Reply, CallError> {
         let prefix = self.layout.prefix(group);
         let batch = encode(jobs, names, marker, prefix, now).map_err(CallError::Rejected)?;
-        let leases = format!("{prefix}:leases");
-        let mut inv = self.script.prepare_invoke();
-        inv.key(leases.as_str());
-        for k in &batch.keys {
-            inv.key(k.as_str());
-        }
-        inv.arg(self.lease_ms)
-            .arg(prefix)
-            .arg(if batch.sweep { "1" } else { "0" })
-            .arg(&batch.instances[..])
-            .arg(&batch.specs[..])
-            .arg(&batch.ops[..]);
-        match batch.marker {
-            Some(m) => inv.arg(format!("{:016x}", m.writer)).arg(m.batch),
-            None => inv.arg("").arg(0u8),
-        };
-        inv.arg(&batch.retention[..]);
+        let inv = batch.invocation(&self.script, prefix, self.lease_ms);
         let call = async {
             let mut conn = self.connector.get().await?;
             inv.invoke_async::<Vec<String>>(&mut conn)

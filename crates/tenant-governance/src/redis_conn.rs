@@ -17,10 +17,13 @@ use tokio::sync::OnceCell;
 pub(crate) enum Connector {
     Single(ConnectionManager),
     /// Connected on first use (and again after a failed attempt).
-    Cluster {
-        client: ClusterClient,
-        conn: OnceCell<ClusterConnection>,
-    },
+    Cluster(Box<ClusterConnector>),
+}
+
+/// A cluster client and its connection, once made.
+pub(crate) struct ClusterConnector {
+    client: ClusterClient,
+    conn: OnceCell<ClusterConnection>,
 }
 
 /// A connection for one call.
@@ -52,18 +55,19 @@ impl Connector {
             .retries(1)
             .build()
             .map_err(|e| format!("bad Redis Cluster nodes: {e}"))?;
-        Ok(Connector::Cluster {
+        Ok(Connector::Cluster(Box::new(ClusterConnector {
             client,
             conn: OnceCell::new(),
-        })
+        })))
     }
 
     /// The connection (connecting to the cluster the first time).
     pub(crate) async fn get(&self) -> Result<Conn, String> {
         match self {
             Connector::Single(c) => Ok(Conn::Single(c.clone())),
-            Connector::Cluster { client, conn } => conn
-                .get_or_try_init(|| client.get_async_connection())
+            Connector::Cluster(c) => c
+                .conn
+                .get_or_try_init(|| c.client.get_async_connection())
                 .await
                 .map(|c| Conn::Cluster(c.clone()))
                 .map_err(|e| format!("redis cluster: {e}")),

@@ -62,7 +62,8 @@ use crate::redis_conn::Connector;
 use crate::redis_instances::Instances;
 use crate::redis_layout::{Layout, Part};
 
-const SCRIPT: &str = include_str!("redis_ledger.lua");
+/// The ledger script.
+pub(crate) const SCRIPT: &str = include_str!("redis_ledger.lua");
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "tg";

@@ -240,3 +240,31 @@ fn usage_events_carry_tenant_lineage_model_tokens_multiplier_and_cost() {
     assert_eq!(event.weighted_tokens, 2_500);
     assert_eq!(event.cost_micros, 7_500);
 }
+
+#[test]
+fn a_context_of_another_issuer_gets_no_gate_and_meters_nothing() {
+    let issuer = issuer();
+    let rogue = support::issuer();
+    let real = root(&issuer, TenantId::random(), None);
+    let forged = root(&rogue, real.tenant(), None);
+    let sink = Arc::new(Collect(Mutex::new(Vec::new())));
+    let build = |ctx: &TenantContext| {
+        ModelGate::builder(&issuer.authority())
+            .salt_key(issuer.subkey(Purpose::CacheSalt))
+            .sink(sink.clone())
+            .tenant(ctx)
+            .build()
+    };
+    assert!(matches!(
+        build(&forged),
+        Err(Error::Context(tenant_core::Error::ForeignAuthority))
+    ));
+    // Nor through delegation from a real gate.
+    let gate = build(&real).unwrap();
+    let forged_child = sub_agent(&forged, "w", 10);
+    assert!(matches!(
+        gate.delegate(&forged_child),
+        Err(Error::Context(tenant_core::Error::ForeignAuthority))
+    ));
+    assert!(sink.0.lock().unwrap().is_empty());
+}

@@ -156,3 +156,28 @@ fn a_revoked_context_is_refused_and_takes_nothing() {
     assert!(matches!(limiter.check(&a), Err(Error::Context(_))));
     assert!(limiter.is_empty());
 }
+
+#[test]
+fn a_context_of_another_issuer_is_refused_and_takes_nothing() {
+    let issuer = issuer();
+    let rogue = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
+    let real = ctx(&issuer);
+    let forged = rogue
+        .context()
+        .tenant(real.tenant())
+        .principal(PrincipalId::new("mallory").unwrap())
+        .issue()
+        .unwrap();
+    let limiter = RequestRateLimiter::builder(&issuer.authority())
+        .limit(limit(1, 0.0))
+        .build();
+    for attempt in [limiter.check(&forged), limiter.check_verified(&forged)] {
+        assert!(matches!(
+            attempt,
+            Err(Error::Context(tenant_core::Error::ForeignAuthority))
+        ));
+    }
+    assert!(limiter.is_empty());
+    // The real tenant still has its one request.
+    limiter.check(&real).unwrap();
+}

@@ -197,3 +197,25 @@ async fn a_revoked_context_is_not_admitted_and_takes_no_slot() {
     ));
     assert_eq!((scheduler.in_flight(), scheduler.queued()), (0, 0));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_context_of_another_issuer_is_not_admitted_and_takes_no_slot() {
+    let issuer = issuer();
+    let rogue = support::issuer();
+    let real = root(&issuer, TenantId::random(), None);
+    let forged = root(&rogue, real.tenant(), None);
+    let scheduler = FairScheduler::builder(&issuer.authority())
+        .capacity(1)
+        .build();
+    let err = scheduler
+        .admit(&forged, Lane::Interactive)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Context(tenant_core::Error::ForeignAuthority)
+    ));
+    assert_eq!((scheduler.in_flight(), scheduler.queued()), (0, 0));
+    // The real tenant's capacity is untouched.
+    let _p = scheduler.admit(&real, Lane::Interactive).await.unwrap();
+}
