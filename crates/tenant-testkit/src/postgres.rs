@@ -165,7 +165,7 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    fn new(port: u16, name: &str) -> TestDatabase {
+    pub(crate) fn new(port: u16, name: &str) -> TestDatabase {
         TestDatabase {
             name: name.to_owned(),
             superuser_url: format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{name}"),
@@ -463,6 +463,7 @@ fn spawn_server(
             log_file: &log,
             stop_signal: "INT",
             cleanup_dir: Some(temp),
+            env: Vec::new(),
         })?;
         // Port conflicts surface within milliseconds as an early exit.
         match process::wait_until_ready(

@@ -313,6 +313,8 @@ pub(crate) struct WatchdogSpec<'a> {
     pub(crate) stop_signal: &'static str,
     /// Directory the watchdog deletes after a requested stop, if any.
     pub(crate) cleanup_dir: Option<&'a Path>,
+    /// Extra environment variables for the server.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// A running server under the stdin-pipe watchdog (see the module docs).
@@ -341,6 +343,7 @@ impl Watchdog {
             .args(&spec.args)
             .current_dir(spec.cwd)
             .env("LC_ALL", "C")
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -441,6 +444,27 @@ impl Watchdog {
         Ok(status)
     }
 
+    /// Kills the server with `SIGKILL` (no graceful stop, as in a crash) and
+    /// waits for the watchdog to end. The watchdog does not delete the
+    /// cleanup directory in this case, so a new server can be started on the
+    /// same files. Idempotent.
+    pub(crate) fn kill(&mut self) -> Result<ExitStatus, TestkitError> {
+        if let Some(status) = self.try_status()? {
+            self.stdin = None;
+            return Ok(status);
+        }
+        // The watchdog is alive, so it has not reaped the server yet and the
+        // pid cannot have been reused.
+        if self.server_pid > 0 {
+            send_signal(self.server_pid, libc::SIGKILL);
+            if let Some(status) = self.wait_for(Duration::from_secs(10))? {
+                self.stdin = None;
+                return Ok(status);
+            }
+        }
+        self.shutdown(Duration::from_secs(5))
+    }
+
     fn wait_for(&mut self, limit: Duration) -> Result<Option<ExitStatus>, TestkitError> {
         let deadline = Instant::now() + limit;
         loop {
@@ -536,6 +560,7 @@ mod tests {
             log_file: &dir.path().join("log"),
             stop_signal: "TERM",
             cleanup_dir: Some(&cleanup),
+            env: Vec::new(),
         })
         .expect("spawn");
         let pid = watchdog.server_pid();
@@ -562,6 +587,7 @@ mod tests {
             log_file: &dir.path().join("log"),
             stop_signal: "TERM",
             cleanup_dir: Some(dir.path()),
+            env: Vec::new(),
         })
         .expect("spawn");
         let outcome = wait_until_ready(

@@ -87,6 +87,8 @@ struct Run {
 pub struct TestRedis {
     executable: PathBuf,
     port: u16,
+    /// Extra `redis-server` arguments.
+    extra_args: Vec<String>,
     run: Option<Run>,
 }
 
@@ -114,14 +116,8 @@ impl TestRedis {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = process::free_port()?;
-            match spawn(executable, port) {
-                Ok(run) => {
-                    return Ok(TestRedis {
-                        executable: executable.to_path_buf(),
-                        port,
-                        run: Some(run),
-                    })
-                }
+            match Self::start_on(executable, port, Vec::new()) {
+                Ok(server) => return Ok(server),
                 Err(e) if is_port_conflict(&e) => last_error = Some(e),
                 Err(e) => return Err(e),
             }
@@ -131,6 +127,22 @@ impl TestRedis {
             status: "no free port found".to_owned(),
             log: String::new(),
         }))
+    }
+
+    /// Starts `executable` on `port` with extra arguments (kept for
+    /// [`TestRedis::restart`]); one attempt.
+    pub(crate) fn start_on(
+        executable: &Path,
+        port: u16,
+        extra_args: Vec<String>,
+    ) -> Result<TestRedis, TestkitError> {
+        let run = spawn(executable, port, &extra_args)?;
+        Ok(TestRedis {
+            executable: executable.to_path_buf(),
+            port,
+            extra_args,
+            run: Some(run),
+        })
     }
 
     /// One server per process, started on first use and never dropped: the
@@ -212,7 +224,7 @@ impl TestRedis {
     /// process in the meantime, and the errors of [`TestRedis::start`].
     pub fn restart(&mut self) -> Result<(), TestkitError> {
         self.stop()?;
-        self.run = Some(spawn(&self.executable, self.port)?);
+        self.run = Some(spawn(&self.executable, self.port, &self.extra_args)?);
         Ok(())
     }
 }
@@ -223,14 +235,15 @@ impl Drop for TestRedis {
     }
 }
 
-/// Starts `redis-server` on `port` and waits until it answers `PING`.
-fn spawn(executable: &Path, port: u16) -> Result<Run, TestkitError> {
+/// Starts `redis-server` on `port` (with `extra_args` after the standard
+/// ones) and waits until it answers `PING`.
+fn spawn(executable: &Path, port: u16, extra_args: &[String]) -> Result<Run, TestkitError> {
     let temp = tempfile::Builder::new()
         .prefix("tenant-testkit-redis-")
         .tempdir()
         .map_err(|e| TestkitError::io("creating the Redis temp dir", e))?;
     let log = temp.path().join(LOG_FILE);
-    let args = vec![
+    let mut args: Vec<std::ffi::OsString> = vec![
         "--port".into(),
         port.to_string().into(),
         "--bind".into(),
@@ -246,6 +259,7 @@ fn spawn(executable: &Path, port: u16) -> Result<Run, TestkitError> {
         "--logfile".into(),
         "".into(),
     ];
+    args.extend(extra_args.iter().map(Into::into));
     let mut watchdog = Watchdog::spawn(WatchdogSpec {
         program: executable,
         args,
@@ -254,6 +268,7 @@ fn spawn(executable: &Path, port: u16) -> Result<Run, TestkitError> {
         log_file: &log,
         stop_signal: "TERM",
         cleanup_dir: Some(temp.path()),
+        env: Vec::new(),
     })?;
     match process::wait_until_ready(
         &mut watchdog,
@@ -281,7 +296,7 @@ fn spawn(executable: &Path, port: u16) -> Result<Run, TestkitError> {
 }
 
 /// Whether a startup failure was caused by the port being taken.
-fn is_port_conflict(error: &TestkitError) -> bool {
+pub(crate) fn is_port_conflict(error: &TestkitError) -> bool {
     matches!(error, TestkitError::StartFailed { log, .. } if log.contains("already in use"))
 }
 
