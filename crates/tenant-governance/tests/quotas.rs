@@ -1,13 +1,15 @@
 //! Quotas: reservation, hierarchy, refusal, release, and racing tasks that
 //! must never overspend.
 //!
-//! The semantic tests are a conformance suite shared by both ledgers: each
-//! is one `async fn name(backend: Backend)` body, and [`on_both_ledgers!`]
-//! turns it into two tests, `name::in_process` (the default
-//! [`InProcessLedger`]) and `name::on_redis` (a [`RedisLedger`] on the test
-//! binary's shared `redis-server`, under a key prefix of its own; they fail
-//! when `redis-server` cannot be started). Tests of the in-process ledger's
-//! own eviction and capacity stay in-process only.
+//! The semantic tests are a conformance suite shared by every ledger: each
+//! is one `async fn name(backend: Backend)` body, and [`on_every_ledger!`]
+//! turns it into three tests, `name::in_process` (the default
+//! [`InProcessLedger`]), `name::on_redis` (a [`RedisLedger`] on the test
+//! binary's shared `redis-server`) and `name::on_redis_cluster` (a
+//! `RedisLedger` on the test binary's shared three-master Redis Cluster),
+//! each Redis ledger under a key prefix of its own; they fail when
+//! `redis-server` cannot be started. Tests of the in-process ledger's own
+//! eviction and capacity stay in-process only.
 
 mod support;
 
@@ -29,6 +31,10 @@ enum Backend {
     /// names the key prefix (made unique per ledger).
     #[cfg(feature = "redis")]
     Redis { test: &'static str },
+    /// A [`RedisLedger`] on [`tenant_testkit::TestRedisCluster::shared`]
+    /// (three masters on loopback).
+    #[cfg(feature = "redis")]
+    Cluster { test: &'static str },
 }
 
 impl Backend {
@@ -46,6 +52,19 @@ impl Backend {
         Backend::Redis { test }
     }
 
+    /// The Redis Cluster backend for `test`.
+    ///
+    /// # Panics
+    ///
+    /// When the cluster cannot be started.
+    #[cfg(feature = "redis")]
+    fn cluster(test: &'static str) -> Backend {
+        if let Err(e) = tenant_testkit::TestRedisCluster::try_shared() {
+            panic!("{test}: cannot start a Redis Cluster: {e}");
+        }
+        Backend::Cluster { test }
+    }
+
     /// Rounds of the 64-task race: fewer on Redis, where each round takes
     /// longer (every operation is a script call).
     fn race_rounds(self) -> u64 {
@@ -53,6 +72,8 @@ impl Backend {
             Backend::InProcess => 40,
             #[cfg(feature = "redis")]
             Backend::Redis { .. } => 10,
+            #[cfg(feature = "redis")]
+            Backend::Cluster { .. } => 6,
         }
     }
 
@@ -69,6 +90,14 @@ impl Backend {
                     .build()
                     .unwrap(),
             ),
+            #[cfg(feature = "redis")]
+            Backend::Cluster { test } => Arc::new(
+                RedisLedger::builder()
+                    .cluster(tenant_testkit::TestRedisCluster::shared().urls())
+                    .prefix(format!("quotas:{test}:{}", uuid::Uuid::new_v4().simple()))
+                    .build()
+                    .unwrap(),
+            ),
         }
     }
 
@@ -79,9 +108,10 @@ impl Backend {
     }
 }
 
-/// Two tests from `async fn $name(backend: Backend)`: `$name::in_process`
-/// and `$name::on_redis`, with the given `#[tokio::test(...)]` arguments.
-macro_rules! on_both_ledgers {
+/// Three tests from `async fn $name(backend: Backend)`: `$name::in_process`,
+/// `$name::on_redis` and `$name::on_redis_cluster`, with the given
+/// `#[tokio::test(...)]` arguments.
+macro_rules! on_every_ledger {
     ($name:ident $(($($runtime:tt)*))?) => {
         mod $name {
             #[tokio::test $(($($runtime)*))?]
@@ -94,6 +124,12 @@ macro_rules! on_both_ledgers {
             async fn on_redis() {
                 super::$name(super::Backend::redis(stringify!($name))).await;
             }
+
+            #[cfg(feature = "redis")]
+            #[tokio::test $(($($runtime)*))?]
+            async fn on_redis_cluster() {
+                super::$name(super::Backend::cluster(stringify!($name))).await;
+            }
         }
     };
 }
@@ -102,7 +138,7 @@ fn tenant_limited(tokens: u64) -> Policy {
     Policy::new(TenantPolicy::new().tenant_limits(Limits::unlimited().tokens_per(tokens, HOUR)))
 }
 
-on_both_ledgers!(
+on_every_ledger!(
     sixty_four_tasks_with_sub_agents_never_settle_past_the_budget(
         flavor = "multi_thread",
         worker_threads = 4
@@ -145,7 +181,7 @@ async fn sixty_four_tasks_with_sub_agents_never_settle_past_the_budget(backend: 
     }
 }
 
-on_both_ledgers!(refused_reservation_changes_nothing);
+on_every_ledger!(refused_reservation_changes_nothing);
 
 async fn refused_reservation_changes_nothing(backend: Backend) {
     let issuer = issuer();
@@ -185,7 +221,7 @@ async fn refused_reservation_changes_nothing(backend: Backend) {
     held.settle(Usage::new(600, 0)).await.unwrap();
 }
 
-on_both_ledgers!(tenant_b_does_not_draw_from_tenant_a_budget);
+on_every_ledger!(tenant_b_does_not_draw_from_tenant_a_budget);
 
 async fn tenant_b_does_not_draw_from_tenant_a_budget(backend: Backend) {
     let issuer = issuer();
@@ -233,7 +269,7 @@ async fn tenant_b_does_not_draw_from_tenant_a_budget(backend: Backend) {
     );
 }
 
-on_both_ledgers!(sub_agent_cannot_pass_its_own_budget_even_with_the_parent_pool_free);
+on_every_ledger!(sub_agent_cannot_pass_its_own_budget_even_with_the_parent_pool_free);
 
 async fn sub_agent_cannot_pass_its_own_budget_even_with_the_parent_pool_free(backend: Backend) {
     let issuer = issuer();
@@ -271,7 +307,7 @@ async fn sub_agent_cannot_pass_its_own_budget_even_with_the_parent_pool_free(bac
         .unwrap();
 }
 
-on_both_ledgers!(sub_agents_together_cannot_pass_the_parent_pool);
+on_every_ledger!(sub_agents_together_cannot_pass_the_parent_pool);
 
 async fn sub_agents_together_cannot_pass_the_parent_pool(backend: Backend) {
     let issuer = issuer();
@@ -308,7 +344,7 @@ async fn sub_agents_together_cannot_pass_the_parent_pool(backend: Backend) {
     );
 }
 
-on_both_ledgers!(revoked_context_cannot_reserve_and_nothing_is_charged);
+on_every_ledger!(revoked_context_cannot_reserve_and_nothing_is_charged);
 
 async fn revoked_context_cannot_reserve_and_nothing_is_charged(backend: Backend) {
     let issuer = issuer();
@@ -334,7 +370,7 @@ async fn revoked_context_cannot_reserve_and_nothing_is_charged(backend: Backend)
     assert_eq!((u.tokens_used, u.tokens_held), (0, 0));
 }
 
-on_both_ledgers!(handle_delegate_rejects_a_context_that_does_not_descend_from_it);
+on_every_ledger!(handle_delegate_rejects_a_context_that_does_not_descend_from_it);
 
 async fn handle_delegate_rejects_a_context_that_does_not_descend_from_it(backend: Backend) {
     let issuer = issuer();
@@ -353,7 +389,7 @@ async fn handle_delegate_rejects_a_context_that_does_not_descend_from_it(backend
     ));
 }
 
-on_both_ledgers!(output_tokens_burn_down_at_the_model_multiplier);
+on_every_ledger!(output_tokens_burn_down_at_the_model_multiplier);
 
 async fn output_tokens_burn_down_at_the_model_multiplier(backend: Backend) {
     let issuer = issuer();
@@ -415,7 +451,7 @@ async fn output_tokens_burn_down_at_the_model_multiplier(backend: Backend) {
         .unwrap();
 }
 
-on_both_ledgers!(cost_budget_refuses_before_the_call);
+on_every_ledger!(cost_budget_refuses_before_the_call);
 
 async fn cost_budget_refuses_before_the_call(backend: Backend) {
     let issuer = issuer();
@@ -447,7 +483,7 @@ async fn cost_budget_refuses_before_the_call(backend: Backend) {
     ));
 }
 
-on_both_ledgers!(request_rate_bucket_refuses_with_the_time_until_refill);
+on_every_ledger!(request_rate_bucket_refuses_with_the_time_until_refill);
 
 async fn request_rate_bucket_refuses_with_the_time_until_refill(backend: Backend) {
     let issuer = issuer();
@@ -485,7 +521,7 @@ async fn request_rate_bucket_refuses_with_the_time_until_refill(backend: Backend
         .unwrap();
 }
 
-on_both_ledgers!(platform_total_binds_across_tenants_and_agent_limit_within_one);
+on_every_ledger!(platform_total_binds_across_tenants_and_agent_limit_within_one);
 
 async fn platform_total_binds_across_tenants_and_agent_limit_within_one(backend: Backend) {
     let issuer = issuer();
@@ -533,7 +569,7 @@ async fn platform_total_binds_across_tenants_and_agent_limit_within_one(backend:
         .unwrap();
 }
 
-on_both_ledgers!(per_tenant_override_beats_the_tier_default);
+on_every_ledger!(per_tenant_override_beats_the_tier_default);
 
 async fn per_tenant_override_beats_the_tier_default(backend: Backend) {
     let issuer = issuer();
@@ -619,7 +655,7 @@ async fn ledger_full_of_busy_tenants_fails_closed() {
     assert!(matches!(err, Error::LedgerUnavailable { .. }), "{err:?}");
 }
 
-on_both_ledgers!(usage_beyond_the_reservation_is_charged_and_flagged);
+on_every_ledger!(usage_beyond_the_reservation_is_charged_and_flagged);
 
 async fn usage_beyond_the_reservation_is_charged_and_flagged(backend: Backend) {
     let issuer = issuer();
@@ -659,7 +695,7 @@ fn foreign(err: &Error) -> bool {
     matches!(err, Error::Context(tenant_core::Error::ForeignAuthority))
 }
 
-on_both_ledgers!(a_context_of_another_issuer_is_refused_everywhere_and_nothing_changes);
+on_every_ledger!(a_context_of_another_issuer_is_refused_everywhere_and_nothing_changes);
 
 /// Contexts minted by another issuer, even one holding the same master key
 /// and naming the same tenant, are refused by every entry point before the
@@ -723,7 +759,7 @@ async fn a_context_of_another_issuer_is_refused_everywhere_and_nothing_changes(b
         .unwrap();
 }
 
-on_both_ledgers!(amounts_beyond_what_the_ledger_represents_are_refused_and_nothing_changes);
+on_every_ledger!(amounts_beyond_what_the_ledger_represents_are_refused_and_nothing_changes);
 
 async fn amounts_beyond_what_the_ledger_represents_are_refused_and_nothing_changes(
     backend: Backend,
@@ -787,7 +823,7 @@ async fn amounts_beyond_what_the_ledger_represents_are_refused_and_nothing_chang
     );
 }
 
-on_both_ledgers!(a_request_with_a_non_finite_rate_or_foreign_levels_is_refused_by_the_ledger);
+on_every_ledger!(a_request_with_a_non_finite_rate_or_foreign_levels_is_refused_by_the_ledger);
 
 /// The ledger itself (not only `Quotas`) refuses what it cannot represent,
 /// before touching any state: a non-finite refill rate, an amount past the
@@ -845,7 +881,7 @@ async fn a_request_with_a_non_finite_rate_or_foreign_levels_is_refused_by_the_le
     }
 }
 
-on_both_ledgers!(an_unregistered_ancestor_is_an_error_not_an_unlimited_pool);
+on_every_ledger!(an_unregistered_ancestor_is_an_error_not_an_unlimited_pool);
 
 async fn an_unregistered_ancestor_is_an_error_not_an_unlimited_pool(backend: Backend) {
     let issuer = issuer();
@@ -896,7 +932,7 @@ async fn an_unregistered_ancestor_is_an_error_not_an_unlimited_pool(backend: Bac
     assert_eq!(tokens(&quotas, &child, QuotaLevel::Context).await, (500, 0));
 }
 
-on_both_ledgers!(unpriced_models_and_their_aliases_are_refused_where_a_cost_budget_applies);
+on_every_ledger!(unpriced_models_and_their_aliases_are_refused_where_a_cost_budget_applies);
 
 async fn unpriced_models_and_their_aliases_are_refused_where_a_cost_budget_applies(
     backend: Backend,
@@ -960,7 +996,7 @@ async fn unpriced_models_and_their_aliases_are_refused_where_a_cost_budget_appli
         .unwrap();
 }
 
-on_both_ledgers!(a_hold_ends_only_in_the_ledger_that_issued_it);
+on_every_ledger!(a_hold_ends_only_in_the_ledger_that_issued_it);
 
 /// Holds are not `Clone` (a double release does not compile, see
 /// `tests/compile_fail/hold_ended_twice.rs`); a hold made by hand, or
@@ -1012,7 +1048,7 @@ async fn a_hold_ends_only_in_the_ledger_that_issued_it(backend: Backend) {
     assert_eq!((u.tokens_used, u.tokens_held), (100, 0));
 }
 
-on_both_ledgers!(
+on_every_ledger!(
     a_poisoned_batch_of_one_tenant_changes_nothing_of_the_others(
         flavor = "multi_thread",
         worker_threads = 2
