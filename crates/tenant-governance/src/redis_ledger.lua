@@ -258,7 +258,7 @@ for _, op in ipairs(ops) do
     for _, r in ipairs(op.res) do if r.ok then reserving[r.ii] = true end end
   end
 end
-local inst, state = {}, {}
+local inst, state, registered = {}, {}, {}
 for i = 1, ninst do
   local o = (i - 1) * 17
   local id = string.sub(insts, o + 1, o + 16)
@@ -275,6 +275,7 @@ for i = 1, ninst do
   elseif reserving[i] then
     redis.call('ZADD', KEYS[1], now + lease, id)
     st = 'E'
+    registered[i] = true
   end
   state[i] = st
 end
@@ -436,20 +437,26 @@ end
 
 -- Per instance and level: HINCRBY of the net change (nothing when a hold
 -- was reserved and ended in the same batch); a field back at 0 is removed.
-local function apply_held(hk, field, d)
+-- An instance that lost a field, or was registered by this batch, may hold
+-- nothing here any more.
+local maybe_empty = registered
+local function apply_held(ii, hk, field, d)
   if d ~= 0 then
-    if redis.call('HINCRBY', hk, field, fmt(d)) <= 0 then redis.call('HDEL', hk, field) end
+    if redis.call('HINCRBY', hk, field, fmt(d)) <= 0 then
+      redis.call('HDEL', hk, field)
+      maybe_empty[ii] = true
+    end
   end
 end
 for ii, d in pairs(dheld) do
   local hk = held_key(inst[ii])
   for key, e in pairs(d) do
-    apply_held(hk, 't' .. key, e[1])
-    apply_held(hk, 'c' .. key, e[2])
+    apply_held(ii, hk, 't' .. key, e[1])
+    apply_held(ii, hk, 'c' .. key, e[2])
   end
 end
 -- A live instance that holds nothing here any more gives up its lease.
-for i = 1, ninst do
+for i in pairs(maybe_empty) do
   if live(i) and redis.call('EXISTS', held_key(inst[i])) == 0 then
     redis.call('ZREM', KEYS[1], inst[i])
     state[i] = '-'

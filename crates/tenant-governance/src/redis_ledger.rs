@@ -431,7 +431,8 @@ impl RedisLedger {
     }
 
     /// Reserves `hold` part by part, releasing the parts already held when
-    /// a later one is refused or fails.
+    /// a later one is refused or fails, or when the caller gives up between
+    /// two parts.
     async fn reserve_parts(
         &self,
         request: &HoldRequest,
@@ -439,40 +440,54 @@ impl RedisLedger {
         parts: &[Part],
         ttl: Duration,
     ) -> Result<Reserved> {
-        for (k, part) in parts.iter().enumerate() {
+        let mut granted = GrantedParts {
+            jobs: &self.jobs,
+            parts: Vec::new(),
+        };
+        for part in parts {
             let op = Op::Reserve {
                 hold: hold.part(Arc::clone(&part.levels)),
                 ttl,
             };
-            let answer = self.submit(op, part.group).await;
-            let outcome = match answer {
-                Ok(Answer::Done) => continue,
-                Ok(Answer::LeaseGone) => Ok(Reserved::LeaseGone),
+            match self.submit(op, part.group).await {
+                Ok(Answer::Done) => granted
+                    .parts
+                    .push((part.group, hold.part(Arc::clone(&part.levels)))),
+                Ok(Answer::LeaseGone) => return Ok(Reserved::LeaseGone),
                 Ok(Answer::Refused {
                     level,
                     retry_after,
                     resource,
-                }) => Err(refusal(request, part, level, retry_after, resource)),
-                Ok(Answer::Invalid) => Err(Error::InvalidConfiguration(
-                    "the ledger script found the reservation invalid".into(),
-                )),
-                Ok(Answer::Usage(_)) => Err(unavailable("unexpected script reply")),
-                Err(e) => Err(e),
-            };
-            for done in &parts[..k] {
-                let mut job = Job::new(
-                    Op::Release {
-                        hold: hold.part(Arc::clone(&done.levels)),
-                    },
-                    done.group,
-                );
-                job.durable = true;
-                // If the task is gone, the part is charged when it expires.
-                let _ = self.send(job);
+                }) => return Err(refusal(request, part, level, retry_after, resource)),
+                Ok(Answer::Invalid) => {
+                    return Err(Error::InvalidConfiguration(
+                        "the ledger script found the reservation invalid".into(),
+                    ))
+                }
+                Ok(Answer::Usage(_)) => return Err(unavailable("unexpected script reply")),
+                Err(e) => return Err(e),
             }
-            return outcome;
         }
+        granted.parts.clear();
         Ok(Reserved::Granted)
+    }
+}
+
+/// The parts of a reservation granted so far; released when dropped unless
+/// the whole reservation was granted (then the list is empty).
+struct GrantedParts<'a> {
+    jobs: &'a mpsc::UnboundedSender<Job>,
+    parts: Vec<(u16, Hold)>,
+}
+
+impl Drop for GrantedParts<'_> {
+    fn drop(&mut self) {
+        for (group, hold) in self.parts.drain(..) {
+            let mut job = Job::new(Op::Release { hold }, group);
+            job.durable = true;
+            // If the task is gone, the part is charged when it expires.
+            let _ = self.jobs.send(job);
+        }
     }
 }
 

@@ -201,7 +201,7 @@ async fn a_platform_limit_in_another_slot_is_never_passed_and_refusals_give_its_
     assert!(sum <= 5_000, "the platform passed its limit: {sum}");
 }
 
-const CRASH_LEASE: Duration = Duration::from_millis(600);
+const CRASH_LEASE: Duration = Duration::from_secs(1);
 
 fn crash_policy() -> Policy {
     Policy::new(TenantPolicy::new().tenant_limits(Limits::unlimited().tokens_per(1_000, HOUR)))
