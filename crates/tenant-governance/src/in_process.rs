@@ -602,11 +602,7 @@ impl Ledger for InProcessLedger {
     }
 
     fn charge_detached(&self, levels: Arc<[LevelSpec]>, amount: Amount) {
-        let amount = Amount {
-            tokens: amount.tokens.min(MAX_AMOUNT),
-            cost_micros: amount.cost_micros.min(MAX_AMOUNT),
-        };
-        self.end_now(&levels, Amount::default(), amount);
+        self.end_now(&levels, Amount::default(), amount.saturated());
     }
 
     async fn register(&self, level: &LevelSpec) -> Result<()> {
@@ -677,11 +673,7 @@ impl InProcessLedger {
     pub fn settle_now(&self, hold: Hold, actual: Amount) -> Result<()> {
         self.own(&hold)?;
         let checked = actual.bounded("the settled usage");
-        let charged = Amount {
-            tokens: actual.tokens.min(MAX_AMOUNT),
-            cost_micros: actual.cost_micros.min(MAX_AMOUNT),
-        };
-        self.end_now(&hold.levels, hold.amount, charged);
+        self.end_now(&hold.levels, hold.amount, actual.saturated());
         checked.map(drop)
     }
 }

@@ -258,6 +258,15 @@ impl Amount {
         Ok(self)
     }
 
+    /// `self` with each part capped at [`MAX_AMOUNT`]: what a ledger
+    /// charges for a usage beyond it.
+    pub(crate) fn saturated(self) -> Amount {
+        Amount {
+            tokens: self.tokens.min(MAX_AMOUNT),
+            cost_micros: self.cost_micros.min(MAX_AMOUNT),
+        }
+    }
+
     /// The sum, saturating at [`MAX_AMOUNT`].
     pub(crate) fn saturating_add(self, other: Amount) -> Amount {
         Amount {

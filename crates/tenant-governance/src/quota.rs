@@ -13,7 +13,7 @@ use crate::ledger::{
     Bound, Hold, HoldRequest, Ledger, LevelKey, LevelSpec, LevelUsage, QuotaLevel,
 };
 use crate::policy::{FailureMode, Limits, Policy, TenantPolicy};
-use crate::pricing::{Amount, Estimate, ModelRate, ModelRates, Usage, MAX_AMOUNT};
+use crate::pricing::{Amount, Estimate, ModelRate, ModelRates, Usage};
 
 /// Default lifetime of a hold nobody settles or releases.
 pub const DEFAULT_HOLD_TTL: Duration = Duration::from_secs(600);
@@ -233,7 +233,7 @@ impl Quotas {
     /// [`Error::Context`] for a context that is invalid or was not issued
     /// under this service's authority; [`Error::QuotaExceeded`] when any
     /// level would be passed; [`Error::AmountOutOfRange`] for an estimate
-    /// beyond [`MAX_AMOUNT`]; [`Error::ModelUnpriced`] for a model without a
+    /// beyond [`MAX_AMOUNT`](crate::MAX_AMOUNT); [`Error::ModelUnpriced`] for a model without a
     /// rate where a cost budget applies; [`Error::AncestorNotRegistered`]
     /// (nothing is reserved in each case); [`Error::Overloaded`] when the
     /// tenant is over its share of the ledger; and
@@ -477,8 +477,8 @@ impl Reservation {
     ///
     /// # Errors
     ///
-    /// [`Error::AmountOutOfRange`]: the usage is beyond [`MAX_AMOUNT`]; the
-    /// ledger is charged [`MAX_AMOUNT`] (every budget the call passed
+    /// [`Error::AmountOutOfRange`]: the usage is beyond [`MAX_AMOUNT`](crate::MAX_AMOUNT); the
+    /// ledger is charged [`MAX_AMOUNT`](crate::MAX_AMOUNT) (every budget the call passed
     /// through is spent) and the hold ends all the same.
     /// [`Error::LedgerUnavailable`]: the usage was not recorded and the hold
     /// stays until it expires, when it is charged at its estimate (only from
@@ -487,10 +487,7 @@ impl Reservation {
     pub async fn settle(mut self, actual: Usage) -> Result<Settlement> {
         let usage = self.rate.amount(actual.input_tokens, actual.output_tokens);
         let in_range = usage.bounded("the settled usage");
-        let charged = Amount {
-            tokens: usage.tokens.min(MAX_AMOUNT),
-            cost_micros: usage.cost_micros.min(MAX_AMOUNT),
-        };
+        let charged = usage.saturated();
         let overrun = usage.exceeds(&self.reserved);
         match self.hold.take() {
             Some(Held::Ledger(hold)) => {

@@ -726,6 +726,19 @@ mod tests {
         )
     }
 
+    fn settle(levels: &Arc<[LevelSpec]>, held: u64, actual: u64) -> Job {
+        Job::new(
+            Op::Settle {
+                hold: hold(levels, held),
+                actual: Amount {
+                    tokens: actual,
+                    cost_micros: 0,
+                },
+            },
+            0,
+        )
+    }
+
     fn reserve(levels: &Arc<[LevelSpec]>, tokens: u64) -> Job {
         Job::new(
             Op::Reserve {
@@ -791,21 +804,11 @@ mod tests {
 
         // One batch: A settles, B reserves with a poisoned amount (NaN), C
         // reserves. B is skipped; A and C apply, exactly once.
-        let settle = Job::new(
-            Op::Settle {
-                hold: hold(&a, 100),
-                actual: Amount {
-                    tokens: 60,
-                    cost_micros: 0,
-                },
-            },
-            0,
-        );
         let marker = Some(Marker {
             writer: 7,
             batch: 1,
         });
-        let jobs = [settle, reserve(&b, 50), reserve(&c, 70)];
+        let jobs = [settle(&a, 100, 60), reserve(&b, 50), reserve(&c, 70)];
         let reply = call(&mut conn, &jobs, marker, |e| {
             replace(&mut e.ops, 50.0, f64::NAN)
         })
@@ -827,21 +830,11 @@ mod tests {
 
         // A batch that cannot be decoded changes nothing at all, not even
         // the writer's applied marker.
-        let settle_c = Job::new(
-            Op::Settle {
-                hold: hold(&c, 70),
-                actual: Amount {
-                    tokens: 70,
-                    cost_micros: 0,
-                },
-            },
-            0,
-        );
         let marker = Some(Marker {
             writer: 7,
             batch: 2,
         });
-        let reply = call(&mut conn, &[settle_c], marker, |e| {
+        let reply = call(&mut conn, &[settle(&c, 70, 70)], marker, |e| {
             e.ops.truncate(e.ops.len() - 3)
         })
         .await;

@@ -209,17 +209,12 @@ local function load(key)
   return s
 end
 
--- A counter's window brought to `now` (periodic counters start over).
-local function roll_tokens(s, per)
+-- A counter (fields window `wf`, used `uf`) brought to `now`: a periodic
+-- counter whose period has passed starts over.
+local function roll(s, wf, uf, per)
   if per > 0 then
     local w = floor(now / per)
-    if s.tw ~= w then s.tw, s.tu = w, 0 end
-  end
-end
-local function roll_cost(s, per)
-  if per > 0 then
-    local w = floor(now / per)
-    if s.cw ~= w then s.cw, s.cu = w, 0 end
+    if s[wf] ~= w then s[wf], s[uf] = w, 0 end
   end
 end
 
@@ -234,10 +229,10 @@ if ARGV[3] == '1' then
       local s = load(string.sub(f, 2))
       if not s.absent and v > 0 then
         if string.sub(f, 1, 1) == 'c' then
-          roll_cost(s, s.cp)
+          roll(s, 'cw', 'cu', s.cp)
           s.ch, s.cu = max(0, s.ch - v), min(MAX, s.cu + v)
         else
-          roll_tokens(s, s.tp)
+          roll(s, 'tw', 'tu', s.tp)
           s.th, s.tu = max(0, s.th - v), min(MAX, s.tu + v)
         end
         s.dirty = true
@@ -286,8 +281,8 @@ local function prep(L)
   local s = L.s
   if s then return s end
   s = load(KEYS[L.ki])
-  if L.tkind == 1 then roll_tokens(s, L.tper) end
-  if L.ckind == 1 then roll_cost(s, L.cper) end
+  if L.tkind == 1 then roll(s, 'tw', 'tu', L.tper) end
+  if L.ckind == 1 then roll(s, 'cw', 'cu', L.cper) end
   if L.rcap >= 0 then
     local b = L.rcap
     if s.bt >= 0 then b = min(L.rcap, s.bt + max(0, now - s.bts) * L.rrate) end

@@ -553,11 +553,7 @@ impl Ledger for RedisLedger {
     async fn settle(&self, hold: Hold, actual: Amount) -> Result<()> {
         self.own(&hold)?;
         let in_range = actual.bounded("the settled usage");
-        let charged = Amount {
-            tokens: actual.tokens.min(MAX_AMOUNT),
-            cost_micros: actual.cost_micros.min(MAX_AMOUNT),
-        };
-        self.end(hold, Some(charged)).await?;
+        self.end(hold, Some(actual.saturated())).await?;
         in_range.map(drop)
     }
 
@@ -589,10 +585,7 @@ impl Ledger for RedisLedger {
     }
 
     fn charge_detached(&self, levels: Arc<[LevelSpec]>, amount: Amount) {
-        let amount = Amount {
-            tokens: amount.tokens.min(MAX_AMOUNT),
-            cost_micros: amount.cost_micros.min(MAX_AMOUNT),
-        };
+        let amount = amount.saturated();
         for (group, part) in self.parts(Hold::unheld(self.id, levels)) {
             let mut job = Job::new(
                 Op::Settle {

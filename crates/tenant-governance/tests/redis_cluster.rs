@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use support::*;
-use tenant_core::{ContextIssuer, KeyId, MasterKey, TenantContext, TenantId};
+use tenant_core::{ContextIssuer, TenantContext, TenantId};
 use tenant_governance::*;
 use tenant_testkit::redis_cluster::key_slot;
 use tenant_testkit::TestRedisCluster;
@@ -208,10 +208,6 @@ fn crash_policy() -> Policy {
         .platform(Limits::unlimited().tokens_per(1_000_000, HOUR))
 }
 
-fn fixed_issuer() -> ContextIssuer {
-    ContextIssuer::new(MasterKey::from_bytes(KeyId::new("k1").unwrap(), [5u8; 32]))
-}
-
 /// Entry point of the child process of
 /// `a_replica_killed_holding_on_the_cluster_is_charged_at_the_platform_and_the_tenant`:
 /// reserves 1 000 (two slots: platform and tenant), says `HELD`, waits to
@@ -253,33 +249,20 @@ async fn cluster_crash_holder_worker() {
 
 #[tokio::test]
 async fn a_replica_killed_holding_on_the_cluster_is_charged_at_the_platform_and_the_tenant() {
-    use std::io::BufRead;
     let cluster = TestRedisCluster::shared();
     let issuer = fixed_issuer();
     let ctx = root(&issuer, TenantId::random(), None);
     let prefix = format!("crash{}", uuid::Uuid::new_v4().simple());
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "cluster_crash_holder_worker",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TG_CLUSTER_PREFIX", &prefix)
-        .env("TG_CLUSTER_TOKEN", ctx.to_token().as_str())
-        .env("TG_CLUSTER_NODES", cluster.urls().join(","))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let held = stdout
-        .lines()
-        .map_while(|l| l.ok())
-        .any(|l| l.contains("HELD"));
-    assert!(held, "the holder reserved");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut child = spawn_child(
+        "cluster_crash_holder_worker",
+        &[
+            ("TG_CLUSTER_PREFIX", prefix.clone()),
+            ("TG_CLUSTER_TOKEN", ctx.to_token().as_str().to_owned()),
+            ("TG_CLUSTER_NODES", cluster.urls().join(",")),
+        ],
+    );
+    assert!(wait_for(&mut child, "HELD"), "the holder reserved");
+    kill_9(&mut child);
 
     let replica = cluster_quotas(&prefix, &issuer, crash_policy(), CRASH_LEASE);
     assert!(matches!(

@@ -6,8 +6,8 @@
 
 mod support;
 
-use std::io::{BufRead, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -49,54 +49,6 @@ async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .unwrap()
-}
-
-/// The same issuer in every process of a test (its contexts travel as
-/// signed tokens).
-fn fixed_issuer() -> ContextIssuer {
-    ContextIssuer::new(MasterKey::from_bytes(KeyId::new("k1").unwrap(), [7u8; 32]))
-}
-
-/// This test binary, re-run as a child process for the ignored test
-/// `name`, with `env` set.
-fn spawn_child(name: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        name,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-/// Reads the child's output until a line containing `marker`.
-fn wait_for(child: &mut Child, marker: &str) -> bool {
-    let Some(stdout) = child.stdout.as_mut() else {
-        return false;
-    };
-    let mut reader = std::io::BufReader::new(stdout);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return false,
-            Ok(_) if line.contains(marker) => return true,
-            Ok(_) => {}
-        }
-    }
-}
-
-/// `kill -9`, then reap.
-fn kill_9(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// Entry point of the child processes spawned by
@@ -799,8 +751,38 @@ async fn a_settlement_whose_answer_was_lost_is_applied_exactly_once() {
     assert!(calls >= 3, "only {calls} script calls: nothing was re-sent");
 }
 
+/// Reserves 100 and settles `used` on `quotas` (another ledger under
+/// `prefix` sees it at once, without a flush); then settles again with
+/// Redis down, which must report the outage.
+async fn settle_is_applied_on_return_and_reports_an_outage(
+    redis: &mut TestRedis,
+    quotas: &Quotas,
+    issuer: &ContextIssuer,
+    prefix: &str,
+    used: u64,
+) {
+    let ctx = root(issuer, TenantId::random(), None);
+    let r = quotas
+        .reserve(&ctx, &Estimate::new("m", 100, 0))
+        .await
+        .unwrap();
+    r.settle(Usage::new(used, 0)).await.unwrap();
+    let other = redis_quotas(&redis.url(), prefix, issuer, policy());
+    let u = other.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
+    assert_eq!((u.tokens_used, u.tokens_held), (used, 0));
+    let r = quotas
+        .reserve(&ctx, &Estimate::new("m", 100, 0))
+        .await
+        .unwrap();
+    redis.stop().unwrap();
+    assert!(matches!(
+        r.settle(Usage::new(used, 0)).await,
+        Err(Error::LedgerUnavailable { .. })
+    ));
+}
+
 #[tokio::test]
-async fn acknowledged_settlement_reports_a_redis_outage() {
+async fn acknowledged_settlement_is_visible_at_once_and_reports_a_redis_outage() {
     let mut redis = TestRedis::start().unwrap();
     let issuer = issuer();
     let quotas = Quotas::builder(&issuer.authority())
@@ -813,55 +795,20 @@ async fn acknowledged_settlement_reports_a_redis_outage() {
         .policy(policy())
         .build()
         .unwrap();
-    let ctx = root(&issuer, TenantId::random(), None);
-    let r = quotas
-        .reserve(&ctx, &Estimate::new("m", 100, 0))
-        .await
-        .unwrap();
-    r.settle(Usage::new(10, 0)).await.unwrap();
-    // Acknowledged: visible to anyone as soon as settle returns.
-    let other = redis_quotas(&redis.url(), "ack", &issuer, policy());
-    let u = other.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
-    assert_eq!((u.tokens_used, u.tokens_held), (10, 0));
-    let r = quotas
-        .reserve(&ctx, &Estimate::new("m", 100, 0))
-        .await
-        .unwrap();
-    redis.stop().unwrap();
-    assert!(matches!(
-        r.settle(Usage::new(10, 0)).await,
-        Err(Error::LedgerUnavailable { .. })
-    ));
+    settle_is_applied_on_return_and_reports_an_outage(&mut redis, &quotas, &issuer, "ack", 10)
+        .await;
 }
 
 /// A settlement above its estimate is not left to a crash: it waits until
-/// Redis has applied it, even with deferred settlement.
+/// Redis has applied it, even with deferred settlement (and stays queued
+/// when Redis is down).
 #[tokio::test]
 async fn a_settlement_above_its_estimate_waits_for_redis() {
     let mut redis = TestRedis::start().unwrap();
     let issuer = issuer();
     let quotas = redis_quotas(&redis.url(), "overrun", &issuer, policy());
-    let ctx = root(&issuer, TenantId::random(), None);
-    let r = quotas
-        .reserve(&ctx, &Estimate::new("m", 100, 0))
-        .await
-        .unwrap();
-    let s = r.settle(Usage::new(150, 0)).await.unwrap();
-    assert!(s.overrun);
-    // Applied when settle returned: another process sees it without a flush.
-    let other = redis_quotas(&redis.url(), "overrun", &issuer, policy());
-    let u = other.usage(&ctx, QuotaLevel::Tenant).await.unwrap();
-    assert_eq!((u.tokens_used, u.tokens_held), (150, 0));
-    let r = quotas
-        .reserve(&ctx, &Estimate::new("m", 100, 0))
-        .await
-        .unwrap();
-    redis.stop().unwrap();
-    // Redis is down: the caller learns it; the settlement stays queued.
-    assert!(matches!(
-        r.settle(Usage::new(150, 0)).await,
-        Err(Error::LedgerUnavailable { .. })
-    ));
+    settle_is_applied_on_return_and_reports_an_outage(&mut redis, &quotas, &issuer, "overrun", 150)
+        .await;
 }
 
 /// A process's operations apply in the order it queued them, on any
