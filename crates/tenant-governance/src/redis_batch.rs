@@ -209,8 +209,8 @@ pub(crate) struct Reply {
 pub(crate) struct Encoded {
     /// The level keys, `KEYS[2..]` (the lease index is `KEYS[1]`).
     pub(crate) keys: Vec<String>,
-    /// `ARGV[3]`: whether the call reserves or reads usage (then the script
-    /// sweeps).
+    /// `ARGV[3]`: whether the script sweeps expired instances (calls that
+    /// read usage; the caller adds reserving calls now and then).
     pub(crate) sweep: bool,
     /// `ARGV[4]`.
     pub(crate) instances: Vec<u8>,
@@ -508,7 +508,7 @@ pub(crate) fn encode(
     Ok(Encoded {
         keys: e.keys,
         retention,
-        sweep: !groups.is_empty() || !usages.is_empty(),
+        sweep: !usages.is_empty(),
         instances: inst,
         specs: e.spec_bytes,
         ops,
@@ -558,6 +558,11 @@ fn same_levels(a: &[LevelSpec], b: &[LevelSpec]) -> bool {
 }
 
 impl Encoded {
+    /// Whether the call reserves.
+    pub(crate) fn reserves(&self) -> bool {
+        !self.reserves.is_empty()
+    }
+
     /// The script call: `KEYS` and `ARGV` as the script documents them.
     pub(crate) fn invocation<'a>(
         &self,
@@ -624,8 +629,11 @@ impl Encoded {
             *answers.get_mut(j).ok_or_else(bad)? = answer;
         }
         for (&j, usage) in self.usages.iter().zip(reply) {
-            *answers.get_mut(j).ok_or_else(bad)? =
-                Answer::Usage(parse_usage(&usage).ok_or_else(bad)?);
+            *answers.get_mut(j).ok_or_else(bad)? = if usage == "X" {
+                Answer::Invalid
+            } else {
+                Answer::Usage(parse_usage(&usage).ok_or_else(bad)?)
+            };
         }
         let instances_out: Vec<InstanceState> = if instances == 0 {
             Vec::new()

@@ -444,7 +444,10 @@ impl Shared {
         now: u64,
     ) -> std::result::Result<Reply, CallError> {
         let prefix = self.layout.prefix(group);
-        let batch = encode(jobs, names, marker, prefix, now).map_err(CallError::Rejected)?;
+        let mut batch = encode(jobs, names, marker, prefix, now).map_err(CallError::Rejected)?;
+        if batch.reserves() && self.instances().sweep_due(group, now) {
+            batch.sweep = true;
+        }
         let inv = batch.invocation(&self.script, prefix, self.lease_ms);
         let call = async {
             let mut conn = self.connector.get().await?;

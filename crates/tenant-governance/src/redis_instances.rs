@@ -50,6 +50,8 @@ pub(crate) struct Instances {
     all: HashMap<u64, Instance>,
     /// A lease is extended once a third of it has passed.
     refresh_after_ms: u64,
+    /// When each group was last swept by a reserving call of this client.
+    swept: HashMap<Group, u64>,
 }
 
 impl Instances {
@@ -58,6 +60,7 @@ impl Instances {
             current: 0,
             all: HashMap::new(),
             refresh_after_ms: lease_ms / 3,
+            swept: HashMap::new(),
         };
         s.rotate();
         s
@@ -131,6 +134,19 @@ impl Instances {
             }
         }
         out
+    }
+
+    /// Whether a reserving call in `group` should sweep expired instances:
+    /// once every third of a lease (a crashed process's holds count as held
+    /// until then, so a late sweep never admits more).
+    pub(crate) fn sweep_due(&mut self, group: Group, now: u64) -> bool {
+        let last = self.swept.entry(group).or_insert(0);
+        if now.saturating_sub(*last) >= self.refresh_after_ms {
+            *last = now;
+            true
+        } else {
+            false
+        }
     }
 
     /// The groups where some instance's lease is due for a refresh.

@@ -1,4 +1,3 @@
-#!lua
 -- tenant-governance Redis ledger: one script that applies a *batch* of
 -- ledger operations atomically, for one key group (the whole keyspace on a
 -- single server; one hash-tagged group, hence one slot, on a cluster).
@@ -16,14 +15,16 @@
 -- batch was sent), so this order (adjusts, registrations, reservation
 -- groups, usage reads) is a valid serial order.
 --
--- All or nothing. The script runs in phases: it decodes and validates
--- every operation first, writing nothing; an operation that is invalid
+-- All or nothing. The script runs in two phases. The first only reads: it
+-- decodes each operation, validates it and applies it to the level state
+-- loaded in memory, and collects every write; an operation that is invalid
 -- (a number that is not a whole number in [0, 2^53 - 1], an index out of
 -- range) is skipped on its own and reported, so it cannot change, strand
--- or double-charge anything of another operation. Only then does it read
--- state, compute, and write, with commands that cannot fail on the values
--- it computed. The shebang makes Redis refuse the whole script up front
--- when it is out of memory, rather than fail at its first write.
+-- or double-charge anything of another operation, and a batch that cannot
+-- be decoded at all ends the script before anything was written. The
+-- second phase writes, with commands that cannot fail on the values the
+-- first computed. (Out of memory, Redis refuses a script's first write and
+-- then lets it finish, so it cannot stop one half-way either.)
 --
 -- Numbers travel packed (Redis's `struct` library). A level's state is one
 -- string key holding twelve little-endian doubles, read once (GET) and
@@ -45,19 +46,22 @@
 --   * a hash <group>:held:<id> with, per level key K, the amounts its
 --     outstanding holds hold there: field 't'..K (tokens), 'c'..K (cost).
 -- Invariant: a level's th/ch = the sum of its fields over the instances
--- holding in the group. A batch that reserves or reads usage first sweeps
--- instances whose lease expired (a process that crashed, or stalled past
--- its lease): their held amounts are CHARGED, moved from held to used, so
--- crashing or stalling never gives budget back. Their hash and lease are
--- deleted and a tombstone <group>:gone:<id> set, so the id never holds here
--- again. A late settlement of a swept hold adds only what the usage
+-- holding in the group. Instances whose lease expired (a process that
+-- crashed, or stalled past its lease) are swept: their held amounts are
+-- CHARGED, moved from held to used, so crashing or stalling never gives
+-- budget back. A batch sweeps up to 8 of them when the client asks (batches
+-- that read usage, and reserving batches every lease/3), and always sweeps
+-- an expired instance it names. Until it is swept an expired instance's
+-- holds still count as held, so sweeping late never admits more. A swept
+-- instance's hash and lease are deleted and a tombstone <group>:gone:<id>
+-- set, so the id never holds here again. A late settlement of a swept hold adds only what the usage
 -- exceeds the hold by (the hold was charged in full). An instance whose
 -- hash becomes empty gives up its lease.
 --
 -- KEYS[1]   = this group's lease index (instance id -> lease expiry ms)
 -- KEYS[2..] = the distinct level keys of the batch
 -- ARGV[1] = lease ms, ARGV[2] = the group's key prefix, ARGV[3] = '1' to
---   sweep (the batch reserves or reads usage),
+--   sweep up to 8 expired instances,
 -- ARGV[4] = instances, 17 characters each: 16 hex digits of the id, then
 --   '1' to extend its lease,
 -- ARGV[5] = level specs, each '<HBddBdddd': index into KEYS, token kind
@@ -89,7 +93,8 @@
 --   per instance, joined by ' ': '1' live, 'E' live with its lease
 --   extended by this batch, '0' gone (swept), '-' holds nothing here;
 --   the number of invalid operations skipped;
---   then per usage read "<tokens used> <held> <cost used> <held>" }
+--   then per usage read "<tokens used> <held> <cost used> <held>" ('X'
+--   for an invalid one) }
 -- A batch that cannot be decoded at all changes nothing and returns
 -- { 'malformed', <reason> }.
 
@@ -99,98 +104,18 @@ local STATE = '<dddddddddddd'
 local unpack = struct.unpack
 local floor, max, min = math.floor, math.max, math.min
 local function fmt(x) return string.format('%.0f', x) end
-local function whole(x) return x == x and x >= 0 and x <= MAX and floor(x) == x end
+-- A whole number in [0, MAX] (false for NaN and infinities too).
+local function whole(x) return x >= 0 and x <= MAX and x % 1 == 0 end
 
 local lease, gprefix = tonumber(ARGV[1]), ARGV[2]
 if not (lease and whole(lease) and lease >= 1) then return { 'malformed', 'lease' } end
 local function held_key(id) return gprefix .. ':held:' .. id end
 local function gone_key(id) return gprefix .. ':gone:' .. id end
 
--- Phase 1: decode and validate. No writes.
-local insts = ARGV[4]
-local ninst = floor(#insts / 17)
-local specs, ops = {}, {}
-local invalid = 0
-local decoded, why = pcall(function()
-  if #insts ~= ninst * 17 then error('instances') end
-  local s, pos = ARGV[5], 1
-  while pos <= #s do
-    local L = {}
-    L.ki, L.tkind, L.tlim, L.tper, L.ckind, L.clim, L.cper, L.rcap, L.rrate, pos =
-      unpack('<HBddBdddd', s, pos)
-    L.ok = L.ki >= 2 and L.ki <= #KEYS and L.tkind <= 4 and L.ckind <= 2
-      and whole(L.tlim) and whole(L.tper) and L.tper >= 1
-      and whole(L.clim) and whole(L.cper) and L.cper >= 1
-      and (L.rcap == -1 or (whole(L.rcap) and L.rcap <= 4294967295))
-      and L.rrate == L.rrate and L.rrate >= 0 and L.rrate < math.huge
-    if L.ok then
-      L.keep = unpack('<d', ARGV[9], (L.ki - 2) * 8 + 1)
-      L.ok = whole(L.keep)
-    end
-    if L.tkind == 1 or L.tkind == 2 then L.tl = L.tlim end
-    if L.ckind == 1 or L.ckind == 2 then L.cl = L.clim end
-    specs[#specs + 1] = L
-  end
-  local o = ARGV[6]
-  pos = 1
-  local function levels()
-    local n
-    n, pos = unpack('<H', o, pos)
-    local ls, ok = {}, true
-    for i = 1, n do
-      local si
-      si, pos = unpack('<H', o, pos)
-      local L = specs[si]
-      if not (L and L.ok) then ok = false end
-      ls[i] = L
-    end
-    return ls, ok
-  end
-  while pos <= #o do
-    local kind
-    kind, pos = unpack('<B', o, pos)
-    local op = { kind = kind }
-    if kind == 1 then
-      op.ls, op.ok = levels()
-      local c
-      c, pos = unpack('<H', o, pos)
-      op.res = {}
-      for r = 1, c do
-        local ii, at, ac
-        ii, at, ac, pos = unpack('<Hdd', o, pos)
-        op.res[r] = { ii = ii, at = at, ac = ac,
-          ok = op.ok and ii >= 1 and ii <= ninst and whole(at) and whole(ac) }
-      end
-    elseif kind == 2 then
-      op.ii, pos = unpack('<H', o, pos)
-      op.ls, op.ok = levels()
-      op.ut, op.uc, op.ht, op.hc, op.ot, op.oc, pos = unpack('<dddddd', o, pos)
-      op.ok = op.ok and op.ii <= ninst and whole(op.ut) and whole(op.uc) and whole(op.ht)
-        and whole(op.hc) and whole(op.ot) and whole(op.oc)
-    elseif kind == 4 or kind == 5 then
-      local si
-      si, pos = unpack('<H', o, pos)
-      op.L = specs[si]
-      op.ok = op.L ~= nil and op.L.ok
-    else
-      error('operation kind')
-    end
-    ops[#ops + 1] = op
-  end
-end)
-if not decoded then return { 'malformed', tostring(why) } end
-
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 
--- Phase 2: read. The marker, then level state, loaded once per batch.
-local applied_key, skip_adjusts = nil, false
-if ARGV[7] ~= '' then
-  applied_key = gprefix .. ':applied:' .. ARGV[7]
-  local last = redis.call('GET', applied_key)
-  skip_adjusts = last and tonumber(last) >= tonumber(ARGV[8]) or false
-end
-
+-- Level state by key name, loaded once per batch, written once at the end.
 local cache = {}
 local function load(key)
   local s = cache[key]
@@ -218,65 +143,57 @@ local function roll(s, wf, uf, per)
   end
 end
 
--- Phase 3: sweep instances whose lease expired (crashed or stalled
--- processes): their holds are charged, never forgotten.
-if ARGV[3] == '1' then
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 8)
-  for _, id in ipairs(expired) do
-    local h = redis.call('HGETALL', held_key(id))
-    for i = 1, #h, 2 do
-      local f, v = h[i], tonumber(h[i + 1]) or 0
-      local s = load(string.sub(f, 2))
-      if not s.absent and v > 0 then
-        if string.sub(f, 1, 1) == 'c' then
-          roll(s, 'cw', 'cu', s.cp)
-          s.ch, s.cu = max(0, s.ch - v), min(MAX, s.cu + v)
-        else
-          roll(s, 'tw', 'tu', s.tp)
-          s.th, s.tu = max(0, s.th - v), min(MAX, s.tu + v)
-        end
-        s.dirty = true
+-- Writes collected by the first phase.
+local swept, is_swept, extend = {}, {}, {}
+
+-- Charges an expired instance's holds (crashed or stalled processes): its
+-- holds are charged, never forgotten. Once per batch.
+local function sweep(id)
+  if is_swept[id] then return end
+  is_swept[id] = true
+  local h = redis.call('HGETALL', held_key(id))
+  for i = 1, #h, 2 do
+    local f, v = h[i], tonumber(h[i + 1]) or 0
+    local s = load(string.sub(f, 2))
+    if not s.absent and v > 0 then
+      if string.sub(f, 1, 1) == 'c' then
+        roll(s, 'cw', 'cu', s.cp)
+        s.ch, s.cu = max(0, s.ch - v), min(MAX, s.cu + v)
+      else
+        roll(s, 'tw', 'tu', s.tp)
+        s.th, s.tu = max(0, s.th - v), min(MAX, s.tu + v)
       end
+      s.dirty = true
     end
-    redis.call('DEL', held_key(id))
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('SET', gone_key(id), '1', 'PX', GONE_MS)
   end
+  swept[#swept + 1] = id
 end
 
--- Phase 4: instances: live, gone or holding nothing here. An instance
--- that reserves is registered here if it is not gone; one asked to be
--- refreshed has its lease extended.
-local reserving = {}
-for _, op in ipairs(ops) do
-  if op.kind == 1 then
-    for _, r in ipairs(op.res) do if r.ok then reserving[r.ii] = true end end
-  end
-end
+local insts = ARGV[4]
+local ninst = floor(#insts / 17)
 local inst, state, registered = {}, {}, {}
-for i = 1, ninst do
-  local o = (i - 1) * 17
-  local id = string.sub(insts, o + 1, o + 16)
-  inst[i] = id
-  local st = '-'
-  if redis.call('ZSCORE', KEYS[1], id) then
-    st = '1'
-    if string.sub(insts, o + 17, o + 17) == '1' then
-      redis.call('ZADD', KEYS[1], 'XX', now + lease, id)
-      st = 'E'
-    end
-  elseif redis.call('EXISTS', gone_key(id)) == 1 then
-    st = '0'
-  elseif reserving[i] then
-    redis.call('ZADD', KEYS[1], now + lease, id)
-    st = 'E'
-    registered[i] = true
-  end
-  state[i] = st
-end
 local function live(ii) return state[ii] == '1' or state[ii] == 'E' end
 
--- Phase 5: apply the operations to the loaded state.
+local status, refusals, usages = {}, {}, {}
+local invalid = 0
+local applied_key, skip_adjusts = nil, false
+-- Net change of each instance's held amounts per level key, this batch.
+local dheld = {}
+local function add_held(ii, key, dt, dc)
+  local d = dheld[ii]
+  if not d then d = {}; dheld[ii] = d end
+  local e = d[key]
+  if not e then e = { 0, 0 }; d[key] = e end
+  e[1], e[2] = e[1] + dt, e[2] + dc
+end
+
+local function retry(kind, per)
+  if kind == 1 then return per - (now % per) end
+  return -1
+end
+
+-- A spec's level state, brought to `now` once per batch: a periodic window
+-- that has passed starts over, the bucket refills.
 local function prep(L)
   local s = L.s
   if s then return s end
@@ -301,22 +218,8 @@ local function touch(L)
   if L.tkind == 2 then s.tl = L.tlim elseif L.tkind == 4 then s.tl = -2 end
 end
 
-local function retry(kind, per)
-  if kind == 1 then return per - (now % per) end
-  return -1
-end
-
--- Net change of each instance's held amounts per level key, this batch.
-local dheld = {}
-local function add_held(ii, key, dt, dc)
-  local d = dheld[ii]
-  if not d then d = {}; dheld[ii] = d end
-  local e = d[key]
-  if not e then e = { 0, 0 }; d[key] = e end
-  e[1], e[2] = e[1] + dt, e[2] + dc
-end
-
--- Why level L refuses a hold of (at, ac), or nil.
+-- Why level L (the i-th of its operation) refuses a hold of (at, ac), or
+-- nil.
 local function refusal(i, L, at, ac)
   local s = L.s
   if s.th + at > MAX or s.ch + ac > MAX then return i .. ' -1 5' end
@@ -335,88 +238,187 @@ local function refusal(i, L, at, ac)
   return nil
 end
 
-local status, refusals, usages = {}, {}, {}
-local function apply(op)
-  if not op.ok and op.kind ~= 1 then
-    invalid = invalid + 1
-    return
+-- Phase 1: read, decode, validate and apply in memory. No writes; a
+-- malformed batch ends here with nothing written.
+local decoded, why = pcall(function()
+  if #insts ~= ninst * 17 then error('instances') end
+  if ARGV[7] ~= '' then
+    applied_key = gprefix .. ':applied:' .. ARGV[7]
+    local last = redis.call('GET', applied_key)
+    skip_adjusts = last and tonumber(last) >= tonumber(ARGV[8]) or false
   end
-  if op.kind == 1 then
-    local ls = op.ls
-    if op.ok then for i = 1, #ls do prep(ls[i]) end end
-    local sumt, sumc = {}, {}
-    for _, r in ipairs(op.res) do
-      local verdict = '1'
-      if not r.ok then
-        verdict = 'X'
-        invalid = invalid + 1
-      elseif not live(r.ii) then
-        verdict = 'L'
-      else
-        for i = 1, #ls do
-          local why = refusal(i, ls[i], r.at, r.ac)
-          if why then
-            verdict = '0'
-            refusals[#refusals + 1] = why
-            break
+  if ARGV[3] == '1' then
+    local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 8)
+    for _, id in ipairs(expired) do sweep(id) end
+  end
+  -- Instances: live ('1'; 'E' once its lease is extended), gone ('0') or
+  -- holding nothing here ('-'). An expired one not swept yet is swept now.
+  for i = 1, ninst do
+    local o = (i - 1) * 17
+    local id = string.sub(insts, o + 1, o + 16)
+    inst[i] = id
+    local st = '-'
+    local score = redis.call('ZSCORE', KEYS[1], id)
+    if score and (is_swept[id] or tonumber(score) < now) then
+      sweep(id)
+      score = nil
+    end
+    if score then
+      st = '1'
+      if string.sub(insts, o + 17, o + 17) == '1' then
+        extend[i] = true
+        st = 'E'
+      end
+    elseif is_swept[id] or redis.call('EXISTS', gone_key(id)) == 1 then
+      st = '0'
+    end
+    state[i] = st
+  end
+
+  local specs = {}
+  local s, pos = ARGV[5], 1
+  while pos <= #s do
+    local L = {}
+    L.ki, L.tkind, L.tlim, L.tper, L.ckind, L.clim, L.cper, L.rcap, L.rrate, pos =
+      unpack('<HBddBdddd', s, pos)
+    L.ok = L.ki >= 2 and L.ki <= #KEYS and L.tkind <= 4 and L.ckind <= 2
+      and whole(L.tlim) and whole(L.tper) and L.tper >= 1
+      and whole(L.clim) and whole(L.cper) and L.cper >= 1
+      and (L.rcap == -1 or (whole(L.rcap) and L.rcap <= 4294967295))
+      and L.rrate >= 0 and L.rrate < math.huge
+    if L.ok then
+      L.keep = unpack('<d', ARGV[9], (L.ki - 2) * 8 + 1)
+      L.ok = whole(L.keep)
+    end
+    if L.tkind == 1 or L.tkind == 2 then L.tl = L.tlim end
+    if L.ckind == 1 or L.ckind == 2 then L.cl = L.clim end
+    specs[#specs + 1] = L
+  end
+
+  -- The operations, in the order the client sent them: adjusts,
+  -- registrations, reservation groups, usage reads (see the header).
+  local o = ARGV[6]
+  pos = 1
+  local function levels()
+    local n
+    n, pos = unpack('<H', o, pos)
+    local ls, ok = {}, true
+    for i = 1, n do
+      local si
+      si, pos = unpack('<H', o, pos)
+      local L = specs[si]
+      if L and L.ok then prep(L) else ok = false end
+      ls[i] = L
+    end
+    return ls, ok
+  end
+  while pos <= #o do
+    local kind
+    kind, pos = unpack('<B', o, pos)
+    if kind == 1 then
+      local ls, ok = levels()
+      local n, c = #ls, nil
+      c, pos = unpack('<H', o, pos)
+      local sumt, sumc = {}, {}
+      for _ = 1, c do
+        local ii, at, ac
+        ii, at, ac, pos = unpack('<Hdd', o, pos)
+        local verdict = '1'
+        if not (ok and ii >= 1 and ii <= ninst and whole(at) and whole(ac)) then
+          verdict = 'X'
+          invalid = invalid + 1
+        elseif state[ii] == '0' then
+          verdict = 'L'
+        else
+          for i = 1, n do
+            local why = refusal(i, ls[i], at, ac)
+            if why then
+              verdict = '0'
+              refusals[#refusals + 1] = why
+              break
+            end
+          end
+          if verdict == '1' then
+            if state[ii] == '-' then
+              state[ii] = 'E'
+              registered[ii] = true
+            end
+            for i = 1, n do
+              local L = ls[i]
+              local st = L.s
+              st.th, st.ch = st.th + at, st.ch + ac
+              if L.rcap >= 0 then st.bt = st.bt - 1 end
+              touch(L)
+            end
+            sumt[ii] = (sumt[ii] or 0) + at
+            sumc[ii] = (sumc[ii] or 0) + ac
           end
         end
-        if verdict == '1' then
+        status[#status + 1] = verdict
+      end
+      for ii, st in pairs(sumt) do
+        for i = 1, n do add_held(ii, KEYS[ls[i].ki], st, sumc[ii]) end
+      end
+    elseif kind == 2 then
+      local ii
+      ii, pos = unpack('<H', o, pos)
+      local ls, ok = levels()
+      local ut, uc, ht, hc, ot, oc
+      ut, uc, ht, hc, ot, oc, pos = unpack('<dddddd', o, pos)
+      if not (ok and ii <= ninst and whole(ut) and whole(uc) and whole(ht) and whole(hc)
+          and whole(ot) and whole(oc)) then
+        invalid = invalid + 1
+      elseif not skip_adjusts then
+        -- A live instance's holds end here. A gone instance's holds were
+        -- charged in full when it was swept: only the excess is added.
+        -- With no instance (a charge without a hold) the usage is charged
+        -- as it is.
+        local held = ii > 0 and live(ii)
+        if not held then
+          ht, hc = 0, 0
+          if ii > 0 and state[ii] == '0' then ut, uc = ot, oc end
+        end
+        if ut ~= 0 or uc ~= 0 or ht ~= 0 or hc ~= 0 then
           for i = 1, #ls do
             local L = ls[i]
-            local s = L.s
-            s.th, s.ch = s.th + r.at, s.ch + r.ac
-            if L.rcap >= 0 then s.bt = s.bt - 1 end
+            local st = L.s
+            st.tu, st.th = min(MAX, st.tu + ut), max(0, st.th - ht)
+            st.cu, st.ch = min(MAX, st.cu + uc), max(0, st.ch - hc)
             touch(L)
+            if held then add_held(ii, KEYS[L.ki], -ht, -hc) end
           end
-          sumt[r.ii] = (sumt[r.ii] or 0) + r.at
-          sumc[r.ii] = (sumc[r.ii] or 0) + r.ac
         end
       end
-      status[#status + 1] = verdict
-    end
-    for ii, st in pairs(sumt) do
-      for i = 1, #ls do add_held(ii, KEYS[ls[i].ki], st, sumc[ii]) end
-    end
-  elseif op.kind == 2 then
-    if skip_adjusts then return end
-    local ls = op.ls
-    for i = 1, #ls do prep(ls[i]) end
-    -- A live instance's holds end here. A gone instance's holds were
-    -- charged in full when it was swept: only the excess is added. With no
-    -- instance (a charge without a hold) the usage is charged as it is.
-    local ut, uc, ht, hc = op.ut, op.uc, op.ht, op.hc
-    local held = op.ii > 0 and live(op.ii)
-    if not held then
-      ht, hc = 0, 0
-      if op.ii > 0 and state[op.ii] == '0' then ut, uc = op.ot, op.oc end
-    end
-    if ut ~= 0 or uc ~= 0 or ht ~= 0 or hc ~= 0 then
-      for i = 1, #ls do
-        local L = ls[i]
-        local s = L.s
-        s.tu, s.th = min(MAX, s.tu + ut), max(0, s.th - ht)
-        s.cu, s.ch = min(MAX, s.cu + uc), max(0, s.ch - hc)
+    elseif kind == 4 or kind == 5 then
+      local si
+      si, pos = unpack('<H', o, pos)
+      local L = specs[si]
+      if not (L and L.ok) then
+        invalid = invalid + 1
+        if kind == 5 then usages[#usages + 1] = 'X' end
+      elseif kind == 4 then
+        prep(L)
         touch(L)
-        if held then add_held(op.ii, KEYS[L.ki], -ht, -hc) end
+      else
+        local st = prep(L)
+        usages[#usages + 1] = fmt(st.tu) .. ' ' .. fmt(st.th) .. ' ' .. fmt(st.cu) .. ' ' .. fmt(st.ch)
       end
+    else
+      error('operation kind')
     end
-  elseif op.kind == 4 then
-    prep(op.L)
-    touch(op.L)
-  elseif op.kind == 5 then
-    local s = prep(op.L)
-    usages[#usages + 1] = fmt(s.tu) .. ' ' .. fmt(s.th) .. ' ' .. fmt(s.cu) .. ' ' .. fmt(s.ch)
   end
-end
--- Adjusts, registrations, reservations, usage reads (see the header).
-for _, kind in ipairs({ 2, 4, 1, 5 }) do
-  for _, op in ipairs(ops) do
-    if op.kind == kind then apply(op) end
-  end
-end
+end)
+if not decoded then return { 'malformed', tostring(why) } end
 
--- Phase 6: write.
+-- Phase 2: write.
+for _, id in ipairs(swept) do
+  redis.call('DEL', held_key(id))
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('SET', gone_key(id), '1', 'PX', GONE_MS)
+end
+for i in pairs(extend) do redis.call('ZADD', KEYS[1], now + lease, inst[i]) end
+for i in pairs(registered) do redis.call('ZADD', KEYS[1], now + lease, inst[i]) end
+
 for key, s in pairs(cache) do
   if s.dirty then
     local x = max(s.x, now + s.keep)
@@ -433,7 +435,7 @@ end
 -- Per instance and level: HINCRBY of the net change (nothing when a hold
 -- was reserved and ended in the same batch); a field back at 0 is removed.
 -- An instance that lost a field, or was registered by this batch, may hold
--- nothing here any more.
+-- nothing here any more, and then gives up its lease.
 local maybe_empty = registered
 local function apply_held(ii, hk, field, d)
   if d ~= 0 then
@@ -450,7 +452,6 @@ for ii, d in pairs(dheld) do
     apply_held(ii, hk, 'c' .. key, e[2])
   end
 end
--- A live instance that holds nothing here any more gives up its lease.
 for i in pairs(maybe_empty) do
   if live(i) and redis.call('EXISTS', held_key(inst[i])) == 0 then
     redis.call('ZREM', KEYS[1], inst[i])

@@ -631,6 +631,9 @@ impl Ledger for RedisLedger {
             .await?
         {
             Answer::Usage(u) => Ok(u),
+            Answer::Invalid => Err(Error::InvalidConfiguration(
+                "the ledger script found the usage read invalid".into(),
+            )),
             _ => Err(unavailable("unexpected script reply")),
         }
     }
