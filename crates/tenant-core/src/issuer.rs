@@ -45,17 +45,26 @@ impl Authority {
     }
 }
 
+/// The longest `max_ttl` an issuer may be configured with (100 years): far
+/// beyond any sensible context lifetime, far below clock overflow.
+pub const MAX_TTL_CEILING: Duration = Duration::from_secs(100 * 366 * 24 * 60 * 60);
+
 /// Mints [`TenantContext`]s. Holds the platform master key (as a `secrecy`
 /// secret) and hands out purpose-separated [`Subkey`]s to the layers that
 /// verify contexts.
 ///
-/// Build one per process at start-up and share it (`Clone` is cheap).
+/// Build one per process at start-up and share it (`Clone` is cheap). Its
+/// configuration (revocation registry, tiers, accepted previous keys,
+/// maximum lifetime) is fixed when it is built, so every context it ever
+/// issues is checked against the same registry.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tenant_core::*;
-/// let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("2026-11")?))
-///     .with_tiers(StaticTiers::new(IsolationTier::Pool));
+/// let issuer = ContextIssuer::builder(MasterKey::generate(KeyId::new("2026-11")?))
+///     .tiers(StaticTiers::new(IsolationTier::Pool))
+///     .max_ttl(Duration::from_secs(3600))
+///     .build()?;
 /// let ctx = issuer
 ///     .context()
 ///     .tenant(TenantId::random())
@@ -74,59 +83,53 @@ pub struct ContextIssuer {
 }
 
 impl ContextIssuer {
-    /// An issuer signing with `master`: every tenant in the Pool tier, a
-    /// fresh revocation registry, root contexts of at most 24 hours.
+    /// An issuer signing with `master` and the defaults: every tenant in the
+    /// Pool tier, a fresh revocation registry, root contexts of at most 24
+    /// hours, no previous keys. Use [`builder`](Self::builder) for anything
+    /// else.
     pub fn new(master: MasterKey) -> Self {
-        let authority = Authority {
-            signing: ProofKey::from_master(&master),
+        Self::from_config(Config {
+            master,
             previous: Vec::new(),
             revocations: Revocations::new(),
             tiers: Arc::new(StaticTiers::new(IsolationTier::Pool)),
             max_ttl: DEFAULT_MAX_TTL,
+        })
+    }
+
+    /// Starts configuring an issuer signing with `master`. The steps, all
+    /// optional:
+    ///
+    /// 1. [`revocations`](ContextIssuerBuilder::revocations) — the registry
+    ///    every context of this issuer is checked against (default: a fresh
+    ///    one),
+    /// 2. [`tiers`](ContextIssuerBuilder::tiers) (default: all Pool),
+    /// 3. [`accept_previous`](ContextIssuerBuilder::accept_previous) for
+    ///    each retired key still accepted during rotation,
+    /// 4. [`max_ttl`](ContextIssuerBuilder::max_ttl) (default 24 hours),
+    /// 5. [`build`](ContextIssuerBuilder::build).
+    pub fn builder(master: MasterKey) -> ContextIssuerBuilder {
+        ContextIssuerBuilder {
+            master,
+            previous: Vec::new(),
+            revocations: None,
+            tiers: None,
+            max_ttl: DEFAULT_MAX_TTL,
+        }
+    }
+
+    fn from_config(config: Config) -> Self {
+        let authority = Authority {
+            signing: ProofKey::from_master(&config.master),
+            previous: config.previous,
+            revocations: config.revocations,
+            tiers: config.tiers,
+            max_ttl: config.max_ttl,
         };
         Self {
-            master: Arc::new(master),
+            master: Arc::new(config.master),
             authority: Arc::new(authority),
         }
-    }
-
-    fn rebuild(self, edit: impl FnOnce(&mut Authority)) -> Self {
-        let old = &self.authority;
-        let mut next = Authority {
-            signing: old.signing.clone(),
-            previous: old.previous.clone(),
-            revocations: old.revocations.clone(),
-            tiers: old.tiers.clone(),
-            max_ttl: old.max_ttl,
-        };
-        edit(&mut next);
-        Self {
-            master: self.master,
-            authority: Arc::new(next),
-        }
-    }
-
-    /// Uses a shared revocation registry.
-    pub fn with_revocations(self, revocations: Revocations) -> Self {
-        self.rebuild(|a| a.revocations = revocations)
-    }
-
-    /// Decides tenants' tiers with `tiers`.
-    pub fn with_tiers(self, tiers: impl TierResolver) -> Self {
-        let tiers: Arc<dyn TierResolver> = Arc::new(tiers);
-        self.rebuild(|a| a.tiers = tiers)
-    }
-
-    /// Also accepts contexts signed with a previous master key (rotation):
-    /// new contexts are signed with the current key only.
-    pub fn accept_previous(self, previous: &MasterKey) -> Self {
-        let key = ProofKey::from_master(previous);
-        self.rebuild(|a| a.previous.push(key))
-    }
-
-    /// The longest lifetime a root context may be given.
-    pub fn with_max_ttl(self, max_ttl: Duration) -> Self {
-        self.rebuild(|a| a.max_ttl = max_ttl)
     }
 
     /// The revocation registry shared with every issued context.
@@ -176,6 +179,105 @@ impl ContextIssuer {
     /// by this issuer (see [`PlatformAuthority`]).
     pub fn authority(&self) -> PlatformAuthority {
         PlatformAuthority::new(self.authority.clone())
+    }
+}
+
+/// Everything an issuer is built from.
+struct Config {
+    master: MasterKey,
+    previous: Vec<ProofKey>,
+    revocations: Revocations,
+    tiers: Arc<dyn TierResolver>,
+    max_ttl: Duration,
+}
+
+/// Configures a [`ContextIssuer`]; made by [`ContextIssuer::builder`].
+///
+/// There is no way to change an issuer once built: a different registry or
+/// key set is a different issuer, and a different
+/// [`PlatformAuthority`](crate::PlatformAuthority).
+#[must_use = "a builder does nothing until build() is called"]
+pub struct ContextIssuerBuilder {
+    master: MasterKey,
+    previous: Vec<ProofKey>,
+    revocations: Option<Revocations>,
+    tiers: Option<Arc<dyn TierResolver>>,
+    max_ttl: Duration,
+}
+
+impl ContextIssuerBuilder {
+    /// The revocation registry every context of this issuer is checked
+    /// against, for the issuer's whole life (share it with whatever keeps
+    /// it up to date, e.g. a revocation store follower).
+    pub fn revocations(mut self, revocations: Revocations) -> Self {
+        self.revocations = Some(revocations);
+        self
+    }
+
+    /// Decides tenants' tiers with `tiers`.
+    pub fn tiers(mut self, tiers: impl TierResolver) -> Self {
+        self.tiers = Some(Arc::new(tiers));
+        self
+    }
+
+    /// Also accepts contexts (and context tokens) signed with a previous
+    /// master key (rotation): new contexts are signed with the current key
+    /// only.
+    pub fn accept_previous(mut self, previous: &MasterKey) -> Self {
+        self.previous.push(ProofKey::from_master(previous));
+        self
+    }
+
+    /// The longest lifetime a root context may be given (at most
+    /// [`MAX_TTL_CEILING`]).
+    pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.max_ttl = max_ttl;
+        self
+    }
+
+    /// Checks the configuration and builds the issuer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfiguration`] for a zero `max_ttl` or one above
+    /// [`MAX_TTL_CEILING`], and for a previous key whose id is the current
+    /// key's or another previous key's (proofs name their key by id, so two
+    /// keys with one id would be ambiguous).
+    pub fn build(self) -> Result<ContextIssuer> {
+        if self.max_ttl.is_zero() || self.max_ttl > MAX_TTL_CEILING {
+            return Err(Error::InvalidConfiguration(format!(
+                "max_ttl must be positive and at most {} days",
+                MAX_TTL_CEILING.as_secs() / 86_400
+            )));
+        }
+        for (i, key) in self.previous.iter().enumerate() {
+            let clash = key.id() == self.master.id()
+                || self.previous[..i].iter().any(|k| k.id() == key.id());
+            if clash {
+                return Err(Error::InvalidConfiguration(format!(
+                    "key id `{}` is accepted twice",
+                    key.id()
+                )));
+            }
+        }
+        Ok(ContextIssuer::from_config(Config {
+            master: self.master,
+            previous: self.previous,
+            revocations: self.revocations.unwrap_or_default(),
+            tiers: self
+                .tiers
+                .unwrap_or_else(|| Arc::new(StaticTiers::new(IsolationTier::Pool))),
+            max_ttl: self.max_ttl,
+        }))
+    }
+}
+
+impl fmt::Debug for ContextIssuerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextIssuerBuilder")
+            .field("key_id", self.master.id())
+            .field("max_ttl", &self.max_ttl)
+            .finish_non_exhaustive()
     }
 }
 

@@ -77,8 +77,8 @@ pub use delegation::DelegationBuilder;
 pub use error::{ClaimRejection, Error, Result};
 pub use ids::{AgentId, ContextId, PrincipalId, TenantId};
 pub use issuer::{
-    ContextBuilder, ContextIssuer, ReadyToIssue, WantsPrincipal, WantsTenant, DEFAULT_MAX_TTL,
-    DEFAULT_TTL,
+    ContextBuilder, ContextIssuer, ContextIssuerBuilder, ReadyToIssue, WantsPrincipal, WantsTenant,
+    DEFAULT_MAX_TTL, DEFAULT_TTL, MAX_TTL_CEILING,
 };
 pub use key_provider::{DataKey, DerivedKeyProvider, FileKeyProvider, KeyProvider};
 pub use keys::{KeyId, MasterKey, Purpose, Subkey};

@@ -29,8 +29,9 @@ const PRUNE_FLOOR: usize = 1024;
 /// use std::time::Duration;
 /// use tenant_core::*;
 /// let revocations = Revocations::new();
-/// let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?))
-///     .with_revocations(revocations.clone());
+/// let issuer = ContextIssuer::builder(MasterKey::generate(KeyId::new("k1")?))
+///     .revocations(revocations.clone())
+///     .build()?;
 /// let root = issuer.context().tenant(TenantId::random()).principal(PrincipalId::new("alice")?)
 ///     .capabilities(Capabilities::unrestricted()).issue()?;
 /// let child = root.delegate(AgentId::new("researcher")?).issue()?;
