@@ -75,11 +75,11 @@ impl Claims {
     }
 }
 
-pub(crate) struct Inner {
-    pub(crate) claims: Claims,
-    pub(crate) caps_digest: [u8; 32],
-    pub(crate) proof: Proof,
-    pub(crate) authority: Arc<Authority>,
+struct Inner {
+    claims: Claims,
+    caps_digest: [u8; 32],
+    proof: Proof,
+    authority: Arc<Authority>,
 }
 
 /// A verified tenant context: the only way into any tenant-scoped handle.
@@ -108,7 +108,7 @@ pub(crate) struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct TenantContext {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl TenantContext {
@@ -277,10 +277,6 @@ impl TenantContext {
 
     pub(crate) fn authority(&self) -> &Arc<Authority> {
         &self.inner.authority
-    }
-
-    pub(crate) fn proof(&self) -> &Proof {
-        &self.inner.proof
     }
 
     pub(crate) fn raw_claims(&self) -> &Claims {

@@ -13,6 +13,7 @@ use crate::keys::{KeyId, MasterKey, Purpose, Subkey};
 use crate::proof::ProofKey;
 use crate::revocation::Revocations;
 use crate::tier::{IsolationTier, StaticTiers, TierResolver};
+use crate::token_keys::{TokenSigner, TokenVerifier};
 
 /// The default lifetime of a root context.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
@@ -23,6 +24,8 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) struct Authority {
     signing: ProofKey,
     previous: Vec<ProofKey>,
+    token_signer: TokenSigner,
+    token_verifier: TokenVerifier,
     revocations: Revocations,
     tiers: Arc<dyn TierResolver>,
     max_ttl: Duration,
@@ -42,6 +45,30 @@ impl Authority {
 
     pub(crate) fn revocations(&self) -> &Revocations {
         &self.revocations
+    }
+
+    pub(crate) fn token_signer(&self) -> &TokenSigner {
+        &self.token_signer
+    }
+
+    pub(crate) fn token_verifier(&self) -> &TokenVerifier {
+        &self.token_verifier
+    }
+}
+
+/// A retired master key still accepted: its proof key and the public key
+/// of its token signer.
+struct PreviousKey {
+    proof: ProofKey,
+    token: ed25519_dalek::VerifyingKey,
+}
+
+impl PreviousKey {
+    fn from_master(master: &MasterKey) -> Self {
+        Self {
+            proof: ProofKey::from_master(master),
+            token: TokenSigner::from_master(master).verifying_key(),
+        }
     }
 }
 
@@ -118,10 +145,20 @@ impl ContextIssuer {
         }
     }
 
+    /// Key ids are distinct here ([`ContextIssuerBuilder::build`] checks).
     fn from_config(config: Config) -> Self {
+        let token_signer = TokenSigner::from_master(&config.master);
+        let mut token_keys = vec![(token_signer.id().clone(), token_signer.verifying_key())];
+        let mut previous = Vec::with_capacity(config.previous.len());
+        for key in config.previous {
+            token_keys.push((key.proof.id().clone(), key.token));
+            previous.push(key.proof);
+        }
         let authority = Authority {
             signing: ProofKey::from_master(&config.master),
-            previous: config.previous,
+            previous,
+            token_signer,
+            token_verifier: TokenVerifier::from_distinct(token_keys),
             revocations: config.revocations,
             tiers: config.tiers,
             max_ttl: config.max_ttl,
@@ -174,6 +211,14 @@ impl ContextIssuer {
         &self.authority
     }
 
+    /// The public keys that verify this issuer's
+    /// [`ContextToken`](crate::ContextToken)s (current and accepted previous
+    /// keys): hand them to downstream processes, which accept tokens with
+    /// [`accept_remote`](Self::accept_remote) and cannot mint any.
+    pub fn token_verifier(&self) -> TokenVerifier {
+        self.authority.token_verifier.clone()
+    }
+
     /// The verify-only authority to configure every platform-wide resource
     /// with: handles built from those resources admit only contexts issued
     /// by this issuer (see [`PlatformAuthority`]).
@@ -185,7 +230,7 @@ impl ContextIssuer {
 /// Everything an issuer is built from.
 struct Config {
     master: MasterKey,
-    previous: Vec<ProofKey>,
+    previous: Vec<PreviousKey>,
     revocations: Revocations,
     tiers: Arc<dyn TierResolver>,
     max_ttl: Duration,
@@ -199,7 +244,7 @@ struct Config {
 #[must_use = "a builder does nothing until build() is called"]
 pub struct ContextIssuerBuilder {
     master: MasterKey,
-    previous: Vec<ProofKey>,
+    previous: Vec<PreviousKey>,
     revocations: Option<Revocations>,
     tiers: Option<Arc<dyn TierResolver>>,
     max_ttl: Duration,
@@ -224,7 +269,7 @@ impl ContextIssuerBuilder {
     /// master key (rotation): new contexts are signed with the current key
     /// only.
     pub fn accept_previous(mut self, previous: &MasterKey) -> Self {
-        self.previous.push(ProofKey::from_master(previous));
+        self.previous.push(PreviousKey::from_master(previous));
         self
     }
 
@@ -251,12 +296,12 @@ impl ContextIssuerBuilder {
             )));
         }
         for (i, key) in self.previous.iter().enumerate() {
-            let clash = key.id() == self.master.id()
-                || self.previous[..i].iter().any(|k| k.id() == key.id());
+            let id = key.proof.id();
+            let clash =
+                id == self.master.id() || self.previous[..i].iter().any(|k| k.proof.id() == id);
             if clash {
                 return Err(Error::InvalidConfiguration(format!(
-                    "key id `{}` is accepted twice",
-                    key.id()
+                    "key id `{id}` is accepted twice"
                 )));
             }
         }

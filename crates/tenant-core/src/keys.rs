@@ -129,6 +129,8 @@ pub(crate) enum Domain {
 pub(crate) enum InternalPurpose {
     /// HMAC key of in-process context proofs: it can mint contexts.
     ContextProof,
+    /// Ed25519 seed signing [`ContextToken`](crate::ContextToken)s.
+    TokenSigning,
     /// Root of [`DerivedKeyProvider`](crate::DerivedKeyProvider)'s keys.
     TenantDataKeys,
 }
@@ -140,6 +142,7 @@ impl Domain {
                 b"internal",
                 match p {
                     InternalPurpose::ContextProof => b"context-proof",
+                    InternalPurpose::TokenSigning => b"context-token-signing",
                     InternalPurpose::TenantDataKeys => b"tenant-data-keys",
                 },
             ),
@@ -335,6 +338,7 @@ mod tests {
         for label in [
             "context-proof",
             "tenant-data-keys",
+            "context-token-signing",
             "internal",
             "\0\0\0\x08internal\0\0\0\x0dcontext-proof",
         ] {

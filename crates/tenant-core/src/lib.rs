@@ -67,6 +67,7 @@ mod revocation;
 mod scope;
 mod tier;
 mod token;
+mod token_keys;
 
 pub use audit::AUDIT_TARGET;
 pub use authority::PlatformAuthority;
@@ -86,6 +87,7 @@ pub use revocation::Revocations;
 pub use scope::Scoped;
 pub use tier::{IsolationTier, StaticTiers, TierResolver};
 pub use token::ContextToken;
+pub use token_keys::TokenVerifier;
 
 /// Re-exported so users name the same `secrecy` types the SDK uses.
 pub use secrecy;
