@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime};
 use crate::authority::PlatformAuthority;
 use crate::capabilities::Capabilities;
 use crate::context::{now_ms, to_ms, Claims, TenantContext};
-use crate::error::{Error, Result};
+use crate::error::{ClaimRejection, Error, Result};
 use crate::ids::{AgentId, ContextId, PrincipalId, TenantId};
 use crate::keys::{KeyId, MasterKey, Purpose, Subkey};
+use crate::origin::Origin;
 use crate::proof::ProofKey;
 use crate::revocation::Revocations;
 use crate::tier::{IsolationTier, StaticTiers, TierResolver};
@@ -471,7 +472,64 @@ impl ContextBuilder<'_, ReadyToIssue> {
             capabilities: self.capabilities,
             issued_at_ms: now,
             expires_at_ms,
+            origin: Origin::direct(now),
         };
-        Ok(TenantContext::sign(claims, authority.clone()))
+        self.issuer.mint(claims)
     }
+}
+
+impl ContextIssuer {
+    /// Signs a root context unless its registry refuses it (a subject
+    /// revoked until later, a revoked token or session).
+    fn mint(&self, claims: Claims) -> Result<TenantContext> {
+        self.authority.revocations.check(&claims)?;
+        Ok(TenantContext::sign(claims, self.authority.clone()))
+    }
+
+    /// A root context for a verified JWT (see [`ClaimVerifier`](crate::ClaimVerifier)):
+    /// refused with [`ClaimRejection::Revoked`] when the token, its session
+    /// or its subject has been revoked.
+    pub(crate) fn issue_from_token(
+        &self,
+        token: VerifiedToken,
+        expires_at_ms: u64,
+    ) -> Result<TenantContext> {
+        let now = now_ms();
+        let VerifiedToken {
+            tenant,
+            principal,
+            agent,
+            capabilities,
+            origin,
+        } = token;
+        let agent = match agent {
+            Some(a) => a,
+            None => AgentId::new("main")?,
+        };
+        let claims = Claims {
+            id: ContextId::random(),
+            tenant,
+            principal,
+            lineage: vec![agent],
+            ancestors: Vec::new(),
+            tier: self.authority.tiers.tier(tenant),
+            capabilities,
+            issued_at_ms: now,
+            expires_at_ms,
+            origin,
+        };
+        self.mint(claims).map_err(|e| match e {
+            Error::ContextRevoked => Error::ClaimRejected(ClaimRejection::Revoked),
+            other => other,
+        })
+    }
+}
+
+/// What a verified JWT grants, before the issuer makes it a context.
+pub(crate) struct VerifiedToken {
+    pub(crate) tenant: TenantId,
+    pub(crate) principal: PrincipalId,
+    pub(crate) agent: Option<AgentId>,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) origin: Origin,
 }

@@ -53,15 +53,16 @@
 pub mod audit;
 mod authority;
 mod capabilities;
-mod claims;
 mod context;
 mod delegation;
 mod encoding;
 mod error;
 mod ids;
 mod issuer;
+mod jwt;
 mod key_provider;
 mod keys;
+mod origin;
 mod proof;
 mod revocation;
 mod scope;
@@ -72,7 +73,6 @@ mod token_keys;
 pub use audit::AUDIT_TARGET;
 pub use authority::PlatformAuthority;
 pub use capabilities::{Capabilities, Scope, ScopeKind, MAX_NAME_LEN, MAX_SCOPE_NAMES};
-pub use claims::{ClaimVerifier, ClaimVerifierBuilder, DEFAULT_TENANT_CLAIM};
 pub use context::TenantContext;
 pub use delegation::DelegationBuilder;
 pub use error::{ClaimRejection, Error, Result};
@@ -81,9 +81,13 @@ pub use issuer::{
     ContextBuilder, ContextIssuer, ContextIssuerBuilder, ReadyToIssue, WantsPrincipal, WantsTenant,
     DEFAULT_MAX_TTL, DEFAULT_TTL, MAX_TTL_CEILING,
 };
+pub use jwt::{
+    ClaimVerifier, ClaimVerifierBuilder, JwkKeys, JwksLoader, DEFAULT_TENANT_CLAIM, MAX_JWT_LEN,
+    MAX_LEEWAY, MAX_NUMERIC_DATE,
+};
 pub use key_provider::{DataKey, DerivedKeyProvider, FileKeyProvider, KeyProvider};
 pub use keys::{KeyId, MasterKey, Purpose, Subkey};
-pub use revocation::Revocations;
+pub use revocation::{Revocation, RevocationStore, Revocations};
 pub use scope::Scoped;
 pub use tier::{IsolationTier, StaticTiers, TierResolver};
 pub use token::ContextToken;

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::ids::{AgentId, ContextId, PrincipalId, TenantId};
 use crate::issuer::ContextIssuer;
 use crate::keys::KeyId;
+use crate::origin::Origin;
 use crate::tier::IsolationTier;
 use crate::token_keys::{TokenVerifier, SIGNATURE_LEN};
 
@@ -79,9 +80,9 @@ impl TenantContext {
         w.u8(TOKEN_VERSION);
         c.encode_identity(&mut w);
         c.capabilities.encode(&mut w);
-        w.u64(c.issued_at_ms)
-            .u64(c.expires_at_ms)
-            .str(signer.id().as_str());
+        w.u64(c.issued_at_ms).u64(c.expires_at_ms);
+        c.origin.encode(&mut w);
+        w.str(signer.id().as_str());
         let signature = signer.sign(&signed_message(w.as_slice()));
         w.raw(&signature);
         ContextToken(URL_SAFE_NO_PAD.encode(w.into_vec()))
@@ -194,6 +195,7 @@ fn decode_claims(r: &mut Reader<'_>) -> Result<Claims> {
     let capabilities = Capabilities::decode(r)?;
     let issued_at_ms = r.u64()?;
     let expires_at_ms = r.u64()?;
+    let origin = Origin::decode(r)?;
     Ok(Claims {
         id,
         tenant,
@@ -204,5 +206,6 @@ fn decode_claims(r: &mut Reader<'_>) -> Result<Claims> {
         capabilities,
         issued_at_ms,
         expires_at_ms,
+        origin,
     })
 }
