@@ -87,6 +87,8 @@ pub use jwt::{
 };
 pub use key_provider::{DataKey, DerivedKeyProvider, FileKeyProvider, KeyProvider};
 pub use keys::{KeyId, MasterKey, Purpose, Subkey};
+#[cfg(feature = "redis")]
+pub use revocation::{RedisRevocationStore, RevocationFollower, STREAM_RETENTION};
 pub use revocation::{Revocation, RevocationStore, Revocations};
 pub use scope::Scoped;
 pub use tier::{IsolationTier, StaticTiers, TierResolver};

@@ -10,6 +10,8 @@
 //! is older than its staleness bound.
 
 mod entry;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 
 use std::collections::HashMap;
@@ -24,6 +26,8 @@ use crate::ids::{ContextId, PrincipalId, TenantId};
 pub use entry::Revocation;
 use entry::Target;
 pub(crate) use entry::{jwt_content_ref, jwt_id_ref, jwt_session_ref};
+#[cfg(feature = "redis")]
+pub use redis::{RedisRevocationStore, RevocationFollower, STREAM_RETENTION};
 pub use store::RevocationStore;
 
 /// Below this many entries the registry is never pruned automatically.
