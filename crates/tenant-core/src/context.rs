@@ -258,10 +258,21 @@ impl TenantContext {
             && (self.id() == ancestor.id() || self.ancestors().contains(&ancestor.id()))
     }
 
-    /// `Ok` when `child` is this context or one delegated from it, and is
-    /// itself valid ([`check`](Self::check)). Handles use this in their
-    /// `delegate` methods.
+    /// `Ok` when `child` is this context or one delegated from it, was
+    /// issued under the same authority, and is itself valid
+    /// ([`check`](Self::check)). Handles use this in their `delegate`
+    /// methods.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignAuthority`] for a context of another issuer (even one
+    /// carrying this context's id, e.g. accepted from its token by an issuer
+    /// with another revocation registry), [`Error::NotDescendant`], or the
+    /// error of [`check`](Self::check).
     pub fn check_descendant(&self, child: &TenantContext) -> Result<()> {
+        if !self.same_authority(child) {
+            return Err(Error::ForeignAuthority);
+        }
         if !child.descends_from(self) {
             return Err(Error::NotDescendant);
         }
