@@ -7,10 +7,17 @@
 //! or by [`TenantContext::delegate`], which can only narrow.
 //!
 //! A context carries the tenant, the principal, the agent lineage, the
-//! isolation tier, [`Capabilities`], issue and expiry times, and an
-//! HMAC-SHA256 proof over all of them. Other layers verify it with
+//! isolation tier, [`Capabilities`], issue and expiry times, its root's
+//! origin, and an HMAC-SHA256 proof over all of them under a key that never
+//! leaves the issuer. Handles admit only contexts of the platform's issuer
+//! ([`PlatformAuthority`]); other layers bind contexts with
 //! purpose-separated subkeys ([`ContextIssuer::subkey`]), so a bug in one
-//! layer is caught by the next.
+//! layer is caught by the next. Contexts cross processes as Ed25519-signed
+//! [`ContextToken`]s that a downstream process verifies with public keys
+//! only ([`TokenVerifier`]). Revocations ([`Revocations`], [`Revocation`])
+//! cover context trees, JWTs, sessions and principals, and are shared
+//! across replicas through a [`RevocationStore`] (Redis behind the `redis`
+//! feature).
 //!
 //! ```
 //! use std::time::Duration;
