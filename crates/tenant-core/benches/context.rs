@@ -33,34 +33,53 @@ fn caps() -> Capabilities {
         .with_max_delegation_depth(4)
 }
 
-fn bench_context(c: &mut Criterion) {
-    let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("bench").unwrap()));
-    let claims = json!({
+fn claims() -> Value {
+    json!({
         "sub": "alice@example.com",
         "tenant_id": "6f1c1f4e-8a4b-4c3e-9d6a-0b7e3a2f5c11",
         "iss": "https://idp.example.com",
         "aud": "agents",
         "exp": get_current_timestamp() + 3600,
-    });
-    let hs = encode(
+    })
+}
+
+fn hs_token() -> String {
+    encode(
         &Header::new(Algorithm::HS256),
-        &claims,
+        &claims(),
         &EncodingKey::from_secret(SECRET),
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn hs_verifier() -> ClaimVerifier {
+    ClaimVerifier::builder()
+        .hs256(SECRET)
+        .issuer("https://idp.example.com")
+        .audience("agents")
+        .capabilities(caps())
+        .build()
+        .unwrap()
+}
+
+fn raw_validation() -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_issuer(&["https://idp.example.com"]);
+    validation.set_audience(&["agents"]);
+    validation
+}
+
+fn bench_context(c: &mut Criterion) {
+    let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("bench").unwrap()));
+    let claims = claims();
+    let hs = hs_token();
     let ed = encode(
         &Header::new(Algorithm::EdDSA),
         &claims,
         &EncodingKey::from_ed_pem(include_bytes!("../tests/keys/ed25519_private.pem")).unwrap(),
     )
     .unwrap();
-    let hs_verifier = ClaimVerifier::builder()
-        .hs256(SECRET)
-        .issuer("https://idp.example.com")
-        .audience("agents")
-        .capabilities(caps())
-        .build()
-        .unwrap();
+    let hs_verifier = hs_verifier();
     let ed_verifier = ClaimVerifier::builder()
         .eddsa_pem(include_bytes!("../tests/keys/ed25519_public.pem"))
         .issuer("https://idp.example.com")
@@ -68,9 +87,7 @@ fn bench_context(c: &mut Criterion) {
         .capabilities(caps())
         .build()
         .unwrap();
-    let mut raw_validation = Validation::new(Algorithm::HS256);
-    raw_validation.set_issuer(&["https://idp.example.com"]);
-    raw_validation.set_audience(&["agents"]);
+    let raw_validation = raw_validation();
     let raw_key = jsonwebtoken::DecodingKey::from_secret(SECRET);
 
     let mut g = c.benchmark_group("context");
@@ -236,29 +253,9 @@ fn pair(
 /// The main figures again, each sampled interleaved with its baseline.
 fn interleaved() {
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("bench").unwrap()));
-    let claims = json!({
-        "sub": "alice@example.com",
-        "tenant_id": "6f1c1f4e-8a4b-4c3e-9d6a-0b7e3a2f5c11",
-        "iss": "https://idp.example.com",
-        "aud": "agents",
-        "exp": get_current_timestamp() + 3600,
-    });
-    let hs = encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap();
-    let verifier = ClaimVerifier::builder()
-        .hs256(SECRET)
-        .issuer("https://idp.example.com")
-        .audience("agents")
-        .capabilities(caps())
-        .build()
-        .unwrap();
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_issuer(&["https://idp.example.com"]);
-    validation.set_audience(&["agents"]);
+    let hs = hs_token();
+    let verifier = hs_verifier();
+    let validation = raw_validation();
     let key = jsonwebtoken::DecodingKey::from_secret(SECRET);
     pair(
         "jwt_hs256_to_context vs raw jsonwebtoken decode",

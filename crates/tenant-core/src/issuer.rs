@@ -457,31 +457,38 @@ impl ContextBuilder<'_, ReadyToIssue> {
                 at
             }
         };
-        let agent = match self.agent {
-            Some(a) => a,
-            None => AgentId::new("main")?,
-        };
         let ReadyToIssue { tenant, principal } = self.state;
-        let claims = Claims {
-            id: ContextId::random(),
+        let root = Root {
             tenant,
             principal,
-            lineage: vec![agent],
-            ancestors: Vec::new(),
-            tier: authority.tiers.tier(tenant),
+            agent: self.agent,
             capabilities: self.capabilities,
-            issued_at_ms: now,
-            expires_at_ms,
             origin: Origin::direct(now),
         };
-        self.issuer.mint(claims)
+        self.issuer.mint_root(root, now, expires_at_ms)
     }
 }
 
 impl ContextIssuer {
     /// Signs a root context unless its registry refuses it (a subject
     /// revoked until later, a revoked token or session).
-    fn mint(&self, claims: Claims) -> Result<TenantContext> {
+    fn mint_root(&self, root: Root, now: u64, expires_at_ms: u64) -> Result<TenantContext> {
+        let agent = match root.agent {
+            Some(a) => a,
+            None => AgentId::new("main")?,
+        };
+        let claims = Claims {
+            id: ContextId::random(),
+            tenant: root.tenant,
+            principal: root.principal,
+            lineage: vec![agent],
+            ancestors: Vec::new(),
+            tier: self.authority.tiers.tier(root.tenant),
+            capabilities: root.capabilities,
+            issued_at_ms: now,
+            expires_at_ms,
+            origin: root.origin,
+        };
         self.authority.revocations.check(&claims)?;
         Ok(TenantContext::sign(claims, self.authority.clone()))
     }
@@ -489,44 +496,18 @@ impl ContextIssuer {
     /// A root context for a verified JWT (see [`ClaimVerifier`](crate::ClaimVerifier)):
     /// refused with [`ClaimRejection::Revoked`] when the token, its session
     /// or its subject has been revoked.
-    pub(crate) fn issue_from_token(
-        &self,
-        token: VerifiedToken,
-        expires_at_ms: u64,
-    ) -> Result<TenantContext> {
-        let now = now_ms();
-        let VerifiedToken {
-            tenant,
-            principal,
-            agent,
-            capabilities,
-            origin,
-        } = token;
-        let agent = match agent {
-            Some(a) => a,
-            None => AgentId::new("main")?,
-        };
-        let claims = Claims {
-            id: ContextId::random(),
-            tenant,
-            principal,
-            lineage: vec![agent],
-            ancestors: Vec::new(),
-            tier: self.authority.tiers.tier(tenant),
-            capabilities,
-            issued_at_ms: now,
-            expires_at_ms,
-            origin,
-        };
-        self.mint(claims).map_err(|e| match e {
-            Error::ContextRevoked => Error::ClaimRejected(ClaimRejection::Revoked),
-            other => other,
-        })
+    pub(crate) fn issue_from_token(&self, root: Root, expires_at_ms: u64) -> Result<TenantContext> {
+        self.mint_root(root, now_ms(), expires_at_ms)
+            .map_err(|e| match e {
+                Error::ContextRevoked => Error::ClaimRejected(ClaimRejection::Revoked),
+                other => other,
+            })
     }
 }
 
-/// What a verified JWT grants, before the issuer makes it a context.
-pub(crate) struct VerifiedToken {
+/// What a root context is made of, before the issuer signs it: from the
+/// context builder, or from a verified JWT.
+pub(crate) struct Root {
     pub(crate) tenant: TenantId,
     pub(crate) principal: PrincipalId,
     pub(crate) agent: Option<AgentId>,

@@ -138,22 +138,20 @@ fn tokens_of_foreign_contexts_do_not_become_platform_contexts() {
     let victim = root(&platform);
     let rogue = ContextIssuer::new(MasterKey::generate(KeyId::new("platform").unwrap()));
     let other = ContextIssuer::new(MasterKey::generate(KeyId::new("other").unwrap()));
-    let forged = rogue
-        .context()
-        .tenant(victim.tenant())
-        .principal(principal())
-        .issue()
-        .unwrap();
+    let for_victim = |issuer: &ContextIssuer| {
+        issuer
+            .context()
+            .tenant(victim.tenant())
+            .principal(principal())
+            .issue()
+            .unwrap()
+    };
+    let forged = for_victim(&rogue);
     assert!(matches!(
         platform.accept_token(forged.to_token().as_str()),
         Err(Error::BadProof)
     ));
-    let stranger = other
-        .context()
-        .tenant(victim.tenant())
-        .principal(principal())
-        .issue()
-        .unwrap();
+    let stranger = for_victim(&other);
     assert!(matches!(
         platform.accept_token(stranger.to_token().as_str()),
         Err(Error::UnknownKey(_))

@@ -23,6 +23,23 @@ fn assert_untouched(issuer: &ContextIssuer, bystander: &TenantContext) {
     issuer.authority().admit(bystander).unwrap();
 }
 
+/// An issuer, a context of it that must stay untouched, and valid claims
+/// as JSON text.
+fn setup() -> (ContextIssuer, TenantContext, String) {
+    let issuer = issuer();
+    let bystander = root(&issuer);
+    (issuer, bystander, jwt_claims(tenant()).to_string())
+}
+
+fn verifier_with_leeway(leeway: Duration) -> Result<ClaimVerifier> {
+    ClaimVerifier::builder()
+        .hs256(JWT_SECRET)
+        .issuer(JWT_ISS)
+        .audience(JWT_AUD)
+        .leeway(leeway)
+        .build()
+}
+
 fn with(name: &str, value: Value) -> Value {
     let mut c = jwt_claims(tenant());
     c[name] = value;
@@ -135,13 +152,7 @@ fn extreme_nbf_and_iat_values_are_typed_rejections() {
 #[test]
 fn exp_just_past_or_inside_the_leeway_never_makes_an_expired_context() {
     let issuer = issuer();
-    let lenient = ClaimVerifier::builder()
-        .hs256(JWT_SECRET)
-        .issuer(JWT_ISS)
-        .audience(JWT_AUD)
-        .leeway(MAX_LEEWAY)
-        .build()
-        .unwrap();
+    let lenient = verifier_with_leeway(MAX_LEEWAY).unwrap();
     for exp in [now_secs().saturating_sub(1), now_secs(), 0] {
         let r = rejection(lenient.verify(&hs_token(&with("exp", json!(exp))), &issuer));
         assert_eq!(r, ClaimRejection::Expired, "exp = {exp}");
@@ -155,30 +166,18 @@ fn leeway_and_ttl_configuration_values_cannot_overflow() {
         Duration::from_secs(u64::MAX),
         Duration::MAX,
     ] {
-        let built = ClaimVerifier::builder()
-            .hs256(JWT_SECRET)
-            .issuer(JWT_ISS)
-            .audience(JWT_AUD)
-            .leeway(leeway)
-            .build();
+        let built = verifier_with_leeway(leeway);
         assert!(
             matches!(built, Err(Error::InvalidConfiguration(_))),
             "{leeway:?}"
         );
     }
-    let edge = ClaimVerifier::builder()
-        .hs256(JWT_SECRET)
-        .issuer(JWT_ISS)
-        .audience(JWT_AUD)
-        .leeway(MAX_LEEWAY)
-        .build()
-        .unwrap();
+    let edge = verifier_with_leeway(MAX_LEEWAY).unwrap();
     let issuer = ContextIssuer::builder(MasterKey::generate(KeyId::new("k").unwrap()))
         .max_ttl(MAX_TTL_CEILING)
         .build()
         .unwrap();
-    let far = with("exp", json!(MAX_NUMERIC_DATE));
-    let mut far = far;
+    let mut far = with("exp", json!(MAX_NUMERIC_DATE));
     far["nbf"] = json!(MAX_NUMERIC_DATE);
     assert_eq!(
         rejection(edge.verify(&hs_token(&far), &issuer)),
@@ -271,9 +270,7 @@ fn duplicate_claim_names_are_rejected_wherever_they_are() {
 
 #[test]
 fn deep_nesting_and_oversized_tokens_are_rejected_without_crashing() {
-    let issuer = issuer();
-    let bystander = root(&issuer);
-    let base = jwt_claims(tenant()).to_string();
+    let (issuer, bystander, base) = setup();
     let body = &base[1..base.len() - 1];
     for depth in [200, 5_000] {
         let payload = format!(
@@ -311,9 +308,7 @@ fn deep_nesting_and_oversized_tokens_are_rejected_without_crashing() {
 
 #[test]
 fn malformed_structure_and_headers_are_typed_rejections() {
-    let issuer = issuer();
-    let bystander = root(&issuer);
-    let base = jwt_claims(tenant()).to_string();
+    let (issuer, bystander, base) = setup();
     let good = sign_raw(r#"{"alg":"HS256"}"#, &base);
     let cases: Vec<(String, ClaimRejection)> = vec![
         (format!("{good}.extra"), ClaimRejection::Malformed),
@@ -527,14 +522,7 @@ proptest! {
         edits in proptest::collection::vec((0..CLAIM_NAMES.len(), claim_value()), 1..5),
         leeway in 0u64..=MAX_LEEWAY.as_secs(),
     ) {
-        let verifier = ClaimVerifier::builder()
-            .hs256(JWT_SECRET)
-            .issuer(JWT_ISS)
-            .audience(JWT_AUD)
-            .leeway(Duration::from_secs(leeway))
-            .capabilities(root_caps())
-            .build()
-            .unwrap();
+        let verifier = verifier_with_leeway(Duration::from_secs(leeway)).unwrap();
         let issuer = issuer();
         let mut claims = jwt_claims(tenant());
         for (i, value) in edits {

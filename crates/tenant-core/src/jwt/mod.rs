@@ -35,7 +35,7 @@ use crate::capabilities::{Capabilities, Scope, ScopeKind};
 use crate::context::{now_ms, TenantContext};
 use crate::error::{ClaimRejection, Error, Result};
 use crate::ids::{AgentId, PrincipalId, TenantId};
-use crate::issuer::{ContextIssuer, VerifiedToken};
+use crate::issuer::{ContextIssuer, Root};
 use crate::origin::Origin;
 use crate::revocation;
 
@@ -225,14 +225,14 @@ impl ClaimVerifier {
         if expires_at_ms <= now_ms() {
             return Err(ClaimRejection::Expired.into());
         }
-        let token = VerifiedToken {
+        let root = Root {
             tenant,
             principal,
             agent,
             capabilities,
             origin,
         };
-        issuer.issue_from_token(token, expires_at_ms)
+        issuer.issue_from_token(root, expires_at_ms)
     }
 
     /// Chooses the key (and so the algorithm) from the header, refusing any

@@ -31,6 +31,16 @@ pub fn root_caps() -> Capabilities {
         .with_max_delegation_depth(3)
 }
 
+/// A root context for a random tenant with default capabilities, or the
+/// issuer's refusal.
+pub fn try_root(issuer: &ContextIssuer) -> Result<TenantContext> {
+    issuer
+        .context()
+        .tenant(TenantId::random())
+        .principal(principal())
+        .issue()
+}
+
 pub fn root(issuer: &ContextIssuer) -> TenantContext {
     issuer
         .context()
