@@ -184,8 +184,8 @@ impl ClaimVerifier {
             Err(_) => return Err(ClaimRejection::Malformed.into()),
         }
         let claims = decode_object(parts.payload)?;
-        let now_secs = now_ms() / 1000;
-        let exp = self.check_times(&claims, now_secs)?;
+        let now = now_ms();
+        let exp = self.check_times(&claims, now / 1000)?;
         self.check_issuer_and_audience(&claims)?;
 
         let tenant = match claims.get(&self.tenant_claim) {
@@ -218,11 +218,11 @@ impl ClaimVerifier {
 
         // `exp` is at most MAX_NUMERIC_DATE, so its milliseconds fit.
         let token_expiry_ms = exp.saturating_mul(1000);
-        let limit_ms = now_ms().saturating_add(duration_ms(issuer.max_ttl()));
+        let limit_ms = now.saturating_add(duration_ms(issuer.max_ttl()));
         let expires_at_ms = token_expiry_ms.min(limit_ms);
         // A token inside its leeway window but past `exp` cannot make a
         // context that is already expired.
-        if expires_at_ms <= now_ms() {
+        if expires_at_ms <= now {
             return Err(ClaimRejection::Expired.into());
         }
         let root = Root {
