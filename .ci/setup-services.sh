@@ -165,6 +165,30 @@ else
     pg_pkglibdir="$(dirname "$pg_real_bindir")/lib"
     pg_extdir="/usr/share/postgresql/${pg_major}/extension"
 fi
+# Whether the postgres server loads Citus (a throw-away cluster in
+# single-user mode); sets citus_load_error otherwise.
+citus_load_error=""
+citus_loads() {
+    local dir
+    local -a as_pg=()
+    dir="$(mktemp -d)"
+    chmod 755 "$dir"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$dir"
+        as_pg=(runuser -u postgres --)
+    fi
+    if "${as_pg[@]}" "$pg_bindir/initdb" -D "$dir/data" -A trust -U postgres --no-sync \
+            >"$dir/out" 2>&1 \
+        && echo "SELECT 1;" | "${as_pg[@]}" "$pg_bindir/postgres" --single -D "$dir/data" \
+            -c shared_preload_libraries=citus postgres >>"$dir/out" 2>&1; then
+        rm -rf -- "$dir"
+        return 0
+    fi
+    citus_load_error="$(grep -m 1 -E 'FATAL|ERROR|error' "$dir/out" || tail -n 1 "$dir/out")"
+    rm -rf -- "$dir"
+    return 1
+}
+
 citus_tar="$(newest_shared "pg/citus-*-pg${pg_major}.tar.gz")"
 if [ -n "$citus_tar" ]; then
     citus_tmp="$(mktemp -d)"
@@ -174,12 +198,39 @@ if [ -n "$citus_tar" ]; then
         || die "$citus_tar does not hold lib/citus.so and extension/citus.control"
     if cmp -s "$citus_top/lib/citus.so" "$pg_pkglibdir/citus.so" \
         && cmp -s "$citus_top/extension/citus.control" "$pg_extdir/citus.control"; then
-        log "Citus: already installed from $citus_tar"
+        log "Citus: files already installed from $citus_tar"
     else
         [ "$(id -u)" -eq 0 ] || die "need root to install Citus into $pg_pkglibdir"
         cp -a "$citus_top"/lib/. "$pg_pkglibdir"/ || die "copying Citus libraries failed"
         cp -a "$citus_top"/extension/. "$pg_extdir"/ || die "copying Citus extension files failed"
         log "Citus: installed from $citus_tar into $pg_pkglibdir and $pg_extdir"
+    fi
+    if ! citus_loads; then
+        # A build against newer minor-release headers needs symbols an older
+        # server lacks ("undefined symbol"): take Debian's current point
+        # release of the server, then try again.
+        log "Citus does not load into $pg_version: $citus_load_error"
+        if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+            log "upgrading postgresql-${pg_major} to Debian's current point release"
+            apt_install "postgresql-${pg_major}"
+            pg_version="$("$pg_bindir/postgres" --version 2>/dev/null || true)"
+            log "PostgreSQL: $pg_version"
+        fi
+        if citus_loads; then
+            log "Citus: loads into $pg_version"
+        else
+            # Leave no half-working install behind: the test kit then reports
+            # CitusNotFound and the Citus tests are skipped.
+            (cd "$citus_top/lib" && find . -type f) | while IFS= read -r file; do
+                rm -f -- "$pg_pkglibdir/$file"
+            done
+            (cd "$citus_top/extension" && find . -type f) | while IFS= read -r file; do
+                rm -f -- "$pg_extdir/$file"
+            done
+            log "Citus: removed again, it does not load ($citus_load_error): Citus tests will be skipped"
+        fi
+    else
+        log "Citus: loads into $pg_version"
     fi
     rm -rf -- "$citus_tmp"
 elif [ -f "$pg_pkglibdir/citus.so" ] && [ -f "$pg_extdir/citus.control" ]; then

@@ -64,6 +64,23 @@ pub enum TestkitError {
         searched: Vec<PathBuf>,
     },
 
+    /// The Citus extension is not installed into the PostgreSQL
+    /// installation the testkit uses.
+    ///
+    /// Suites with a Citus half skip it on this error.
+    #[error(
+        "the Citus extension is not installed for PostgreSQL in {}; missing: {}; \
+         run .ci/setup-services.sh (it installs Citus from <shared>/pg/citus-*-pg15.tar.gz)",
+        bin_dir.display(),
+        display_paths(missing)
+    )]
+    CitusNotFound {
+        /// The PostgreSQL binaries directory the extension was looked up for.
+        bin_dir: PathBuf,
+        /// The extension files that are missing.
+        missing: Vec<PathBuf>,
+    },
+
     /// A node index beyond the cluster's size.
     #[error("no node {index}: the cluster has {nodes} nodes")]
     NoSuchNode {

@@ -1,6 +1,6 @@
-//! Real, throw-away PostgreSQL (alone or behind PgBouncer), Redis (single and
-//! cluster) and Qdrant (single and cluster) servers for the tenant SDK's
-//! tests, examples and benches.
+//! Real, throw-away PostgreSQL (alone, behind PgBouncer, or as a Citus
+//! cluster), Redis (single and cluster) and Qdrant (single and cluster)
+//! servers for the tenant SDK's tests, examples and benches.
 //!
 //! * [`TestPostgres`] runs `initdb` + `postgres` (PostgreSQL 15 from the
 //!   machine: `$PATH` or `/usr/lib/postgresql/*/bin`) in a temp dir on a free
@@ -9,6 +9,12 @@
 //!   application role ([`APP_ROLE`], no `SUPERUSER`, no `BYPASSRLS`, owns
 //!   nothing). When the tests run as root the server runs as the `postgres`
 //!   system user, because PostgreSQL refuses to run as root.
+//! * [`TestCitus`] runs a Citus cluster: a coordinator and two workers,
+//!   each a [`TestPostgres`] with `shared_preload_libraries = 'citus'`, the
+//!   testkit's roles on every node, and [`TestCitus::fresh_database`]
+//!   creating a database on every node joined into its own Citus metadata.
+//!   Citus is installed by `.ci/setup-services.sh` from the shared
+//!   directory; without it [`TestkitError::CitusNotFound`]. See [`citus`].
 //! * [`TestRedis`] runs `redis-server` without persistence on a free port, and
 //!   can be [stopped](TestRedis::stop) and [restarted](TestRedis::restart) on
 //!   the same port to test outages.
@@ -34,10 +40,11 @@
 //! Install the servers with `.ci/setup-services.sh` (Debian). A missing
 //! installation is reported as a typed error ([`TestkitError::PostgresNotFound`],
 //! [`TestkitError::RedisNotFound`], [`TestkitError::PgBouncerNotFound`],
-//! [`TestkitError::QdrantNotFound`]), never
+//! [`TestkitError::CitusNotFound`], [`TestkitError::QdrantNotFound`]), never
 //! as a panic (except from the `shared()` conveniences, which document it).
-//! The Qdrant binary is not a Debian package: suites with a Qdrant-server
-//! half skip it, saying so, on [`TestkitError::QdrantNotFound`]:
+//! Neither the Qdrant binary nor Citus is a Debian package: suites with a
+//! Qdrant-server or Citus half skip it, saying so, on
+//! [`TestkitError::QdrantNotFound`] or [`TestkitError::CitusNotFound`]:
 //!
 //! ```no_run
 //! use tenant_testkit::{TestQdrant, TestkitError};
@@ -97,6 +104,7 @@
 #![deny(missing_docs)]
 
 pub mod bench_ratio;
+pub mod citus;
 mod error;
 mod http;
 pub mod pgbouncer;
@@ -107,6 +115,7 @@ pub mod redis;
 pub mod redis_cluster;
 mod resp;
 
+pub use citus::TestCitus;
 pub use error::TestkitError;
 pub use pgbouncer::{PgBouncerOptions, PoolMode, TestPgBouncer};
 pub use postgres::{

@@ -81,8 +81,6 @@ const FALLBACK_DIRS: [&str; 4] = ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/
 const SERVICE_USER: &str = "postgres";
 /// How long to wait for the listening socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often to start over on a new port when the chosen one was taken.
-const PORT_ATTEMPTS: usize = 5;
 /// Time allowed for a shutdown before escalating.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// File names inside the temp dir.
@@ -98,28 +96,8 @@ const LOG_FILE: &str = "pgbouncer.log";
 ///
 /// [`TestkitError::PgBouncerNotFound`] listing every candidate inspected.
 pub fn locate_pgbouncer() -> Result<PathBuf, TestkitError> {
-    let mut candidates: Vec<PathBuf> = std::env::var_os(PGBOUNCER_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    candidates.extend(
-        process::path_dirs()
-            .into_iter()
-            .chain(FALLBACK_DIRS.iter().map(PathBuf::from))
-            .map(|dir| dir.join("pgbouncer")),
-    );
-    let mut searched = Vec::new();
-    for candidate in candidates {
-        if searched.contains(&candidate) {
-            continue;
-        }
-        if process::is_executable(&candidate) {
-            return Ok(candidate);
-        }
-        searched.push(candidate);
-    }
-    Err(TestkitError::PgBouncerNotFound { searched })
+    process::find_executable(PGBOUNCER_ENV, "pgbouncer", &FALLBACK_DIRS)
+        .map_err(|searched| TestkitError::PgBouncerNotFound { searched })
 }
 
 /// When PgBouncer gives a client's server connection back to the pool.
@@ -303,8 +281,7 @@ impl TestPgBouncer {
         write_file(temp.path(), USERLIST_FILE, &userlist(), &run_as)?;
         write_file(temp.path(), HBA_FILE, &hba(), &run_as)?;
 
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
+        process::retry_on_port_conflict("pgbouncer", || {
             let port = process::free_port()?;
             let config = config(
                 temp.path(),
@@ -314,37 +291,20 @@ impl TestPgBouncer {
                 prepared_statements,
             );
             write_file(temp.path(), CONFIG_FILE, &config, &run_as)?;
-            match spawn(executable, temp.path(), port, &run_as) {
-                Ok(watchdog) => {
-                    return Ok(TestPgBouncer {
-                        watchdog,
-                        executable: executable.to_path_buf(),
-                        port,
-                        upstream_port,
-                        version,
-                        prepared_statements,
-                        options: options.clone(),
-                        database: TestDatabase::new(port, DEFAULT_DATABASE),
-                        temp,
-                    })
-                }
-                Err(TestkitError::StartFailed { log, status, .. })
-                    if log.contains("in use") || log.contains("bind") =>
-                {
-                    last_error = Some(TestkitError::StartFailed {
-                        service: "pgbouncer",
-                        status,
-                        log,
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| TestkitError::StartFailed {
-            service: "pgbouncer",
-            status: "no free port found".to_owned(),
-            log: String::new(),
-        }))
+            let watchdog = spawn(executable, temp.path(), port, &run_as)?;
+            Ok((watchdog, port))
+        })
+        .map(|(watchdog, port)| TestPgBouncer {
+            watchdog,
+            executable: executable.to_path_buf(),
+            port,
+            upstream_port,
+            version,
+            prepared_statements,
+            options: options.clone(),
+            database: TestDatabase::new(port, DEFAULT_DATABASE),
+            temp,
+        })
     }
 
     /// One bouncer per process in front of [`TestPostgres::shared`], with

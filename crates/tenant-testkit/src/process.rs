@@ -198,6 +198,77 @@ pub(crate) fn free_port() -> Result<u16, TestkitError> {
     Ok(port)
 }
 
+/// How often a service is started over on new ports when a chosen one was
+/// taken in the meantime (see [`retry_on_port_conflict`]).
+const PORT_ATTEMPTS: usize = 5;
+
+/// Whether a startup failure was caused by a port being taken.
+pub(crate) fn is_port_conflict(error: &TestkitError) -> bool {
+    matches!(error, TestkitError::StartFailed { log, .. }
+        if log.contains("already in use") || log.contains("AddrInUse"))
+}
+
+/// Runs `attempt` (which picks fresh ports each time) until it succeeds,
+/// fails for another reason than a port conflict, or has failed on ports
+/// [`PORT_ATTEMPTS`] times.
+pub(crate) fn retry_on_port_conflict<T>(
+    service: &'static str,
+    mut attempt: impl FnMut() -> Result<T, TestkitError>,
+) -> Result<T, TestkitError> {
+    let mut last_error = None;
+    for _ in 0..PORT_ATTEMPTS {
+        match attempt() {
+            Err(e) if is_port_conflict(&e) => last_error = Some(e),
+            other => return other,
+        }
+    }
+    Err(last_error.unwrap_or_else(|| TestkitError::StartFailed {
+        service,
+        status: "no free port found".to_owned(),
+        log: String::new(),
+    }))
+}
+
+/// The executable to use for a program: the path in environment variable
+/// `env_var` if set, else the first `name` in `$PATH`, else in
+/// `fallback_dirs`. On failure, every candidate inspected, in order.
+pub(crate) fn find_executable(
+    env_var: &str,
+    name: &str,
+    fallback_dirs: &[&str],
+) -> Result<PathBuf, Vec<PathBuf>> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os(env_var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    candidates.extend(
+        path_dirs()
+            .into_iter()
+            .chain(fallback_dirs.iter().map(PathBuf::from))
+            .map(|dir| dir.join(name)),
+    );
+    first_executable(candidates)
+}
+
+/// The first executable among `candidates`; on failure, every distinct
+/// candidate inspected, in order.
+pub(crate) fn first_executable(
+    candidates: impl IntoIterator<Item = PathBuf>,
+) -> Result<PathBuf, Vec<PathBuf>> {
+    let mut searched = Vec::new();
+    for candidate in candidates {
+        if searched.contains(&candidate) {
+            continue;
+        }
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+        searched.push(candidate);
+    }
+    Err(searched)
+}
+
 /// The directories listed in `$PATH`, in order.
 pub(crate) fn path_dirs() -> Vec<PathBuf> {
     std::env::var_os("PATH")

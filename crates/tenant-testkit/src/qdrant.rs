@@ -67,8 +67,6 @@ const FALLBACK_SHARED_DIR: &str = "/work/shared";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a cluster may take to form, or a node to rejoin.
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(90);
-/// How often to start over on new ports when a chosen one was taken.
-const PORT_ATTEMPTS: usize = 5;
 /// Time allowed for a graceful shutdown before escalating.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Timeout of one health request.
@@ -160,15 +158,26 @@ impl QdrantOptions {
 /// [`TestkitError::QdrantNotFound`] listing every place searched;
 /// [`TestkitError::Io`] if a gzip was found but could not be unpacked.
 pub fn locate_qdrant() -> Result<PathBuf, TestkitError> {
+    let explicit = std::env::var_os(QDRANT_BIN_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    locate_in(explicit, shared_dirs(), process::path_dirs())
+}
+
+/// [`locate_qdrant`] over explicit search places.
+fn locate_in(
+    explicit: Option<PathBuf>,
+    shared_dirs: Vec<PathBuf>,
+    path_dirs: Vec<PathBuf>,
+) -> Result<PathBuf, TestkitError> {
     let mut searched = Vec::new();
-    if let Some(path) = std::env::var_os(QDRANT_BIN_ENV).filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(path);
+    if let Some(path) = explicit {
         if process::is_executable(&path) {
             return Ok(path);
         }
         searched.push(path);
     }
-    for dir in shared_dirs() {
+    for dir in shared_dirs {
         let bin_dir = dir.join("bin");
         if searched.contains(&bin_dir) {
             continue;
@@ -178,7 +187,7 @@ pub fn locate_qdrant() -> Result<PathBuf, TestkitError> {
         }
         searched.push(bin_dir);
     }
-    for dir in process::path_dirs() {
+    for dir in path_dirs {
         let candidate = dir.join("qdrant");
         if process::is_executable(&candidate) {
             return Ok(candidate);
@@ -589,12 +598,6 @@ fn spawn_qdrant(
     })
 }
 
-/// Whether a startup failure was caused by a port being taken.
-fn is_port_conflict(error: &TestkitError) -> bool {
-    matches!(error, TestkitError::StartFailed { log, .. }
-        if log.contains("already in use") || log.contains("AddrInUse"))
-}
-
 /// Starts a node on fresh ports, retrying on a port conflict, and waits for
 /// `/readyz`. `args` builds the command line from the node's ports.
 fn start_node(
@@ -603,21 +606,12 @@ fn start_node(
     options: &QdrantOptions,
     args: impl Fn(&Ports) -> Vec<String>,
 ) -> Result<Node, TestkitError> {
-    let mut last_error = None;
-    for _ in 0..PORT_ATTEMPTS {
+    process::retry_on_port_conflict("qdrant", || {
         let ports = Ports::free(cluster)?;
         let mut node = Node::new(executable, ports, args(&ports), options)?;
-        match node.wait_ready() {
-            Ok(()) => return Ok(node),
-            Err(e) if is_port_conflict(&e) => last_error = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| TestkitError::StartFailed {
-        service: "qdrant",
-        status: "no free ports found".to_owned(),
-        log: String::new(),
-    }))
+        node.wait_ready()?;
+        Ok(node)
+    })
 }
 
 /// A private single-node Qdrant server that lives as long as this value (or,
@@ -1104,6 +1098,36 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&first).expect("read"), script);
         assert_eq!(unpack_cached(&gz).expect("again"), first);
         let _ = std::fs::remove_dir_all(first.parent().expect("cache dir"));
+    }
+
+    #[test]
+    fn nothing_found_is_a_typed_error_listing_every_place() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let explicit = empty.path().join("not-executable");
+        std::fs::write(&explicit, b"x").expect("write");
+        let result = locate_in(
+            Some(explicit.clone()),
+            vec![empty.path().join("shared")],
+            vec![empty.path().to_path_buf()],
+        );
+        match result {
+            Err(TestkitError::QdrantNotFound { searched }) => assert_eq!(
+                searched,
+                [
+                    explicit,
+                    empty.path().join("shared").join("bin"),
+                    empty.path().join("qdrant")
+                ]
+            ),
+            other => panic!("unexpected: {other:?}"),
+        }
+        let message = locate_in(None, Vec::new(), Vec::new())
+            .expect_err("nothing to search")
+            .to_string();
+        assert!(
+            message.contains("Qdrant server binary not found"),
+            "{message}"
+        );
     }
 
     #[test]

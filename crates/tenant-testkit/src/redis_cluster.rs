@@ -33,8 +33,6 @@ pub const DEFAULT_MASTERS: usize = 3;
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of one setup command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often to start a node over on new ports when one was taken.
-const PORT_ATTEMPTS: usize = 5;
 
 /// The hash slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag
 /// (the part between the first `{` and the next `}`, when non-empty), modulo
@@ -302,13 +300,14 @@ impl TestRedisCluster {
 
 /// Starts one cluster-enabled node on free client and bus ports.
 fn start_node(executable: &Path) -> Result<(TestRedis, u16), TestkitError> {
-    let mut last_error = None;
-    for _ in 0..PORT_ATTEMPTS {
+    process::retry_on_port_conflict("redis-server", || {
         let port = process::free_port()?;
-        let bus_port = process::free_port()?;
-        if bus_port == port {
-            continue;
-        }
+        let bus_port = loop {
+            let candidate = process::free_port()?;
+            if candidate != port {
+                break candidate;
+            }
+        };
         let args = vec![
             "--cluster-enabled".to_owned(),
             "yes".to_owned(),
@@ -320,17 +319,8 @@ fn start_node(executable: &Path) -> Result<(TestRedis, u16), TestkitError> {
             "--cluster-node-timeout".to_owned(),
             "5000".to_owned(),
         ];
-        match TestRedis::start_on(executable, port, args) {
-            Ok(node) => return Ok((node, bus_port)),
-            Err(e) if redis::is_port_conflict(&e) => last_error = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| TestkitError::StartFailed {
-        service: "redis-server",
-        status: "no free ports found".to_owned(),
-        log: String::new(),
-    }))
+        TestRedis::start_on(executable, port, args).map(|node| (node, bus_port))
+    })
 }
 
 /// Sends a setup command and requires `+OK`.
