@@ -320,6 +320,7 @@ impl Hold {
     /// The same hold with other levels: one part of a hold that spans
     /// several Redis key groups, or a second handle to it inside the crate
     /// (a release of a reservation whose caller gave up).
+    #[cfg(feature = "redis")]
     pub(crate) fn part(&self, levels: Arc<[LevelSpec]>) -> Self {
         Self {
             id: self.id,
@@ -331,6 +332,7 @@ impl Hold {
 
     /// A charge of usage without a hold, on `levels`: a hold of no
     /// instance, holding nothing.
+    #[cfg(feature = "redis")]
     pub(crate) fn unheld(ledger: u64, levels: Arc<[LevelSpec]>) -> Self {
         Self {
             id: uuid::Uuid::from_u64_pair(0, 0),
@@ -341,6 +343,7 @@ impl Hold {
     }
 
     /// The high half of the id: the issuing ledger instance (0: none).
+    #[cfg(feature = "redis")]
     pub(crate) fn issuer(&self) -> u64 {
         self.id.as_u64_pair().0
     }
