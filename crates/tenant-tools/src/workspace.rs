@@ -642,8 +642,12 @@ pub(crate) async fn off_worker<T: Send + 'static>(
 ) -> Result<T> {
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    // The work stays in the caller's span and reaches the caller's
+    // subscriber (audit events included).
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+    let span = tracing::Span::current();
     handle
-        .spawn_blocking(f)
+        .spawn_blocking(move || tracing::dispatcher::with_default(&dispatch, || span.in_scope(f)))
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
 }

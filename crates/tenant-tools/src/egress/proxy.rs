@@ -38,6 +38,8 @@ use rustls_pki_types::ServerName;
 use secrecy::{ExposeSecret, SecretString};
 use tenant_core::TenantContext;
 use tokio::task::JoinSet;
+use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
 
 use super::broker::RunCa;
 use super::policy::{normalize_host, parse_host_port, CredentialInjection, EgressPolicy, Injection};
@@ -229,7 +231,13 @@ impl EgressProxy {
             .set_nonblocking(true)
             .map_err(|e| Error::setup("proxy listener", e))?;
         let rt = runtime()?;
-        let accept = rt.spawn(accept_loop(state.clone(), listener));
+        // Audit events of the proxy go where the caller's go, in the
+        // context's span.
+        let accept = rt.spawn(
+            accept_loop(state.clone(), listener)
+                .instrument(self.ctx.span())
+                .with_current_subscriber(),
+        );
         Ok(ProxyGuard { accept, state })
     }
 }
@@ -285,7 +293,7 @@ impl State {
         let mut tasks = self.tasks();
         while tasks.try_join_next().is_some() {}
         if tasks.len() < MAX_CONNECTIONS * 2 {
-            tasks.spawn(f);
+            tasks.spawn(f.in_current_span().with_current_subscriber());
         }
     }
 }
