@@ -276,3 +276,100 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redaction::{Redactor, REDACTED};
+
+    const S: &str = "sk_live_S3cretValue_42";
+
+    fn io() -> std::io::Error {
+        std::io::Error::other(format!("upstream said {S}"))
+    }
+
+    /// One error of every variant, each with the secret in every field
+    /// that holds text.
+    fn every_variant() -> Vec<Error> {
+        let s = || S.to_owned();
+        vec![
+            Error::Context(tenant_core::Error::InvalidConfiguration(s())),
+            Error::ToolNotAllowed { tool: s() },
+            Error::DuplicateTool(s()),
+            Error::InvalidName {
+                kind: "tool name",
+                reason: s(),
+            },
+            Error::InvalidSchema {
+                tool: s(),
+                reason: s(),
+            },
+            Error::InvalidInput {
+                tool: s(),
+                path: s(),
+                reason: s(),
+            },
+            Error::IntegrationNotDeclared {
+                tool: s(),
+                integration: s(),
+            },
+            Error::IntegrationNotAllowed { integration: s() },
+            Error::SecretNotFound { integration: s() },
+            Error::VaultCorrupt { integration: s() },
+            Error::VaultIo(io()),
+            Error::NoVault,
+            Error::ToolFailed {
+                tool: s(),
+                message: s(),
+            },
+            Error::PathEscape { path: s() },
+            Error::NoWorkspace,
+            Error::Io(io()),
+            Error::EgressDenied { reason: s() },
+            Error::Http(s()),
+            Error::SandboxUnavailable(s()),
+            Error::SandboxSetup {
+                stage: "execve",
+                source: io(),
+            },
+            Error::InvalidCommand(s()),
+            Error::PoolExhausted,
+            Error::MissingConfiguration("registry"),
+            Error::WipeFailed(s()),
+            Error::NotRegularFile { path: s() },
+            Error::WorkspaceFull { path: s() },
+            Error::InvalidSystemPath {
+                path: s(),
+                reason: s(),
+            },
+            Error::InvalidDuration {
+                what: "timeout",
+                max: std::time::Duration::from_secs(1),
+            },
+            Error::UidRangeUnavailable(s()),
+            Error::Redacted { message: s() },
+        ]
+    }
+
+    #[test]
+    fn every_error_variant_is_redacted_including_source_chains() {
+        let r = Redactor::new();
+        r.remember(&secrecy::SecretString::from(S.to_owned()));
+        let errors = every_variant();
+        assert_eq!(errors.len(), 30, "a variant is missing from this test");
+        for e in errors {
+            let shown_before = format!("{e}");
+            let e = e.redacted(&r);
+            let mut shown = format!("{e} {e:?}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                shown.push_str(&format!(" {s} {s:?}"));
+                source = s.source();
+            }
+            assert!(!shown.contains(S), "{shown}");
+            if shown_before.contains(S) {
+                assert!(shown.contains(REDACTED), "{shown}");
+            }
+        }
+    }
+}
