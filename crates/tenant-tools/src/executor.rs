@@ -10,9 +10,9 @@ use tenant_core::{Scoped, TenantContext, WantsTenant};
 use tracing::Instrument;
 
 use crate::credentials::Credentials;
-use crate::redaction::Redactor;
 use crate::error::{Error, Result};
 use crate::policy::{ToolPolicies, ToolPolicy};
+use crate::redaction::Redactor;
 use crate::registry::ToolRegistry;
 use crate::sandbox::Sandbox;
 use crate::tool::{ToolCall, ToolInfo};

@@ -130,8 +130,12 @@ fn decoded_view(text: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
                             && text.get(i + 6) == Some(&b'\\')
                             && text.get(i + 7) == Some(&b'u')
                         {
-                            if let Some(low) = hex4(text, i + 8).filter(|l| (0xDC00..0xE000).contains(l)) {
-                                ch = char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00));
+                            if let Some(low) =
+                                hex4(text, i + 8).filter(|l| (0xDC00..0xE000).contains(l))
+                            {
+                                ch = char::from_u32(
+                                    0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00),
+                                );
                                 span = 12;
                             }
                         }
@@ -288,7 +292,8 @@ impl Redactor {
             return text.to_owned();
         }
         let out = Self::replace(text.as_bytes(), &spans);
-        String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// Redacts every string (keys included) and every number of a JSON
@@ -408,10 +413,14 @@ mod tests {
             format!("url {url64} end"),
             format!("hex {hex_lower} end"),
             format!("HEX {} end", hex_lower.to_uppercase()),
-            format!("MiXeD {}{}", &hex_lower[..6].to_uppercase(), &hex_lower[6..]),
+            format!(
+                "MiXeD {}{}",
+                &hex_lower[..6].to_uppercase(),
+                &hex_lower[6..]
+            ),
             format!("pct {pct}"),
             format!("pct {pct_lower}"),
-            format!("form s3cr3t-T0ken%2Fvalue%2B42"),
+            "form s3cr3t-T0ken%2Fvalue%2B42".to_owned(),
             format!(r#"{{"token": "{json_u}"}}"#),
             format!(r#"{{"token": "{json_mixed}"}}"#),
         ] {
@@ -459,7 +468,10 @@ mod tests {
             }
             out.extend(s.finish());
             let out = String::from_utf8(out).unwrap();
-            assert_eq!(out, "start [REDACTED] middle [REDACTED] end", "chunks of {split}");
+            assert_eq!(
+                out, "start [REDACTED] middle [REDACTED] end",
+                "chunks of {split}"
+            );
         }
     }
 }

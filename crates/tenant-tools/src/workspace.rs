@@ -108,7 +108,10 @@ fn mkdir_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 fn is_mount_point(path: &Path) -> bool {
-    match (std::fs::metadata(path), path.parent().map(std::fs::metadata)) {
+    match (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) {
         (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
         _ => false,
     }
@@ -613,7 +616,6 @@ impl Workspace {
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.list("")?.is_empty())
     }
-
 }
 
 /// `chown`s a workspace directory to a sandbox's host uid/gid.

@@ -89,7 +89,10 @@ async fn delegating_to_a_foreign_context_is_refused() {
     assert!(foreign(&err), "{err}");
     // The genuine executor is unaffected.
     assert_eq!(
-        tools.call("echo", json!({"text": "still mine"})).await.unwrap(),
+        tools
+            .call("echo", json!({"text": "still mine"}))
+            .await
+            .unwrap(),
         json!({"text": "still mine"})
     );
 }
@@ -135,5 +138,8 @@ fn a_warm_pool_gives_nothing_to_a_foreign_context() {
     assert!(!root.path().join(tenant.to_string()).exists());
     // The genuine context gets it.
     let mut warm = pool.acquire(&ctx_with_tools(&issuer, tenant, &[])).unwrap();
-    assert!(warm.run(&SandboxCommand::new("/bin/true")).unwrap().success());
+    assert!(warm
+        .run(&SandboxCommand::new("/bin/true"))
+        .unwrap()
+        .success());
 }

@@ -250,7 +250,10 @@ async fn secret_headers_do_not_follow_a_cross_origin_redirect() {
     let landed = target_seen.lock().unwrap().join("\n").to_ascii_lowercase();
     assert!(landed.contains("get /next"), "{landed}");
     for secret in ["tok-123", "session=abc"] {
-        assert!(!landed.contains(secret), "{secret} followed the redirect: {landed}");
+        assert!(
+            !landed.contains(secret),
+            "{secret} followed the redirect: {landed}"
+        );
     }
     assert!(landed.contains("x-trace: keep-me"));
     // Same origin: the headers are kept.

@@ -72,7 +72,11 @@ async fn an_allowed_host_is_reachable_and_every_other_way_out_fails() {
         .run(&policy, curl(&[&format!("http://localhost:{a}/x")]))
         .await;
     assert_eq!(out.stdout_text(), "hello from A", "{}", out.stderr_text());
-    assert!(seen_a.text().starts_with("GET /x HTTP/1.1"), "{}", seen_a.text());
+    assert!(
+        seen_a.text().starts_with("GET /x HTTP/1.1"),
+        "{}",
+        seen_a.text()
+    );
 
     // Another port, another name for the same server, the address
     // literal, and going around the proxy: all refused.
@@ -80,14 +84,26 @@ async fn an_allowed_host_is_reachable_and_every_other_way_out_fails() {
         vec!["-f".to_owned(), format!("http://localhost:{b}/")],
         vec!["-f".to_owned(), format!("http://127.0.0.1:{a}/")],
         vec!["-f".to_owned(), format!("http://[::1]:{a}/")],
-        vec!["--noproxy".to_owned(), "*".to_owned(), format!("http://127.0.0.1:{a}/")],
-        vec!["--noproxy".to_owned(), "*".to_owned(), format!("http://127.0.0.1:{b}/")],
+        vec![
+            "--noproxy".to_owned(),
+            "*".to_owned(),
+            format!("http://127.0.0.1:{a}/"),
+        ],
+        vec![
+            "--noproxy".to_owned(),
+            "*".to_owned(),
+            format!("http://127.0.0.1:{b}/"),
+        ],
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = e.run(&policy, curl(&args)).await;
         assert!(!out.success(), "{args:?} got out: {}", out.stdout_text());
     }
-    assert_eq!(seen_a.hits(), 1, "the allowed server was reached another way");
+    assert_eq!(
+        seen_a.hits(),
+        1,
+        "the allowed server was reached another way"
+    );
     assert_eq!(seen_b.hits(), 0);
 }
 
@@ -120,8 +136,10 @@ async fn every_redirect_hop_is_checked_again() {
     let Some(e) = env() else { return };
     let (forbidden, seen_forbidden) = http_server(fixed(ok("internal admin"))).await;
     let (allowed, seen_allowed) = http_server(fixed(ok("fine"))).await;
-    let (to_forbidden, _) =
-        http_server(fixed(redirect(&format!("http://localhost:{forbidden}/admin")))).await;
+    let (to_forbidden, _) = http_server(fixed(redirect(&format!(
+        "http://localhost:{forbidden}/admin"
+    ))))
+    .await;
     let (to_allowed, _) =
         http_server(fixed(redirect(&format!("http://localhost:{allowed}/ok")))).await;
     let policy = EgressPolicy::deny_all()
@@ -139,9 +157,16 @@ async fn every_redirect_hop_is_checked_again() {
         .await;
     assert!(!out.success());
     assert!(!out.stdout_text().contains("internal admin"));
-    assert_eq!(seen_forbidden.hits(), 0, "the redirect target was contacted");
+    assert_eq!(
+        seen_forbidden.hits(),
+        0,
+        "the redirect target was contacted"
+    );
     let out = e
-        .run(&policy, curl(&["-fL", &format!("http://localhost:{to_allowed}/")]))
+        .run(
+            &policy,
+            curl(&["-fL", &format!("http://localhost:{to_allowed}/")]),
+        )
         .await;
     assert_eq!(out.stdout_text(), "fine", "{}", out.stderr_text());
     assert_eq!(seen_allowed.hits(), 1);
@@ -169,7 +194,10 @@ async fn a_routed_run_may_open_inet_sockets_but_reach_nothing_but_the_proxy() {
         print "proxy ", (connect($p, pack_sockaddr_in(3128, inet_aton("127.0.0.1"))) ? "CONNECTED" : $!+0), "\n";"#
     );
     let out = e
-        .run(&policy, SandboxCommand::new("/usr/bin/perl").args(["-e", &script]))
+        .run(
+            &policy,
+            SandboxCommand::new("/usr/bin/perl").args(["-e", &script]),
+        )
         .await;
     assert!(out.success(), "{}", out.stderr_text());
     let text = out.stdout_text();
@@ -263,7 +291,11 @@ async fn an_injected_credential_reaches_the_https_server_but_never_the_process()
     };
     let _ = &b.ca;
     let script = LOOK_EVERYWHERE.replace("URL", &format!("https://localhost:{port}/repos"));
-    let out = b.tools.call("curl", json!({"args": [script]})).await.unwrap();
+    let out = b
+        .tools
+        .call("curl", json!({"args": [script]}))
+        .await
+        .unwrap();
     let shown = out.to_string();
     assert!(shown.contains("HTTP/1.1 200"), "{shown}");
     // The server got it, in the request for the injected host.
@@ -275,7 +307,10 @@ async fn an_injected_credential_reaches_the_https_server_but_never_the_process()
     // The process never had it: not even redacted (a redaction would
     // mean it passed through the process's output).
     assert!(!shown.contains(SECRET), "{shown}");
-    assert!(!shown.contains(REDACTED), "the secret reached the process: {shown}");
+    assert!(
+        !shown.contains(REDACTED),
+        "the secret reached the process: {shown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,16 +328,24 @@ async fn an_injected_basic_credential_over_plain_http_never_reaches_the_process(
         return;
     };
     let script = LOOK_EVERYWHERE.replace("URL", &format!("http://localhost:{port}/"));
-    let out = b.tools.call("curl", json!({"args": [script]})).await.unwrap();
+    let out = b
+        .tools
+        .call("curl", json!({"args": [script]}))
+        .await
+        .unwrap();
     let shown = out.to_string();
     let expected = base64_basic("bot", SECRET);
     assert!(
-        seen.text().contains(&format!("authorization: Basic {expected}")),
+        seen.text()
+            .contains(&format!("authorization: Basic {expected}")),
         "{}",
         seen.text()
     );
     assert!(!shown.contains(&expected) && !shown.contains(SECRET));
-    assert!(!shown.contains(REDACTED), "the secret reached the process: {shown}");
+    assert!(
+        !shown.contains(REDACTED),
+        "the secret reached the process: {shown}"
+    );
 }
 
 fn base64_basic(user: &str, secret: &str) -> String {
@@ -339,6 +382,8 @@ async fn a_server_echoing_the_credential_back_is_redacted_from_the_output() {
         .unwrap();
     let stdout = out["stdout"].as_str().unwrap();
     assert!(stdout.starts_with("you sent: authorization: "), "{stdout}");
-    assert!(stdout.contains(REDACTED) && !stdout.contains(SECRET), "{stdout}");
+    assert!(
+        stdout.contains(REDACTED) && !stdout.contains(SECRET),
+        "{stdout}"
+    );
 }
-

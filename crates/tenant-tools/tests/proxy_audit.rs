@@ -34,9 +34,9 @@ async fn every_proxy_decision_is_audited() {
         .args(["-sS", "--max-time", "20"])
         .timeout(Duration::from_secs(30))
         .args([
-        format!("http://localhost:{a}/"),
-        format!("http://localhost:{b}/"),
-    ]);
+            format!("http://localhost:{a}/"),
+            format!("http://localhost:{b}/"),
+        ]);
     let out = tokio::task::block_in_place(|| {
         sandbox
             .run_with(&ws, &cmd, RunOptions::new().egress(proxy))
@@ -44,7 +44,10 @@ async fn every_proxy_decision_is_audited() {
     });
     assert!(out.stdout_text().starts_with('a'), "{}", out.stderr_text());
     let logs = logs.text();
-    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("tenant_audit")).collect();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("tenant_audit"))
+        .collect();
     assert!(
         lines.iter().any(|l| l.contains("\"allowed\"")
             && l.contains("egress.request")

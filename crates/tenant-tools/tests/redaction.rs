@@ -37,10 +37,15 @@ fn register(p: &Platform) {
         )
         .unwrap();
     p.registry
-        .register(FnTool::new("reader", "", any_schema(), |call, _i| async move {
-            let bytes = call.read_file("notes.txt").await?;
-            Ok(json!(String::from_utf8_lossy(&bytes)))
-        }))
+        .register(FnTool::new(
+            "reader",
+            "",
+            any_schema(),
+            |call, _i| async move {
+                let bytes = call.read_file("notes.txt").await?;
+                Ok(json!(String::from_utf8_lossy(&bytes)))
+            },
+        ))
         .unwrap();
     p.registry
         .register(
@@ -107,7 +112,10 @@ async fn a_secret_from_an_earlier_call_is_scrubbed_from_a_later_calls_file_read(
         .tenant(&ctx)
         .build()
         .unwrap();
-    assert_eq!(tools.call("stash", json!({})).await.unwrap(), json!("stashed"));
+    assert_eq!(
+        tools.call("stash", json!({})).await.unwrap(),
+        json!("stashed")
+    );
     // Another tool, which never touched a credential, reads it back.
     let out = tools.call("reader", json!({})).await.unwrap();
     assert_eq!(out, json!("token: [REDACTED]"));
@@ -138,7 +146,12 @@ async fn sandbox_output_streaming_a_secret_in_pieces_and_encodings_is_scrubbed()
     let p = platform();
     register(&p);
     let tenant = TenantId::random();
-    grant(&p, tenant, &["careless_subprocess"], EgressPolicy::deny_all());
+    grant(
+        &p,
+        tenant,
+        &["careless_subprocess"],
+        EgressPolicy::deny_all(),
+    );
     let (_d, root) = quota_root(&p.issuer, WorkspaceQuota::new(4 << 20, 64));
     let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
     let tools = ToolExecutor::builder()
@@ -150,10 +163,7 @@ async fn sandbox_output_streaming_a_secret_in_pieces_and_encodings_is_scrubbed()
         .tenant(&ctx_with_tools(&p.issuer, tenant, &["careless_subprocess"]))
         .build()
         .unwrap();
-    let out = tools
-        .call("careless_subprocess", json!({}))
-        .await
-        .unwrap();
+    let out = tools.call("careless_subprocess", json!({})).await.unwrap();
     let text = out.as_str().unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 3, "{text}");

@@ -109,7 +109,10 @@ fn a_command_runs_as_an_unprivileged_pid_1_with_only_its_declared_environment() 
     let text = out.stdout_text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "1000");
-    assert_eq!(lines[1], "1", "the command is pid 1 of its own pid namespace");
+    assert_eq!(
+        lines[1], "1",
+        "the command is pid 1 of its own pid namespace"
+    );
     assert_eq!(lines[2], SANDBOX_WORKSPACE);
     assert!(text.contains("GREETING=hello"));
     assert!(
@@ -152,7 +155,11 @@ fn the_sandbox_sees_nothing_of_the_host_tree() {
     let parts: Vec<&str> = text.split("---\n").collect();
     assert_eq!(parts.len(), 6, "{text}\n{}", out.stderr_text());
     let root: Vec<&str> = parts[0].lines().collect();
-    assert_eq!(root, expected_root_entries(), "the root holds more than declared");
+    assert_eq!(
+        root,
+        expected_root_entries(),
+        "the root holds more than declared"
+    );
     let dev: Vec<&str> = parts[1].lines().collect();
     assert_eq!(
         dev,
@@ -160,7 +167,11 @@ fn the_sandbox_sees_nothing_of_the_host_tree() {
     );
     assert_eq!(parts[2], "", "host /tmp is visible");
     assert_eq!(parts[3], "tenant-tools\n", "host /run is visible");
-    assert!(!parts[4].contains("EXISTS"), "host paths visible: {}", parts[4]);
+    assert!(
+        !parts[4].contains("EXISTS"),
+        "host paths visible: {}",
+        parts[4]
+    );
     let procs: usize = parts[5].lines().next().unwrap().trim().parse().unwrap();
     assert!(procs <= 4, "{procs} processes visible in /proc");
     assert!(parts[5].contains("/bin/sh -c"), "pid 1 is not the command");
@@ -267,7 +278,10 @@ fn a_sandboxed_process_cannot_reach_a_listening_loopback_port() {
     let port = listener.local_addr().unwrap().port();
     let script = format!("echo GET > /dev/tcp/127.0.0.1/{port} && echo connected");
     let out = sandbox_with(|_| {})
-        .run(&r.ws, &SandboxCommand::new("/bin/bash").args(["-c", &script]))
+        .run(
+            &r.ws,
+            &SandboxCommand::new("/bin/bash").args(["-c", &script]),
+        )
         .unwrap();
     assert!(!out.success());
     assert!(!out.stdout_text().contains("connected"));
@@ -301,11 +315,19 @@ fn every_socket_family_but_unix_is_refused() {
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f[0] == "pair" {
-            assert_eq!(f[2], "1", "socketpair family {} not refused with EPERM", f[1]);
+            assert_eq!(
+                f[2], "1",
+                "socketpair family {} not refused with EPERM",
+                f[1]
+            );
         } else if f[0] == "1" {
             unix_opened += usize::from(f[2] == "OPEN");
         } else {
-            assert_eq!(f[2], "1", "family {} type {} not refused with EPERM", f[0], f[1]);
+            assert_eq!(
+                f[2], "1",
+                "family {} type {} not refused with EPERM",
+                f[0], f[1]
+            );
         }
     }
     // Stream, datagram, raw (a datagram socket for AF_UNIX) and seqpacket.
@@ -325,7 +347,8 @@ const LD_SO: &str = "/lib/ld-linux-aarch64.so.1";
 fn workspace_code_cannot_be_executed_by_any_path() {
     let Some(r) = run_setup() else { return };
     std::fs::copy("/bin/true", r.ws.path().join("true")).unwrap();
-    r.ws.write("script.sh", b"#!/bin/sh\necho SCRIPT_RAN\n").unwrap();
+    r.ws.write("script.sh", b"#!/bin/sh\necho SCRIPT_RAN\n")
+        .unwrap();
     for f in ["true", "script.sh"] {
         let p = r.ws.path().join(f);
         let mut perm = std::fs::metadata(&p).unwrap().permissions();
@@ -341,7 +364,13 @@ fn workspace_code_cannot_be_executed_by_any_path() {
     let sb = sandbox_with(|_| {});
     let out = sb.run(&r.ws, &sh(&script)).unwrap();
     let text = out.stdout_text();
-    for ran in ["DIRECT_RAN", "SCRIPT_RAN", "LDSO_RAN", "TMP_RAN", "TMP_LDSO_RAN"] {
+    for ran in [
+        "DIRECT_RAN",
+        "SCRIPT_RAN",
+        "LDSO_RAN",
+        "TMP_RAN",
+        "TMP_LDSO_RAN",
+    ] {
         assert!(!text.contains(ran), "{ran}: {text}\n{}", out.stderr_text());
     }
     // Anonymous memory files: memfd_create (319) then execveat(fd, "",
@@ -357,15 +386,24 @@ fn workspace_code_cannot_be_executed_by_any_path() {
     "#;
     let out = sb.run(&r.ws, &perl(memfd)).unwrap();
     let text = out.stdout_text();
-    assert!(text.contains("execveat -1 1\n"), "{text}{}", out.stderr_text());
+    assert!(
+        text.contains("execveat -1 1\n"),
+        "{text}{}",
+        out.stderr_text()
+    );
     assert!(text.contains("mfd_exec -1 "), "{text}");
-    assert!(text.contains("procfd 13\n"), "exec of a memfd was not refused: {text}");
+    assert!(
+        text.contains("procfd 13\n"),
+        "exec of a memfd was not refused: {text}"
+    );
     assert_eq!(r.ws.read("true").unwrap(), before);
 
     // The control: with workspace execution on, the same binary runs, so
     // the refusals above are the sandbox's doing.
     let exec_on = sandbox_with(|c| c.workspace_exec = true);
-    let out = exec_on.run(&r.ws, &sh("./true && echo DIRECT_RAN")).unwrap();
+    let out = exec_on
+        .run(&r.ws, &sh("./true && echo DIRECT_RAN"))
+        .unwrap();
     assert_eq!(out.stdout_text(), "DIRECT_RAN\n", "{}", out.stderr_text());
 }
 
@@ -437,7 +475,10 @@ fn no_capability_survives_and_a_file_capability_binary_gains_nothing() {
     let bin = bin_dir.clone();
     let sb = sandbox_with(move |c| c.system_paths.push(bin));
     let out = sb
-        .run(&r.ws, &SandboxCommand::new(cat.to_str().unwrap()).arg("/proc/self/status"))
+        .run(
+            &r.ws,
+            &SandboxCommand::new(cat.to_str().unwrap()).arg("/proc/self/status"),
+        )
         .unwrap();
     std::fs::remove_dir_all(&bin_dir).unwrap();
     assert!(out.success(), "{}", out.stderr_text());
@@ -454,7 +495,10 @@ fn no_capability_survives_and_a_file_capability_binary_gains_nothing() {
 fn every_rlimit_is_set_explicitly() {
     let Some(r) = run_setup() else { return };
     let out = sandbox_with(|_| {})
-        .run(&r.ws, &SandboxCommand::new("/bin/cat").arg("/proc/self/limits"))
+        .run(
+            &r.ws,
+            &SandboxCommand::new("/bin/cat").arg("/proc/self/limits"),
+        )
         .unwrap();
     let limits = out.stdout_text();
     let l = SandboxLimits::default();
@@ -496,7 +540,10 @@ fn a_fork_bomb_is_capped_by_the_sandboxs_process_count() {
     });
     let started = Instant::now();
     let out = sb
-        .run(&r.ws, &sh("bomb() { bomb | bomb & }; bomb; sleep 1; echo survived"))
+        .run(
+            &r.ws,
+            &sh("bomb() { bomb | bomb & }; bomb; sleep 1; echo survived"),
+        )
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(
@@ -504,7 +551,11 @@ fn a_fork_bomb_is_capped_by_the_sandboxs_process_count() {
         "the limit did not bite: {}",
         out.stderr_text()
     );
-    assert_eq!(wait_no_processes(UID, 10), 0, "bomb processes survived the sandbox");
+    assert_eq!(
+        wait_no_processes(UID, 10),
+        0,
+        "bomb processes survived the sandbox"
+    );
     assert!(std::process::Command::new("/bin/true")
         .status()
         .unwrap()
@@ -570,7 +621,12 @@ fn per_sandbox_cgroups_carry_the_limits_and_are_removed_after() {
         dirs.iter()
             .map(|d| d.join(name))
             .find(|f| f.exists())
-            .map(|f| std::fs::read_to_string(f).unwrap_or_default().trim().to_owned())
+            .map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            })
             .unwrap_or_default()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -579,7 +635,10 @@ fn per_sandbox_cgroups_carry_the_limits_and_are_removed_after() {
         if dirs.len() == 3 && !read(&dirs, "cgroup.procs").is_empty() {
             break dirs;
         }
-        assert!(Instant::now() < deadline, "the sandbox never joined its groups");
+        assert!(
+            Instant::now() < deadline,
+            "the sandbox never joined its groups"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     let read = |name: &str| read(&dirs, name);
@@ -588,7 +647,10 @@ fn per_sandbox_cgroups_carry_the_limits_and_are_removed_after() {
     assert_eq!(read("cpu.cfs_quota_us"), "50000");
     assert_eq!(read("cpu.cfs_period_us"), "100000");
     assert!(handle.join().unwrap().success());
-    assert!(cgroup_dirs(&parent).is_empty(), "sandbox cgroups were left behind");
+    assert!(
+        cgroup_dirs(&parent).is_empty(),
+        "sandbox cgroups were left behind"
+    );
     for c in ["memory", "pids", "cpu"] {
         let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(c).join(&parent));
     }
@@ -641,8 +703,14 @@ fn a_fifo_made_in_the_sandbox_cannot_block_the_host() {
     let (read, write) = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the host blocked on a tenant's FIFO");
-    assert!(matches!(read, Err(Error::NotRegularFile { .. })), "{read:?}");
-    assert!(matches!(write, Err(Error::NotRegularFile { .. })), "{write:?}");
+    assert!(
+        matches!(read, Err(Error::NotRegularFile { .. })),
+        "{read:?}"
+    );
+    assert!(
+        matches!(write, Err(Error::NotRegularFile { .. })),
+        "{write:?}"
+    );
 }
 
 #[test]
@@ -665,7 +733,11 @@ fn a_sleeping_process_is_killed_at_the_timeout_with_its_orphans() {
     assert!(out.timed_out);
     assert_eq!(out.status, WaitStatus::Signaled(9));
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
-    assert_eq!(wait_no_processes(UID, 10), 0, "children survived the timeout");
+    assert_eq!(
+        wait_no_processes(UID, 10),
+        0,
+        "children survived the timeout"
+    );
 }
 
 /// Run as a separate process by the test below: supervises one sandbox
@@ -718,7 +790,10 @@ fn the_sandbox_dies_with_its_supervisor_process() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while processes_of_uid(UID) < 3 {
-        assert!(Instant::now() < deadline, "the helper's sandbox never started");
+        assert!(
+            Instant::now() < deadline,
+            "the helper's sandbox never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     helper.kill().unwrap();
@@ -763,7 +838,15 @@ fn out_of_range_durations_are_typed_errors_not_panics() {
 #[test]
 fn system_paths_that_expose_the_host_or_a_workspace_are_refused() {
     let Some(r) = run_setup() else { return };
-    for bad in ["/", "/tmp", "/proc", "/dev/shm", "/run", "usr", "/usr/../etc"] {
+    for bad in [
+        "/",
+        "/tmp",
+        "/proc",
+        "/dev/shm",
+        "/run",
+        "usr",
+        "/usr/../etc",
+    ] {
         let result = Sandbox::new(SandboxConfig {
             system_paths: vec![PathBuf::from(bad)],
             ..SandboxConfig::default()
@@ -826,7 +909,13 @@ fn a_missing_program_reports_the_execve_error() {
         .run(&r.ws, &SandboxCommand::new("/usr/bin/does-not-exist"))
         .unwrap_err();
     assert!(
-        matches!(err, Error::SandboxSetup { stage: "execve", .. }),
+        matches!(
+            err,
+            Error::SandboxSetup {
+                stage: "execve",
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -878,12 +967,20 @@ fn a_warm_pool_recycles_only_verified_clean_sandboxes_across_tenants() {
         assert_eq!(pool.ready(), 1);
         let ws = warm.workspace().unwrap();
         assert!(ws.belongs_to(&r.ctx));
-        assert!(ws.path().starts_with(r.root.path().join(r.ctx.tenant().to_string())));
+        assert!(ws
+            .path()
+            .starts_with(r.root.path().join(r.ctx.tenant().to_string())));
         let out = warm
-            .run(&sh("cat /proc/self/uid_map; echo leftover > file; sleep 100 &").env("RUN", "first"))
+            .run(
+                &sh("cat /proc/self/uid_map; echo leftover > file; sleep 100 &")
+                    .env("RUN", "first"),
+            )
             .unwrap();
         first_uid = host_uid_inside(&out);
-        assert_eq!(warm.workspace().unwrap().read("file").unwrap(), b"leftover\n");
+        assert_eq!(
+            warm.workspace().unwrap().read("file").unwrap(),
+            b"leftover\n"
+        );
         assert!(matches!(warm.run(&sh("true")), Err(Error::WipeFailed(_))));
     }
     // Recycled in the background: back in the pool, empty, nothing of the
@@ -891,7 +988,11 @@ fn a_warm_pool_recycles_only_verified_clean_sandboxes_across_tenants() {
     // process).
     assert!(pool.wait_ready(2, Duration::from_secs(30)));
     assert!(processes_of_uid(first_uid) <= 1);
-    assert_eq!(processes_named(first_uid, "sleep"), 0, "the run's process survived");
+    assert_eq!(
+        processes_named(first_uid, "sleep"),
+        0,
+        "the run's process survived"
+    );
     let other = ctx_with_tools(&r.issuer, TenantId::random(), &[]);
     for ctx in [&other, &r.ctx] {
         let mut warm = pool.acquire(ctx).unwrap();

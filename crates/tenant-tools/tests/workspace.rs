@@ -270,7 +270,9 @@ fn a_host_write_past_the_quota_is_a_typed_error_and_stays_inside() {
     ws.write("small", &[1u8; 1000]).unwrap();
     let err = ws.write("big", &vec![7u8; 2 << 20]).unwrap_err();
     assert!(matches!(err, Error::WorkspaceFull { .. }), "{err}");
-    let size = std::fs::metadata(ws.path().join("big")).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(ws.path().join("big"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     assert!(size <= 1 << 20, "wrote {size} bytes past a 1 MiB quota");
     // Inodes: the 16th file cannot be made.
     let mut full = None;
@@ -280,7 +282,10 @@ fn a_host_write_past_the_quota_is_a_typed_error_and_stays_inside() {
             break;
         }
     }
-    assert!(matches!(full, Some(Error::WorkspaceFull { .. })), "{full:?}");
+    assert!(
+        matches!(full, Some(Error::WorkspaceFull { .. })),
+        "{full:?}"
+    );
     // The workspace is its own file system, not the host's.
     let host_dev = std::fs::metadata(dir.path()).unwrap().dev();
     assert_ne!(std::fs::metadata(ws.path()).unwrap().dev(), host_dev);

@@ -9,40 +9,40 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// registry's blocks that are not globally reachable, multicast, and
 /// metadata endpoints on public addresses.
 const V4_INTERNAL: &[([u8; 4], u8)] = &[
-    ([0, 0, 0, 0], 8),         // "this network"
-    ([10, 0, 0, 0], 8),        // private
-    ([100, 64, 0, 0], 10),     // shared address space (CGNAT; Alibaba metadata 100.100.100.200)
-    ([127, 0, 0, 0], 8),       // loopback
-    ([169, 254, 0, 0], 16),    // link local (AWS/GCP/Azure/OCI metadata 169.254.169.254, ECS 169.254.170.2)
-    ([172, 16, 0, 0], 12),     // private
-    ([192, 0, 0, 0], 24),      // IETF protocol assignments (incl. 192.0.0.192 OCI metadata)
-    ([192, 0, 2, 0], 24),      // TEST-NET-1
-    ([192, 88, 99, 0], 24),    // deprecated 6to4 relay anycast
-    ([192, 168, 0, 0], 16),    // private
-    ([198, 18, 0, 0], 15),     // benchmarking
-    ([198, 51, 100, 0], 24),   // TEST-NET-2
-    ([203, 0, 113, 0], 24),    // TEST-NET-3
-    ([224, 0, 0, 0], 4),       // multicast
-    ([240, 0, 0, 0], 4),       // reserved, incl. limited broadcast
-    ([168, 63, 129, 16], 32),  // Azure wire server / metadata
+    ([0, 0, 0, 0], 8),        // "this network"
+    ([10, 0, 0, 0], 8),       // private
+    ([100, 64, 0, 0], 10),    // shared address space (CGNAT; Alibaba metadata 100.100.100.200)
+    ([127, 0, 0, 0], 8),      // loopback
+    ([169, 254, 0, 0], 16), // link local (AWS/GCP/Azure/OCI metadata 169.254.169.254, ECS 169.254.170.2)
+    ([172, 16, 0, 0], 12),  // private
+    ([192, 0, 0, 0], 24),   // IETF protocol assignments (incl. 192.0.0.192 OCI metadata)
+    ([192, 0, 2, 0], 24),   // TEST-NET-1
+    ([192, 88, 99, 0], 24), // deprecated 6to4 relay anycast
+    ([192, 168, 0, 0], 16), // private
+    ([198, 18, 0, 0], 15),  // benchmarking
+    ([198, 51, 100, 0], 24), // TEST-NET-2
+    ([203, 0, 113, 0], 24), // TEST-NET-3
+    ([224, 0, 0, 0], 4),    // multicast
+    ([240, 0, 0, 0], 4),    // reserved, incl. limited broadcast
+    ([168, 63, 129, 16], 32), // Azure wire server / metadata
 ];
 
 /// IPv6 blocks internal outright (those embedding IPv4 are handled apart).
 const V6_INTERNAL: &[([u16; 8], u8)] = &[
-    ([0, 0, 0, 0, 0, 0, 0, 0], 128),            // unspecified
-    ([0, 0, 0, 0, 0, 0, 0, 1], 128),            // loopback
-    ([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),     // local-use IPv4/IPv6 translation
-    ([0x100, 0, 0, 0, 0, 0, 0, 0], 64),         // discard-only
-    ([0x100, 0, 0, 1, 0, 0, 0, 0], 64),         // dummy prefix
-    ([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),        // IETF protocol assignments (incl. Teredo 2001::/32)
-    ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),    // documentation
-    ([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),        // 6to4
-    ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),        // documentation
-    ([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16),        // segment routing SIDs
-    ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),         // unique local (incl. fd00:ec2::254 metadata)
-    ([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),        // link local
-    ([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),        // site local (deprecated)
-    ([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),         // multicast
+    ([0, 0, 0, 0, 0, 0, 0, 0], 128),         // unspecified
+    ([0, 0, 0, 0, 0, 0, 0, 1], 128),         // loopback
+    ([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),  // local-use IPv4/IPv6 translation
+    ([0x100, 0, 0, 0, 0, 0, 0, 0], 64),      // discard-only
+    ([0x100, 0, 0, 1, 0, 0, 0, 0], 64),      // dummy prefix
+    ([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),     // IETF protocol assignments (incl. Teredo 2001::/32)
+    ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), // documentation
+    ([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),     // 6to4
+    ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),     // documentation
+    ([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16),     // segment routing SIDs
+    ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),      // unique local (incl. fd00:ec2::254 metadata)
+    ([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),     // link local
+    ([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),     // site local (deprecated)
+    ([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),      // multicast
 ];
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], len: u8) -> bool {

@@ -40,9 +40,10 @@ impl RunCa {
     pub(crate) fn new(hosts: &[String]) -> Result<Self> {
         let key = KeyPair::generate().map_err(tls_err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "tenant-tools egress proxy (this run only)");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            "tenant-tools egress proxy (this run only)",
+        );
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,

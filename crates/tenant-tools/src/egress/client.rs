@@ -89,9 +89,7 @@ impl EgressClient {
     /// A client enforcing `policy`.
     pub fn new(policy: EgressPolicy) -> Result<Self> {
         let tls = client_config(&policy)?;
-        let builder = Self::base(tls.clone())
-            .build()
-            .map_err(map_reqwest)?;
+        let builder = Self::base(tls.clone()).build().map_err(map_reqwest)?;
         Ok(Self {
             policy,
             tls,

@@ -219,7 +219,10 @@ impl EgressPolicy {
     pub fn trust_pem(self, pem: &[u8]) -> Result<Self> {
         let mut roots = (*self.roots).clone();
         let before = roots.len();
-        for block in String::from_utf8_lossy(pem).split("-----BEGIN CERTIFICATE-----").skip(1) {
+        for block in String::from_utf8_lossy(pem)
+            .split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+        {
             let body: String = block
                 .split("-----END CERTIFICATE-----")
                 .next()
@@ -360,7 +363,9 @@ mod tests {
 
     #[test]
     fn injection_needs_an_allowed_host_and_a_valid_header() {
-        let p = EgressPolicy::deny_all().allow("api.example.com:443").unwrap();
+        let p = EgressPolicy::deny_all()
+            .allow("api.example.com:443")
+            .unwrap();
         assert!(p
             .clone()
             .inject("other.example.com", "gh", CredentialInjection::Bearer)

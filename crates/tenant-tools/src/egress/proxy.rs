@@ -42,7 +42,9 @@ use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
 use super::broker::RunCa;
-use super::policy::{normalize_host, parse_host_port, CredentialInjection, EgressPolicy, Injection};
+use super::policy::{
+    normalize_host, parse_host_port, CredentialInjection, EgressPolicy, Injection,
+};
 use super::resolve::{connect, resolve_checked};
 use super::trust::{bundle_pem, client_config};
 use crate::error::{Error, Result};
@@ -99,7 +101,10 @@ impl fmt::Debug for EgressProxy {
     }
 }
 
-fn header_value(how: &CredentialInjection, secret: &SecretString) -> Result<(HeaderName, HeaderValue)> {
+fn header_value(
+    how: &CredentialInjection,
+    secret: &SecretString,
+) -> Result<(HeaderName, HeaderValue)> {
     let raw = secret.expose_secret();
     let (name, value) = match how {
         CredentialInjection::Bearer => (AUTHORIZATION, format!("Bearer {raw}")),
@@ -160,7 +165,8 @@ impl EgressProxy {
 
     /// Arms one of the policy's injections with the tenant's secret.
     pub(crate) fn arm(mut self, inj: &Injection, secret: &SecretString) -> Result<Self> {
-        let (host, port, integration, how) = (inj.host.clone(), inj.port, &inj.integration, &inj.how);
+        let (host, port, integration, how) =
+            (inj.host.clone(), inj.port, &inj.integration, &inj.how);
         if !self.policy.covers(&host, port) {
             return Err(Error::InvalidName {
                 kind: "egress host",
@@ -252,7 +258,12 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
             .build()
     })
     .as_ref()
-    .map_err(|e| Error::setup("egress runtime", std::io::Error::new(e.kind(), e.to_string())))
+    .map_err(|e| {
+        Error::setup(
+            "egress runtime",
+            std::io::Error::new(e.kind(), e.to_string()),
+        )
+    })
 }
 
 /// Keeps a proxy serving; dropping it stops the proxy and every
@@ -340,7 +351,10 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if let Err(e) = state.ctx.check() {
         state.ctx.audit_denied("egress.request", "-", &e);
-        return Ok(text(StatusCode::FORBIDDEN, "egress denied: context no longer valid"));
+        return Ok(text(
+            StatusCode::FORBIDDEN,
+            "egress denied: context no longer valid",
+        ));
     }
     if req.method() == Method::CONNECT {
         Ok(tunnel(state, req).await)
@@ -364,7 +378,10 @@ async fn admit(
         }
         Err(reason) => {
             state.ctx.audit_denied(action, &resource, &reason);
-            Err(text(StatusCode::FORBIDDEN, format!("egress denied: {reason}")))
+            Err(text(
+                StatusCode::FORBIDDEN,
+                format!("egress denied: {reason}"),
+            ))
         }
     }
 }
@@ -400,7 +417,11 @@ async fn tunnel(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body>
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         }
     });
-    Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+    Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    )
 }
 
 /// Terminates the client's TLS with the run's certificate for `host`, and
@@ -414,7 +435,9 @@ async fn intercepted(
     client: TokioIo<hyper::upgrade::Upgraded>,
 ) {
     let Some(ca) = &state.ca else { return };
-    let Ok(server) = ca.server_for(&host) else { return };
+    let Ok(server) = ca.server_for(&host) else {
+        return;
+    };
     let Ok(tls) = tokio_rustls::TlsAcceptor::from(server).accept(client).await else {
         return;
     };
@@ -555,7 +578,11 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_ascii_lowercase())
         .collect();
-    for h in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+    for h in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
         headers.remove(h);
     }
 }
@@ -566,7 +593,9 @@ async fn forward(state: &State, up: &mut Upstream, mut req: Request<Incoming>) -
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
-    *req.uri_mut() = path.parse::<Uri>().unwrap_or_else(|_| Uri::from_static("/"));
+    *req.uri_mut() = path
+        .parse::<Uri>()
+        .unwrap_or_else(|_| Uri::from_static("/"));
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     let default_port = if up.tls.is_some() { 443 } else { 80 };

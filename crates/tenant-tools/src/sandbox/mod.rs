@@ -49,9 +49,9 @@ pub use seccomp::DENIED_SYSCALLS;
 pub use sys::WaitStatus;
 pub use uids::DEFAULT_POOL_UID_BASE;
 
-use crate::redaction::Redactor;
 use crate::egress::EgressProxy;
 use crate::error::{Error, Result};
+use crate::redaction::Redactor;
 use crate::workspace::{grant, Workspace};
 use cgroup::{CgroupLimits, SandboxCgroup};
 use root::SystemPath;
@@ -445,7 +445,8 @@ impl SandboxCommand {
     fn routed(&self, ca_bundle: bool) -> Self {
         let mut out = self.clone();
         out.env.retain(|(k, _)| {
-            !PROXY_VARS.contains(&k.as_str()) && !(ca_bundle && CA_VARS.contains(&k.as_str()))
+            let k = k.as_str();
+            !(PROXY_VARS.contains(&k) || ca_bundle && CA_VARS.contains(&k))
         });
         let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
         for k in PROXY_VARS {
@@ -715,8 +716,10 @@ impl Sandbox {
         } else {
             None
         };
-        let cgroup =
-            SandboxCgroup::create(&self.config.cgroup_parent, &self.config.limits.cgroup_limits())?;
+        let cgroup = SandboxCgroup::create(
+            &self.config.cgroup_parent,
+            &self.config.limits.cgroup_limits(),
+        )?;
         let (cmd_r, cmd_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
@@ -757,15 +760,19 @@ impl Sandbox {
         };
         // The child's ends; ours are closed when these drop.
         drop((cmd_r, err_w, out_w, errout_w, devnull));
-        if let Some(cg) = &prepared.cgroup {
-            cg.add(pid)?;
-        }
         write_id_maps(pid, host_uid, host_gid)?;
         let go = prepared
             .cmd_w
             .as_ref()
             .ok_or_else(|| Error::setup("release child", std::io::Error::other("no pipe")))?;
         rustix::io::write(go, &[1]).map_err(|e| Error::setup("release child", e))?;
+        // Joining a cgroup costs the kernel a grace period (milliseconds
+        // on cgroup v1), so it overlaps the child building its root. The
+        // child runs nothing of the tenant's until its command arrives,
+        // which is sent only after both have finished.
+        if let Some(cg) = &prepared.cgroup {
+            cg.add(pid)?;
+        }
         wait_ready(&prepared)?;
         if egress.is_some() {
             prepared.listener = Some(listen_in_netns(&prepared.pidfd)?);
@@ -911,7 +918,8 @@ fn wait_ready(p: &Prepared) -> Result<()> {
     if u32::from_le_bytes([report[0], report[1], report[2], report[3]]) == sys::ST_READY {
         return Ok(());
     }
-    Err(child_error(&report).unwrap_or_else(|| Error::setup("child", std::io::Error::other("bad report"))))
+    Err(child_error(&report)
+        .unwrap_or_else(|| Error::setup("child", std::io::Error::other("bad report"))))
 }
 
 /// Creates the proxy's listening socket inside the child's network
@@ -1006,7 +1014,9 @@ fn supervise(
     cap: usize,
     redactor: Option<&Redactor>,
 ) -> Result<SandboxOutput> {
-    let deadline = started.checked_add(timeout).unwrap_or(started + MAX_TIMEOUT);
+    let deadline = started
+        .checked_add(timeout)
+        .unwrap_or(started + MAX_TIMEOUT);
     let (mut out, mut err) = (Stream::new(redactor), Stream::new(redactor));
     let (mut exited, mut timed_out) = (false, false);
     let mut grace_until: Option<Instant> = None;
@@ -1046,11 +1056,9 @@ fn supervise(
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
         drop(fds);
         let mut ready = ready.into_iter();
-        if !exited {
-            if ready.next().unwrap_or(false) {
-                exited = true;
-                grace_until = Some(Instant::now() + Duration::from_secs(2));
-            }
+        if !exited && ready.next().unwrap_or(false) {
+            exited = true;
+            grace_until = Some(Instant::now() + Duration::from_secs(2));
         }
         if out.fd_open && ready.next().unwrap_or(false) {
             out.read_some(&p.out_r, cap);

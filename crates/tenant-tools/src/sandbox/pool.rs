@@ -33,8 +33,8 @@ use tenant_core::{IsolationTier, TenantContext, TenantId, TierResolver};
 
 use super::uids::UidRange;
 use super::{processes_of_uid, Prepared, Sandbox, SandboxCommand, SandboxOutput};
-use crate::redaction::Redactor;
 use crate::error::{Error, Result};
+use crate::redaction::Redactor;
 use crate::workspace::{Unassigned, Workspace, WorkspaceRoot};
 
 /// A slot ready to be acquired.

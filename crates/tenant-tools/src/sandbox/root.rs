@@ -104,7 +104,9 @@ pub(crate) fn system_paths(declared: &[PathBuf]) -> Result<Vec<SystemPath>> {
     let mut out: Vec<SystemPath> = Vec::new();
     for p in &normal {
         // Beneath another declared directory: already visible.
-        if out.iter().any(|o| matches!(o, SystemPath::Bound { path, is_dir: true } if covers(Path::new(path), p))) {
+        if out.iter().any(
+            |o| matches!(o, SystemPath::Bound { path, is_dir: true } if covers(Path::new(path), p)),
+        ) {
             continue;
         }
         let meta = match std::fs::symlink_metadata(p) {
@@ -241,7 +243,7 @@ pub(crate) fn ops(spec: &RootSpec<'_>) -> Result<(Vec<RootOp>, usize)> {
     // already cloned, and the path exists in every layout).
     ops.push(RootOp::Tmpfs {
         target: c(ws)?,
-        flags: (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as u64,
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         data: c(&format!(
             "mode=0755,size=4m,nr_inodes=4096,uid={SANDBOX_UID},gid={SANDBOX_UID}"
         ))?,
@@ -318,7 +320,7 @@ pub(crate) fn ops(spec: &RootSpec<'_>) -> Result<(Vec<RootOp>, usize)> {
     };
     ops.push(RootOp::Tmpfs {
         target: c("tmp")?,
-        flags: (libc::MS_NOSUID | libc::MS_NODEV | tmp_exec) as u64,
+        flags: libc::MS_NOSUID | libc::MS_NODEV | tmp_exec,
         data: c(&format!(
             "mode=1777,size={},nr_inodes={}",
             spec.tmp_bytes.max(4096),
@@ -348,7 +350,15 @@ mod tests {
 
     #[test]
     fn system_paths_that_overlap_the_sandboxs_own_tree_or_the_root_are_refused() {
-        for bad in ["/", "/tmp", "/proc/self", "/dev", "/run", "relative", "/usr/../etc"] {
+        for bad in [
+            "/",
+            "/tmp",
+            "/proc/self",
+            "/dev",
+            "/run",
+            "relative",
+            "/usr/../etc",
+        ] {
             assert!(
                 matches!(
                     system_paths(&[PathBuf::from(bad)]),

@@ -231,7 +231,12 @@ pub(crate) fn filters(egress: bool) -> Result<Vec<BpfProgram>> {
     let mut clone_rules = Vec::new();
     for flag in ns_flags {
         let flag = flag as u64;
-        let c = cond(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag)?;
+        let c = cond(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(flag),
+            flag,
+        )?;
         clone_rules.push(SeccompRule::new(vec![c]).map_err(rule_err)?);
     }
     deny.insert(libc::SYS_clone, clone_rules);

@@ -16,13 +16,14 @@ use std::sync::{Mutex, OnceLock};
 use super::sys::{self, ChildPlan};
 
 type Reply = SyncSender<(Box<ChildPlan>, io::Result<(i32, OwnedFd)>)>;
+type Request = (Box<ChildPlan>, Reply);
 
-fn spawner() -> io::Result<&'static Mutex<Sender<(Box<ChildPlan>, Reply)>>> {
-    static SPAWNER: OnceLock<Mutex<Sender<(Box<ChildPlan>, Reply)>>> = OnceLock::new();
+fn spawner() -> io::Result<&'static Mutex<Sender<Request>>> {
+    static SPAWNER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
     if let Some(s) = SPAWNER.get() {
         return Ok(s);
     }
-    let (tx, rx) = channel::<(Box<ChildPlan>, Reply)>();
+    let (tx, rx) = channel::<Request>();
     std::thread::Builder::new()
         .name("tenant-tools-spawner".into())
         .spawn(move || {

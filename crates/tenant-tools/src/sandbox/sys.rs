@@ -407,7 +407,7 @@ fn run_root_ops(ops: &[RootOp], slots: &mut [RawFd]) -> Result<(), (u32, i32)> {
     for op in ops {
         match op {
             RootOp::MakePrivate => {
-                let flags = (libc::MS_REC | libc::MS_PRIVATE) as u64;
+                let flags = libc::MS_REC | libc::MS_PRIVATE;
                 if !mount(0, ptr(SLASH), 0, flags, 0) {
                     return Err((ST_PRIVATE, errno()));
                 }
@@ -519,7 +519,7 @@ fn run_root_ops(ops: &[RootOp], slots: &mut [RawFd]) -> Result<(), (u32, i32)> {
                 }
             }
             RootOp::Proc(target) => {
-                let flags = (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as u64;
+                let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
                 if !mount(ptr(PROC), ptr(target), ptr(PROC), flags, 0) {
                     return Err((ST_PROC, errno()));
                 }
@@ -568,7 +568,15 @@ fn run_root_ops(ops: &[RootOp], slots: &mut [RawFd]) -> Result<(), (u32, i32)> {
                 if raw(libc::SYS_pivot_root, ptr(DOT), ptr(DOT), 0, 0, 0) != 0 {
                     return Err((ST_PIVOT, errno()));
                 }
-                if raw(libc::SYS_umount2, ptr(DOT), libc::MNT_DETACH as usize, 0, 0, 0) != 0 {
+                if raw(
+                    libc::SYS_umount2,
+                    ptr(DOT),
+                    libc::MNT_DETACH as usize,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err((ST_PIVOT, errno()));
                 }
                 if raw(libc::SYS_chdir, ptr(SLASH), 0, 0, 0, 0) != 0 {
@@ -576,12 +584,12 @@ fn run_root_ops(ops: &[RootOp], slots: &mut [RawFd]) -> Result<(), (u32, i32)> {
                 }
             }
             RootOp::ReadOnlyRoot => {
-                let flags = (libc::MS_REMOUNT
+                let flags = libc::MS_REMOUNT
                     | libc::MS_BIND
                     | libc::MS_RDONLY
                     | libc::MS_NOSUID
                     | libc::MS_NODEV
-                    | libc::MS_NOEXEC) as u64;
+                    | libc::MS_NOEXEC;
                 if !mount(0, ptr(SLASH), 0, flags, 0) {
                     return Err((ST_RDONLY_ROOT, errno()));
                 }
@@ -696,13 +704,7 @@ fn drop_privileges(plan: &ChildPlan) -> Result<(), (u32, i32)> {
     // supervisor process. Had the supervisor died before this point, it
     // can never send the command this child waits for: the read below
     // then sees end-of-file and the child exits.
-    if !prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as usize,
-        0,
-        0,
-        0,
-    ) {
+    if !prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as usize, 0, 0, 0) {
         return Err((ST_PDEATHSIG, errno()));
     }
     Ok(())

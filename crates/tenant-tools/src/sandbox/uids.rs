@@ -46,15 +46,11 @@ impl UidRange {
             }
             None => {
                 let mut candidate = DEFAULT_POOL_UID_BASE;
-                loop {
-                    match taken.iter().find(|t| overlaps(**t, (candidate, len))) {
-                        Some(t) => {
-                            candidate = t.0.checked_add(t.1).ok_or_else(|| {
-                                Error::UidRangeUnavailable("host uids exhausted".into())
-                            })?
-                        }
-                        None => break,
-                    }
+                while let Some(t) = taken.iter().find(|t| overlaps(**t, (candidate, len))) {
+                    candidate = t
+                        .0
+                        .checked_add(t.1)
+                        .ok_or_else(|| Error::UidRangeUnavailable("host uids exhausted".into()))?;
                 }
                 if candidate.checked_add(len).is_none() {
                     return Err(Error::UidRangeUnavailable("host uids exhausted".into()));
@@ -84,10 +80,7 @@ impl UidRange {
 impl Drop for UidRange {
     fn drop(&mut self) {
         let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = taken
-            .iter()
-            .position(|t| *t == (self.start, self.len))
-        {
+        if let Some(i) = taken.iter().position(|t| *t == (self.start, self.len)) {
             taken.swap_remove(i);
         }
     }
