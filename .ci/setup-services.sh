@@ -3,6 +3,7 @@
 #   * PostgreSQL 15 server binaries (initdb, postgres) with contrib (pgcrypto)
 #   * the unprivileged `postgres` system user (PostgreSQL refuses to run as root)
 #   * redis-server
+#   * curl (run inside the tool sandbox by the egress tests)
 # Idempotent: installs only what is missing and runs `apt-get update` only
 # when something has to be installed. Non-interactive. Exits non-zero with a
 # message on failure.
@@ -99,5 +100,11 @@ if [ -z "$redis_bin" ]; then
     [ -n "$redis_bin" ] || die "redis-server still not found after installing it"
 fi
 log "Redis: $("$redis_bin" --version) at $redis_bin"
+
+# --- curl (the egress-proxy tests run it inside the sandbox) -------------------
+if ! command -v curl >/dev/null 2>&1; then
+    log "curl not found: installing curl"
+    apt_install curl ca-certificates
+fi
 
 log "done"
