@@ -17,7 +17,7 @@ use tenant_sdk::*;
 async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     // ---- platform set-up (once per process) ---------------------------------
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("2026-11")?));
-    let registry = ToolRegistry::new();
+    let registry = ToolRegistry::new(&issuer.authority());
     let object = json!({"type": "object", "properties": {"q": {"type": "string"}},
                         "required": ["q"], "additionalProperties": false});
     registry.register(FnTool::new(
@@ -46,7 +46,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     ))?;
     let vault = Arc::new(MemoryVault::new());
     let policies = ToolPolicies::new();
-    let quotas = Quotas::builder()
+    let quotas = Quotas::builder(&issuer.authority())
         .policy(Policy::new(TenantPolicy::new().tenant_limits(
             Limits::unlimited().tokens_per(1_000_000, Duration::from_secs(3600)),
         )))

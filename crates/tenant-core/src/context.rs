@@ -11,6 +11,7 @@ use crate::encoding::Writer;
 use crate::error::{Error, Result};
 use crate::ids::{AgentId, ContextId, PrincipalId, TenantId};
 use crate::issuer::Authority;
+use crate::origin::Origin;
 use crate::proof::Proof;
 use crate::tier::IsolationTier;
 
@@ -42,9 +43,11 @@ pub(crate) struct Claims {
     pub(crate) capabilities: Capabilities,
     pub(crate) issued_at_ms: u64,
     pub(crate) expires_at_ms: u64,
+    /// Where the root came from (authentication time, token, session).
+    pub(crate) origin: Origin,
 }
 
-pub(crate) const SIGNED_MAGIC: &[u8] = b"tenant-sdk/context/v1";
+pub(crate) const SIGNED_MAGIC: &[u8] = b"tenant-sdk/context/v2";
 
 impl Claims {
     /// The bytes the proof is computed over (capabilities by digest).
@@ -54,8 +57,9 @@ impl Claims {
         self.encode_identity(&mut w);
         w.raw(caps_digest)
             .u64(self.issued_at_ms)
-            .u64(self.expires_at_ms)
-            .str(key_id);
+            .u64(self.expires_at_ms);
+        self.origin.encode(&mut w);
+        w.str(key_id);
         w.into_vec()
     }
 
@@ -75,11 +79,11 @@ impl Claims {
     }
 }
 
-pub(crate) struct Inner {
-    pub(crate) claims: Claims,
-    pub(crate) caps_digest: [u8; 32],
-    pub(crate) proof: Proof,
-    pub(crate) authority: Arc<Authority>,
+struct Inner {
+    claims: Claims,
+    caps_digest: [u8; 32],
+    proof: Proof,
+    authority: Arc<Authority>,
 }
 
 /// A verified tenant context: the only way into any tenant-scoped handle.
@@ -108,7 +112,7 @@ pub(crate) struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct TenantContext {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl TenantContext {
@@ -211,8 +215,11 @@ impl TenantContext {
 
     /// Verifies the context is still usable: the proof verifies under a key
     /// its issuer accepts, it has not expired, and neither it nor any
-    /// ancestor has been revoked. Every handle calls this on every
-    /// operation; it costs one HMAC and one atomic load.
+    /// ancestor has been revoked (nor the token, session or principal it
+    /// was minted for). Every handle calls this on every operation; it
+    /// costs one HMAC and one atomic load (plus a clock read when the
+    /// registry is a replica with a staleness bound). It never blocks on a
+    /// network: revocations are looked up in the issuer's local registry.
     pub fn check(&self) -> Result<()> {
         self.verify_proof()?;
         self.check_fresh()
@@ -225,15 +232,7 @@ impl TenantContext {
         if now_ms() >= c.expires_at_ms {
             return Err(Error::ContextExpired);
         }
-        if self
-            .inner
-            .authority
-            .revocations()
-            .any_revoked(c.id, &c.ancestors)
-        {
-            return Err(Error::ContextRevoked);
-        }
-        Ok(())
+        self.inner.authority.revocations().check(c)
     }
 
     pub(crate) fn verify_proof(&self) -> Result<()> {
@@ -259,10 +258,21 @@ impl TenantContext {
             && (self.id() == ancestor.id() || self.ancestors().contains(&ancestor.id()))
     }
 
-    /// `Ok` when `child` is this context or one delegated from it, and is
-    /// itself valid ([`check`](Self::check)). Handles use this in their
-    /// `delegate` methods.
+    /// `Ok` when `child` is this context or one delegated from it, was
+    /// issued under the same authority, and is itself valid
+    /// ([`check`](Self::check)). Handles use this in their `delegate`
+    /// methods.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignAuthority`] for a context of another issuer (even one
+    /// carrying this context's id, e.g. accepted from its token by an issuer
+    /// with another revocation registry), [`Error::NotDescendant`], or the
+    /// error of [`check`](Self::check).
     pub fn check_descendant(&self, child: &TenantContext) -> Result<()> {
+        if !self.same_authority(child) {
+            return Err(Error::ForeignAuthority);
+        }
         if !child.descends_from(self) {
             return Err(Error::NotDescendant);
         }
@@ -277,10 +287,6 @@ impl TenantContext {
 
     pub(crate) fn authority(&self) -> &Arc<Authority> {
         &self.inner.authority
-    }
-
-    pub(crate) fn proof(&self) -> &Proof {
-        &self.inner.proof
     }
 
     pub(crate) fn raw_claims(&self) -> &Claims {

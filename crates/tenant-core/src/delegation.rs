@@ -172,6 +172,7 @@ impl DelegationBuilder<'_> {
             capabilities: self.capabilities,
             issued_at_ms: now,
             expires_at_ms,
+            origin: parent_claims.origin,
         };
         Ok(TenantContext::sign(claims, parent.authority().clone()))
     }

@@ -40,9 +40,29 @@ pub enum ClaimRejection {
     /// The `sub` claim is not a valid principal id.
     #[error("token subject is not a valid principal id")]
     InvalidPrincipal,
-    /// A claim has the wrong type or an invalid value.
+    /// A claim has the wrong type or an invalid value (this includes dates
+    /// that are negative, not numbers, or after the year 9999).
     #[error("token claim `{0}` is invalid")]
     InvalidClaim(String),
+    /// A member name appears twice in the header or payload (at any
+    /// depth): parsers disagree on which one wins, so neither does.
+    #[error("token has duplicate claim `{0}`")]
+    DuplicateClaim(String),
+    /// `iat` lies in the future (beyond the configured leeway).
+    #[error("token is issued in the future")]
+    IssuedInFuture,
+    /// The header lists critical extensions (`crit`); none is supported.
+    #[error("token requires an unsupported critical header extension")]
+    UnsupportedCriticalHeader,
+    /// The header names a `kid` the configured key set does not hold.
+    #[error("token key id is not in the key set")]
+    UnknownKeyId,
+    /// The token is longer than the verifier accepts.
+    #[error("token is too long")]
+    Oversized,
+    /// The token, its session or its subject has been revoked.
+    #[error("token has been revoked")]
+    Revoked,
 }
 
 /// Errors of `tenant-core`.
@@ -63,9 +83,20 @@ pub enum Error {
     /// The context's expiry time has passed.
     #[error("tenant context has expired")]
     ContextExpired,
-    /// The context, or one of its ancestors, has been revoked.
+    /// The context, or one of its ancestors, has been revoked (or the token,
+    /// session or principal it was minted for).
     #[error("tenant context has been revoked")]
     ContextRevoked,
+    /// This process's view of the shared revocation store is older than its
+    /// staleness bound, so no context can be admitted until it catches up.
+    #[error("revocation view is stale: the revocation store has not been reached within the staleness bound")]
+    RevocationsStale,
+    /// A revocation entry read from a store could not be parsed.
+    #[error("malformed revocation entry: {0}")]
+    MalformedRevocation(&'static str),
+    /// A revocation store could not be reached or answered an error.
+    #[error("revocation store error: {0}")]
+    RevocationStore(String),
     /// The context's proof does not verify: it was forged or tampered with.
     #[error("tenant context proof does not verify")]
     BadProof,

@@ -7,12 +7,14 @@ use std::time::{Duration, SystemTime};
 use crate::authority::PlatformAuthority;
 use crate::capabilities::Capabilities;
 use crate::context::{now_ms, to_ms, Claims, TenantContext};
-use crate::error::{Error, Result};
+use crate::error::{ClaimRejection, Error, Result};
 use crate::ids::{AgentId, ContextId, PrincipalId, TenantId};
 use crate::keys::{KeyId, MasterKey, Purpose, Subkey};
+use crate::origin::Origin;
 use crate::proof::ProofKey;
 use crate::revocation::Revocations;
 use crate::tier::{IsolationTier, StaticTiers, TierResolver};
+use crate::token_keys::{TokenSigner, TokenVerifier};
 
 /// The default lifetime of a root context.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
@@ -23,6 +25,8 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) struct Authority {
     signing: ProofKey,
     previous: Vec<ProofKey>,
+    token_signer: TokenSigner,
+    token_verifier: TokenVerifier,
     revocations: Revocations,
     tiers: Arc<dyn TierResolver>,
     max_ttl: Duration,
@@ -43,19 +47,52 @@ impl Authority {
     pub(crate) fn revocations(&self) -> &Revocations {
         &self.revocations
     }
+
+    pub(crate) fn token_signer(&self) -> &TokenSigner {
+        &self.token_signer
+    }
+
+    pub(crate) fn token_verifier(&self) -> &TokenVerifier {
+        &self.token_verifier
+    }
 }
+
+/// A retired master key still accepted: its proof key and the public key
+/// of its token signer.
+struct PreviousKey {
+    proof: ProofKey,
+    token: ed25519_dalek::VerifyingKey,
+}
+
+impl PreviousKey {
+    fn from_master(master: &MasterKey) -> Self {
+        Self {
+            proof: ProofKey::from_master(master),
+            token: TokenSigner::from_master(master).verifying_key(),
+        }
+    }
+}
+
+/// The longest `max_ttl` an issuer may be configured with (100 years): far
+/// beyond any sensible context lifetime, far below clock overflow.
+pub const MAX_TTL_CEILING: Duration = Duration::from_secs(100 * 366 * 24 * 60 * 60);
 
 /// Mints [`TenantContext`]s. Holds the platform master key (as a `secrecy`
 /// secret) and hands out purpose-separated [`Subkey`]s to the layers that
 /// verify contexts.
 ///
-/// Build one per process at start-up and share it (`Clone` is cheap).
+/// Build one per process at start-up and share it (`Clone` is cheap). Its
+/// configuration (revocation registry, tiers, accepted previous keys,
+/// maximum lifetime) is fixed when it is built, so every context it ever
+/// issues is checked against the same registry.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tenant_core::*;
-/// let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("2026-11")?))
-///     .with_tiers(StaticTiers::new(IsolationTier::Pool));
+/// let issuer = ContextIssuer::builder(MasterKey::generate(KeyId::new("2026-11")?))
+///     .tiers(StaticTiers::new(IsolationTier::Pool))
+///     .max_ttl(Duration::from_secs(3600))
+///     .build()?;
 /// let ctx = issuer
 ///     .context()
 ///     .tenant(TenantId::random())
@@ -74,59 +111,63 @@ pub struct ContextIssuer {
 }
 
 impl ContextIssuer {
-    /// An issuer signing with `master`: every tenant in the Pool tier, a
-    /// fresh revocation registry, root contexts of at most 24 hours.
+    /// An issuer signing with `master` and the defaults: every tenant in the
+    /// Pool tier, a fresh revocation registry, root contexts of at most 24
+    /// hours, no previous keys. Use [`builder`](Self::builder) for anything
+    /// else.
     pub fn new(master: MasterKey) -> Self {
-        let authority = Authority {
-            signing: ProofKey::from_master(&master),
+        Self::from_config(Config {
+            master,
             previous: Vec::new(),
             revocations: Revocations::new(),
             tiers: Arc::new(StaticTiers::new(IsolationTier::Pool)),
             max_ttl: DEFAULT_MAX_TTL,
+        })
+    }
+
+    /// Starts configuring an issuer signing with `master`. The steps, all
+    /// optional:
+    ///
+    /// 1. [`revocations`](ContextIssuerBuilder::revocations) — the registry
+    ///    every context of this issuer is checked against (default: a fresh
+    ///    one),
+    /// 2. [`tiers`](ContextIssuerBuilder::tiers) (default: all Pool),
+    /// 3. [`accept_previous`](ContextIssuerBuilder::accept_previous) for
+    ///    each retired key still accepted during rotation,
+    /// 4. [`max_ttl`](ContextIssuerBuilder::max_ttl) (default 24 hours),
+    /// 5. [`build`](ContextIssuerBuilder::build).
+    pub fn builder(master: MasterKey) -> ContextIssuerBuilder {
+        ContextIssuerBuilder {
+            master,
+            previous: Vec::new(),
+            revocations: None,
+            tiers: None,
+            max_ttl: DEFAULT_MAX_TTL,
+        }
+    }
+
+    /// Key ids are distinct here ([`ContextIssuerBuilder::build`] checks).
+    fn from_config(config: Config) -> Self {
+        let token_signer = TokenSigner::from_master(&config.master);
+        let mut token_keys = vec![(token_signer.id().clone(), token_signer.verifying_key())];
+        let mut previous = Vec::with_capacity(config.previous.len());
+        for key in config.previous {
+            token_keys.push((key.proof.id().clone(), key.token));
+            previous.push(key.proof);
+        }
+        let authority = Authority {
+            signing: ProofKey::from_master(&config.master),
+            previous,
+            token_signer,
+            token_verifier: TokenVerifier::from_distinct(token_keys),
+            revocations: config.revocations,
+            tiers: config.tiers,
+            max_ttl: config.max_ttl,
         };
         Self {
-            master: Arc::new(master),
+            master: Arc::new(config.master),
             authority: Arc::new(authority),
         }
-    }
-
-    fn rebuild(self, edit: impl FnOnce(&mut Authority)) -> Self {
-        let old = &self.authority;
-        let mut next = Authority {
-            signing: old.signing.clone(),
-            previous: old.previous.clone(),
-            revocations: old.revocations.clone(),
-            tiers: old.tiers.clone(),
-            max_ttl: old.max_ttl,
-        };
-        edit(&mut next);
-        Self {
-            master: self.master,
-            authority: Arc::new(next),
-        }
-    }
-
-    /// Uses a shared revocation registry.
-    pub fn with_revocations(self, revocations: Revocations) -> Self {
-        self.rebuild(|a| a.revocations = revocations)
-    }
-
-    /// Decides tenants' tiers with `tiers`.
-    pub fn with_tiers(self, tiers: impl TierResolver) -> Self {
-        let tiers: Arc<dyn TierResolver> = Arc::new(tiers);
-        self.rebuild(|a| a.tiers = tiers)
-    }
-
-    /// Also accepts contexts signed with a previous master key (rotation):
-    /// new contexts are signed with the current key only.
-    pub fn accept_previous(self, previous: &MasterKey) -> Self {
-        let key = ProofKey::from_master(previous);
-        self.rebuild(|a| a.previous.push(key))
-    }
-
-    /// The longest lifetime a root context may be given.
-    pub fn with_max_ttl(self, max_ttl: Duration) -> Self {
-        self.rebuild(|a| a.max_ttl = max_ttl)
     }
 
     /// The revocation registry shared with every issued context.
@@ -171,11 +212,118 @@ impl ContextIssuer {
         &self.authority
     }
 
+    /// The public keys that verify this issuer's
+    /// [`ContextToken`](crate::ContextToken)s (current and accepted previous
+    /// keys): hand them to downstream processes, which accept tokens with
+    /// [`accept_remote`](Self::accept_remote) and cannot mint any.
+    pub fn token_verifier(&self) -> TokenVerifier {
+        self.authority.token_verifier.clone()
+    }
+
     /// The verify-only authority to configure every platform-wide resource
     /// with: handles built from those resources admit only contexts issued
     /// by this issuer (see [`PlatformAuthority`]).
     pub fn authority(&self) -> PlatformAuthority {
         PlatformAuthority::new(self.authority.clone())
+    }
+}
+
+/// Everything an issuer is built from.
+struct Config {
+    master: MasterKey,
+    previous: Vec<PreviousKey>,
+    revocations: Revocations,
+    tiers: Arc<dyn TierResolver>,
+    max_ttl: Duration,
+}
+
+/// Configures a [`ContextIssuer`]; made by [`ContextIssuer::builder`].
+///
+/// There is no way to change an issuer once built: a different registry or
+/// key set is a different issuer, and a different
+/// [`PlatformAuthority`](crate::PlatformAuthority).
+#[must_use = "a builder does nothing until build() is called"]
+pub struct ContextIssuerBuilder {
+    master: MasterKey,
+    previous: Vec<PreviousKey>,
+    revocations: Option<Revocations>,
+    tiers: Option<Arc<dyn TierResolver>>,
+    max_ttl: Duration,
+}
+
+impl ContextIssuerBuilder {
+    /// The revocation registry every context of this issuer is checked
+    /// against, for the issuer's whole life (share it with whatever keeps
+    /// it up to date, e.g. a revocation store follower).
+    pub fn revocations(mut self, revocations: Revocations) -> Self {
+        self.revocations = Some(revocations);
+        self
+    }
+
+    /// Decides tenants' tiers with `tiers`.
+    pub fn tiers(mut self, tiers: impl TierResolver) -> Self {
+        self.tiers = Some(Arc::new(tiers));
+        self
+    }
+
+    /// Also accepts contexts (and context tokens) signed with a previous
+    /// master key (rotation): new contexts are signed with the current key
+    /// only.
+    pub fn accept_previous(mut self, previous: &MasterKey) -> Self {
+        self.previous.push(PreviousKey::from_master(previous));
+        self
+    }
+
+    /// The longest lifetime a root context may be given (at most
+    /// [`MAX_TTL_CEILING`]).
+    pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.max_ttl = max_ttl;
+        self
+    }
+
+    /// Checks the configuration and builds the issuer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfiguration`] for a zero `max_ttl` or one above
+    /// [`MAX_TTL_CEILING`], and for a previous key whose id is the current
+    /// key's or another previous key's (proofs name their key by id, so two
+    /// keys with one id would be ambiguous).
+    pub fn build(self) -> Result<ContextIssuer> {
+        if self.max_ttl.is_zero() || self.max_ttl > MAX_TTL_CEILING {
+            return Err(Error::InvalidConfiguration(format!(
+                "max_ttl must be positive and at most {} days",
+                MAX_TTL_CEILING.as_secs() / 86_400
+            )));
+        }
+        for (i, key) in self.previous.iter().enumerate() {
+            let id = key.proof.id();
+            let clash =
+                id == self.master.id() || self.previous[..i].iter().any(|k| k.proof.id() == id);
+            if clash {
+                return Err(Error::InvalidConfiguration(format!(
+                    "key id `{id}` is accepted twice"
+                )));
+            }
+        }
+        Ok(ContextIssuer::from_config(Config {
+            master: self.master,
+            previous: self.previous,
+            revocations: self.revocations.unwrap_or_default(),
+            tiers: self
+                .tiers
+                .unwrap_or_else(|| Arc::new(StaticTiers::new(IsolationTier::Pool))),
+            max_ttl: self.max_ttl,
+        }))
+    }
+}
+
+impl fmt::Debug for ContextIssuerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextIssuerBuilder")
+            .field("key_id", self.master.id())
+            .field("max_ttl", &self.max_ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -309,22 +457,60 @@ impl ContextBuilder<'_, ReadyToIssue> {
                 at
             }
         };
-        let agent = match self.agent {
+        let ReadyToIssue { tenant, principal } = self.state;
+        let root = Root {
+            tenant,
+            principal,
+            agent: self.agent,
+            capabilities: self.capabilities,
+            origin: Origin::direct(now),
+        };
+        self.issuer.mint_root(root, now, expires_at_ms)
+    }
+}
+
+impl ContextIssuer {
+    /// Signs a root context unless its registry refuses it (a subject
+    /// revoked until later, a revoked token or session).
+    fn mint_root(&self, root: Root, now: u64, expires_at_ms: u64) -> Result<TenantContext> {
+        let agent = match root.agent {
             Some(a) => a,
             None => AgentId::new("main")?,
         };
-        let ReadyToIssue { tenant, principal } = self.state;
         let claims = Claims {
             id: ContextId::random(),
-            tenant,
-            principal,
+            tenant: root.tenant,
+            principal: root.principal,
             lineage: vec![agent],
             ancestors: Vec::new(),
-            tier: authority.tiers.tier(tenant),
-            capabilities: self.capabilities,
+            tier: self.authority.tiers.tier(root.tenant),
+            capabilities: root.capabilities,
             issued_at_ms: now,
             expires_at_ms,
+            origin: root.origin,
         };
-        Ok(TenantContext::sign(claims, authority.clone()))
+        self.authority.revocations.check(&claims)?;
+        Ok(TenantContext::sign(claims, self.authority.clone()))
     }
+
+    /// A root context for a verified JWT (see [`ClaimVerifier`](crate::ClaimVerifier)):
+    /// refused with [`ClaimRejection::Revoked`] when the token, its session
+    /// or its subject has been revoked.
+    pub(crate) fn issue_from_token(&self, root: Root, expires_at_ms: u64) -> Result<TenantContext> {
+        self.mint_root(root, now_ms(), expires_at_ms)
+            .map_err(|e| match e {
+                Error::ContextRevoked => Error::ClaimRejected(ClaimRejection::Revoked),
+                other => other,
+            })
+    }
+}
+
+/// What a root context is made of, before the issuer signs it: from the
+/// context builder, or from a verified JWT.
+pub(crate) struct Root {
+    pub(crate) tenant: TenantId,
+    pub(crate) principal: PrincipalId,
+    pub(crate) agent: Option<AgentId>,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) origin: Origin,
 }

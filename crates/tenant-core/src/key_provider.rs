@@ -15,7 +15,9 @@ use secrecy::{ExposeSecret, SecretBox};
 
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
-use crate::keys::{hkdf_expand, random_key_bytes, KeyBytes, KeyId, MasterKey, Purpose};
+use crate::keys::{
+    hkdf_expand, random_key_bytes, InternalPurpose, KeyBytes, KeyId, MasterKey, Purpose,
+};
 
 /// A tenant's data key for one purpose.
 pub struct DataKey {
@@ -82,12 +84,12 @@ pub struct DerivedKeyProvider {
 }
 
 impl DerivedKeyProvider {
-    /// Uses `master`'s dedicated data-key subkey as the root.
+    /// Uses a key derived from `master` for this provider alone as the root
+    /// (no [`Purpose`], custom or not, derives it).
     pub fn new(master: MasterKey) -> Self {
-        let sub = master.subkey(Purpose::Custom("tenant-data-keys"));
         Self {
             key_id: master.id().clone(),
-            root: SecretBox::new(Box::new(*sub.expose_bytes())),
+            root: master.internal_key(InternalPurpose::TenantDataKeys),
         }
     }
 }
@@ -99,7 +101,7 @@ impl KeyProvider for DerivedKeyProvider {
             key_id: self.key_id.clone(),
             secret: hkdf_expand(
                 self.root.expose_secret(),
-                &[tenant.as_bytes(), purpose.label().as_bytes()],
+                &[tenant.as_bytes(), &purpose.derivation_info()],
             ),
         })
     }
@@ -177,7 +179,7 @@ impl KeyProvider for FileKeyProvider {
             key_id: KeyId::new("file-v1")?,
             secret: hkdf_expand(
                 root.expose_secret(),
-                &[tenant.as_bytes(), purpose.label().as_bytes()],
+                &[tenant.as_bytes(), &purpose.derivation_info()],
             ),
         })
     }

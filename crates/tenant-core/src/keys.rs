@@ -4,7 +4,9 @@
 //! Everything else gets a subkey derived with HKDF-SHA256 for one purpose
 //! (`issuer.subkey(Purpose::Postgres)`), so a layer that verifies contexts
 //! (PostgreSQL, a vault) holds a key that can do nothing else, and a leak of
-//! one subkey does not reveal the master key or the other subkeys.
+//! one subkey does not reveal the master key or the other subkeys. The keys
+//! that can mint contexts (the context-proof key and the context-token
+//! signing key) are not purposes: nothing public derives them.
 
 use std::fmt;
 
@@ -52,11 +54,18 @@ impl fmt::Debug for KeyId {
 }
 
 /// What a derived key is for. Each purpose yields an independent key.
+///
+/// The key that signs [`TenantContext`](crate::TenantContext) proofs is not
+/// a `Purpose`: it never leaves the [`ContextIssuer`](crate::ContextIssuer),
+/// so no layer that is handed a subkey can mint contexts with it.
+///
+/// Purposes are domain-separated: every derivation names the class of the
+/// purpose (built-in or custom) and its label, each length-prefixed (see
+/// [`derivation_info`](Purpose::derivation_info)), so a custom label equal
+/// to a built-in's (`Custom("postgres")`) derives an unrelated key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Purpose {
-    /// Signing and verifying [`TenantContext`](crate::TenantContext) proofs.
-    ContextProof,
     /// The key PostgreSQL uses to verify the context bound to a transaction.
     Postgres,
     /// Per-tenant keys sealing retrieval payloads.
@@ -65,15 +74,16 @@ pub enum Purpose {
     Vault,
     /// Per-tenant prompt prefix-cache salts.
     CacheSalt,
-    /// Anything else; the label must be unique to its use.
+    /// Anything else; the label must be unique to its use. It can never
+    /// derive a built-in purpose's key, whatever it is.
     Custom(&'static str),
 }
 
 impl Purpose {
-    /// The HKDF info label.
+    /// The purpose's label (for messages; derivations use
+    /// [`derivation_info`](Self::derivation_info)).
     pub fn label(&self) -> &'static str {
         match self {
-            Purpose::ContextProof => "context-proof",
             Purpose::Postgres => "postgres",
             Purpose::PayloadSealing => "payload-sealing",
             Purpose::Vault => "vault",
@@ -81,6 +91,82 @@ impl Purpose {
             Purpose::Custom(label) => label,
         }
     }
+
+    fn domain(&self) -> Domain {
+        match self {
+            Purpose::Custom(label) => Domain::Custom(label),
+            built_in => Domain::BuiltIn(built_in.label()),
+        }
+    }
+
+    /// The bytes naming this purpose in every key derivation: the class
+    /// (built-in or custom) and the label, each with a 32-bit length
+    /// prefix. A [`KeyProvider`](crate::KeyProvider) backed by a KMS should
+    /// use them as (part of) its derivation context, so custom purposes
+    /// cannot collide with built-in ones there either.
+    ///
+    /// ```
+    /// use tenant_core::Purpose;
+    /// assert_ne!(Purpose::Vault.derivation_info(), Purpose::Custom("vault").derivation_info());
+    /// ```
+    pub fn derivation_info(&self) -> Vec<u8> {
+        self.domain().info()
+    }
+}
+
+/// The classes of derived keys. Internal keys (the context-proof key, the
+/// context-token signing key, the root of derived tenant data keys) are
+/// reachable only inside this crate.
+#[derive(Clone, Copy)]
+pub(crate) enum Domain {
+    Internal(InternalPurpose),
+    BuiltIn(&'static str),
+    Custom(&'static str),
+}
+
+/// Keys that never leave `tenant-core`.
+#[derive(Clone, Copy)]
+pub(crate) enum InternalPurpose {
+    /// HMAC key of in-process context proofs: it can mint contexts.
+    ContextProof,
+    /// Ed25519 seed signing [`ContextToken`](crate::ContextToken)s.
+    TokenSigning,
+    /// Root of [`DerivedKeyProvider`](crate::DerivedKeyProvider)'s keys.
+    TenantDataKeys,
+}
+
+impl Domain {
+    fn parts(&self) -> (&'static [u8], &'static [u8]) {
+        match self {
+            Domain::Internal(p) => (
+                b"internal",
+                match p {
+                    InternalPurpose::ContextProof => b"context-proof",
+                    InternalPurpose::TokenSigning => b"context-token-signing",
+                    InternalPurpose::TenantDataKeys => b"tenant-data-keys",
+                },
+            ),
+            Domain::BuiltIn(label) => (b"built-in", label.as_bytes()),
+            Domain::Custom(label) => (b"custom", label.as_bytes()),
+        }
+    }
+
+    pub(crate) fn info(&self) -> Vec<u8> {
+        let (class, label) = self.parts();
+        let mut out = Vec::with_capacity(8 + class.len() + label.len());
+        for part in [class, label] {
+            out.extend_from_slice(&len_prefix(part.len()));
+            out.extend_from_slice(part);
+        }
+        out
+    }
+}
+
+/// A 32-bit big-endian length; labels longer than 4 GiB cannot exist in a
+/// `&'static str` a program was compiled with, and saturating keeps the
+/// encoding total anyway.
+fn len_prefix(n: usize) -> [u8; 4] {
+    u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes()
 }
 
 /// 32 bytes of key material in a `secrecy` box (zeroised on drop, never
@@ -98,7 +184,7 @@ pub(crate) fn hkdf_expand(ikm: &[u8], info: &[&[u8]]) -> KeyBytes {
     let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), ikm);
     let mut full_info = Vec::with_capacity(64);
     for part in info {
-        full_info.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        full_info.extend_from_slice(&len_prefix(part.len()));
         full_info.extend_from_slice(part);
     }
     let mut out = Box::new([0u8; 32]);
@@ -164,11 +250,21 @@ impl MasterKey {
         Subkey {
             key_id: self.id.clone(),
             purpose,
-            secret: hkdf_expand(
-                self.secret.expose_secret(),
-                &[purpose.label().as_bytes(), self.id.as_str().as_bytes()],
-            ),
+            secret: self.derive(purpose.domain()),
         }
+    }
+
+    /// The key of one domain: HKDF(master, class ‖ label ‖ key id).
+    pub(crate) fn derive(&self, domain: Domain) -> KeyBytes {
+        hkdf_expand(
+            self.secret.expose_secret(),
+            &[&domain.info(), self.id.as_str().as_bytes()],
+        )
+    }
+
+    /// A key that never leaves this crate.
+    pub(crate) fn internal_key(&self, purpose: InternalPurpose) -> KeyBytes {
+        self.derive(Domain::Internal(purpose))
     }
 }
 
@@ -225,5 +321,35 @@ impl fmt::Debug for Subkey {
             .field("key_id", &self.key_id)
             .field("purpose", &self.purpose)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_custom_label_derives_an_internal_key() {
+        let master = MasterKey::from_bytes(KeyId::new("k1").unwrap(), [9; 32]);
+        let internal = [
+            InternalPurpose::ContextProof,
+            InternalPurpose::TenantDataKeys,
+        ];
+        for label in [
+            "context-proof",
+            "tenant-data-keys",
+            "context-token-signing",
+            "internal",
+            "\0\0\0\x08internal\0\0\0\x0dcontext-proof",
+        ] {
+            let sub = master.subkey(Purpose::Custom(label));
+            for purpose in internal {
+                assert_ne!(
+                    sub.expose_bytes(),
+                    master.internal_key(purpose).expose_secret(),
+                    "{label:?}"
+                );
+            }
+        }
     }
 }

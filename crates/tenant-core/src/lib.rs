@@ -7,10 +7,17 @@
 //! or by [`TenantContext::delegate`], which can only narrow.
 //!
 //! A context carries the tenant, the principal, the agent lineage, the
-//! isolation tier, [`Capabilities`], issue and expiry times, and an
-//! HMAC-SHA256 proof over all of them. Other layers verify it with
+//! isolation tier, [`Capabilities`], issue and expiry times, its root's
+//! origin, and an HMAC-SHA256 proof over all of them under a key that never
+//! leaves the issuer. Handles admit only contexts of the platform's issuer
+//! ([`PlatformAuthority`]); other layers bind contexts with
 //! purpose-separated subkeys ([`ContextIssuer::subkey`]), so a bug in one
-//! layer is caught by the next.
+//! layer is caught by the next. Contexts cross processes as Ed25519-signed
+//! [`ContextToken`]s that a downstream process verifies with public keys
+//! only ([`TokenVerifier`]). Revocations ([`Revocations`], [`Revocation`])
+//! cover context trees, JWTs, sessions and principals, and are shared
+//! across replicas through a [`RevocationStore`] (Redis behind the `redis`
+//! feature).
 //!
 //! ```
 //! use std::time::Duration;
@@ -53,39 +60,47 @@
 pub mod audit;
 mod authority;
 mod capabilities;
-mod claims;
 mod context;
 mod delegation;
 mod encoding;
 mod error;
 mod ids;
 mod issuer;
+mod jwt;
 mod key_provider;
 mod keys;
+mod origin;
 mod proof;
 mod revocation;
 mod scope;
 mod tier;
 mod token;
+mod token_keys;
 
 pub use audit::AUDIT_TARGET;
 pub use authority::PlatformAuthority;
 pub use capabilities::{Capabilities, Scope, ScopeKind, MAX_NAME_LEN, MAX_SCOPE_NAMES};
-pub use claims::{ClaimVerifier, ClaimVerifierBuilder, DEFAULT_TENANT_CLAIM};
 pub use context::TenantContext;
 pub use delegation::DelegationBuilder;
 pub use error::{ClaimRejection, Error, Result};
 pub use ids::{AgentId, ContextId, PrincipalId, TenantId};
 pub use issuer::{
-    ContextBuilder, ContextIssuer, ReadyToIssue, WantsPrincipal, WantsTenant, DEFAULT_MAX_TTL,
-    DEFAULT_TTL,
+    ContextBuilder, ContextIssuer, ContextIssuerBuilder, ReadyToIssue, WantsPrincipal, WantsTenant,
+    DEFAULT_MAX_TTL, DEFAULT_TTL, MAX_TTL_CEILING,
+};
+pub use jwt::{
+    ClaimVerifier, ClaimVerifierBuilder, JwkKeys, JwksLoader, DEFAULT_TENANT_CLAIM, MAX_JWT_LEN,
+    MAX_LEEWAY, MAX_NUMERIC_DATE,
 };
 pub use key_provider::{DataKey, DerivedKeyProvider, FileKeyProvider, KeyProvider};
 pub use keys::{KeyId, MasterKey, Purpose, Subkey};
-pub use revocation::Revocations;
+#[cfg(feature = "redis")]
+pub use revocation::{RedisRevocationStore, RevocationFollower, STREAM_RETENTION};
+pub use revocation::{Revocation, RevocationStore, Revocations};
 pub use scope::Scoped;
 pub use tier::{IsolationTier, StaticTiers, TierResolver};
 pub use token::ContextToken;
+pub use token_keys::TokenVerifier;
 
 /// Re-exported so users name the same `secrecy` types the SDK uses.
 pub use secrecy;

@@ -1,4 +1,5 @@
-//! Context proofs: HMAC-SHA256 under the context-proof subkey.
+//! Context proofs: HMAC-SHA256 under the context-proof key, which is
+//! derived inside this crate and never handed out.
 //!
 //! The MAC covers a canonical encoding of everything that grants authority:
 //! context id, tenant, principal, agent lineage, ancestors, tier, the
@@ -8,7 +9,9 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::keys::{KeyId, MasterKey, Purpose};
+use secrecy::ExposeSecret;
+
+use crate::keys::{InternalPurpose, KeyId, MasterKey};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -29,11 +32,12 @@ pub(crate) struct ProofKey {
 
 impl ProofKey {
     pub(crate) fn from_master(master: &MasterKey) -> Self {
-        let sub = master.subkey(Purpose::ContextProof);
+        let key = master.internal_key(InternalPurpose::ContextProof);
         Self {
             id: master.id().clone(),
             // HMAC accepts keys of any length: this cannot fail.
-            mac: HmacSha256::new_from_slice(sub.expose_bytes()).expect("HMAC takes any key length"),
+            mac: HmacSha256::new_from_slice(key.expose_secret())
+                .expect("HMAC takes any key length"),
         }
     }
 

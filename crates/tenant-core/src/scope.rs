@@ -44,7 +44,7 @@ impl Scoped {
 
     /// Takes the context out if `authority` admits it: issued under that
     /// authority, proof valid, unexpired, unrevoked
-    /// ([`PlatformAuthority::admit`]).
+    /// ([`PlatformAuthority::admit`](crate::PlatformAuthority::admit)).
     pub fn into_admitted_context(
         self,
         authority: &crate::PlatformAuthority,

@@ -175,13 +175,17 @@ fn rotated_key_keeps_old_contexts_valid_only_while_accepted() {
     ));
     let token = root(&old_issuer).to_token();
 
-    let rotated = ContextIssuer::new(MasterKey::generate(KeyId::new("2026-11").unwrap()))
-        .accept_previous(&old);
+    let rotated = ContextIssuer::builder(MasterKey::generate(KeyId::new("2026-11").unwrap()))
+        .accept_previous(&old)
+        .build()
+        .unwrap();
     let accepted = rotated.accept_token(token.as_str()).unwrap();
-    assert_eq!(accepted.key_id().as_str(), "2026-10");
-    // New contexts (including delegations of old ones) use the new key.
+    // Accepted contexts, and their delegations, carry proofs of the new key.
+    assert_eq!(accepted.key_id().as_str(), "2026-11");
     let child = accepted.delegate(agent("child")).issue().unwrap();
     assert_eq!(child.key_id().as_str(), "2026-11");
+    // Tokens made now are signed with the new key and still accepted.
+    rotated.accept_token(child.to_token().as_str()).unwrap();
 
     let retired = ContextIssuer::new(MasterKey::generate(KeyId::new("2026-11").unwrap()));
     assert!(matches!(

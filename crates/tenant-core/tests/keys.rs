@@ -78,15 +78,16 @@ fn concurrent_first_use_yields_one_key() {
 #[test]
 fn tier_resolver_accepts_closures() {
     let silo = TenantId::random();
-    let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k").unwrap())).with_tiers(
-        move |t: TenantId| {
+    let issuer = ContextIssuer::builder(MasterKey::generate(KeyId::new("k").unwrap()))
+        .tiers(move |t: TenantId| {
             if t == silo {
                 IsolationTier::Silo
             } else {
                 IsolationTier::Pool
             }
-        },
-    );
+        })
+        .build()
+        .unwrap();
     let ctx = issuer
         .context()
         .tenant(silo)

@@ -80,3 +80,51 @@ fn the_registry_sweeps_itself_as_it_grows() {
     assert_eq!(issuer.revocations().len(), 1100 - 1024 + 1);
     assert!(matches!(child.check(), Err(Error::ContextRevoked)));
 }
+
+#[test]
+fn a_replica_refuses_everything_until_synced_and_again_once_stale() {
+    let early = std::time::Instant::now();
+    let registry = Revocations::replica(Duration::from_millis(40)).unwrap();
+    let issuer = ContextIssuer::builder(MasterKey::generate(KeyId::new("k").unwrap()))
+        .revocations(registry.clone())
+        .build()
+        .unwrap();
+    // Never synced: even issuing is refused.
+    assert!(matches!(try_root(&issuer), Err(Error::RevocationsStale)));
+    assert_eq!(registry.staleness(), None);
+    registry.mark_synced(std::time::Instant::now());
+    let ctx = root(&issuer);
+    // Stale once the bound has passed without a sync.
+    std::thread::sleep(Duration::from_millis(120));
+    assert!(matches!(ctx.check(), Err(Error::RevocationsStale)));
+    assert!(matches!(
+        issuer.authority().admit(&ctx),
+        Err(Error::RevocationsStale)
+    ));
+    assert!(registry.staleness().unwrap() > Duration::from_millis(40));
+    // An older sync instant does not make it fresh again.
+    registry.mark_synced(early);
+    assert!(matches!(ctx.check(), Err(Error::RevocationsStale)));
+    // An authoritative registry is never stale.
+    assert_eq!(Revocations::new().max_staleness(), None);
+    assert_eq!(Revocations::new().staleness(), None);
+}
+
+#[test]
+fn the_in_memory_registry_is_a_revocation_store() {
+    let issuer = issuer();
+    let ctx = root(&issuer);
+    let registry = issuer.revocations().clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(RevocationStore::revoke(
+            &registry,
+            &Revocation::context(&ctx),
+        ))
+        .unwrap();
+    assert!(matches!(ctx.check(), Err(Error::ContextRevoked)));
+    let all = runtime.block_on(registry.load_all()).unwrap();
+    assert_eq!(all, vec![Revocation::context(&ctx)]);
+}

@@ -37,6 +37,59 @@ pub enum TestkitError {
         searched: Vec<PathBuf>,
     },
 
+    /// No Qdrant executable was found (see `tenant_testkit::qdrant`).
+    ///
+    /// Suites with a Qdrant-server half skip it on this error.
+    #[error(
+        "Qdrant server binary not found; searched: {}; set {} to an executable \
+         or {} to a directory holding bin/qdrant-<version>.gz",
+        display_paths(searched),
+        crate::qdrant::QDRANT_BIN_ENV,
+        crate::qdrant::SHARED_DIR_ENV
+    )]
+    QdrantNotFound {
+        /// Every path that was inspected, in search order.
+        searched: Vec<PathBuf>,
+    },
+
+    /// No `pgbouncer` executable was found.
+    #[error(
+        "pgbouncer not found; searched: {}; install the Debian package \
+         `pgbouncer` (e.g. run .ci/setup-services.sh) or set {}",
+        display_paths(searched),
+        crate::pgbouncer::PGBOUNCER_ENV
+    )]
+    PgBouncerNotFound {
+        /// Every candidate path that was inspected, in search order.
+        searched: Vec<PathBuf>,
+    },
+
+    /// The Citus extension is not installed into the PostgreSQL
+    /// installation the testkit uses.
+    ///
+    /// Suites with a Citus half skip it on this error.
+    #[error(
+        "the Citus extension is not installed for PostgreSQL in {}; missing: {}; \
+         run .ci/setup-services.sh (it installs Citus from <shared>/pg/citus-*-pg15.tar.gz)",
+        bin_dir.display(),
+        display_paths(missing)
+    )]
+    CitusNotFound {
+        /// The PostgreSQL binaries directory the extension was looked up for.
+        bin_dir: PathBuf,
+        /// The extension files that are missing.
+        missing: Vec<PathBuf>,
+    },
+
+    /// A node index beyond the cluster's size.
+    #[error("no node {index}: the cluster has {nodes} nodes")]
+    NoSuchNode {
+        /// The index asked for.
+        index: usize,
+        /// The number of nodes.
+        nodes: usize,
+    },
+
     /// The unprivileged system user a service must run as does not exist.
     ///
     /// PostgreSQL refuses to run as root, so when the tests run as root the

@@ -165,7 +165,7 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    fn new(port: u16, name: &str) -> TestDatabase {
+    pub(crate) fn new(port: u16, name: &str) -> TestDatabase {
         TestDatabase {
             name: name.to_owned(),
             superuser_url: format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{name}"),
@@ -241,6 +241,15 @@ impl TestPostgres {
     ///
     /// As [`TestPostgres::start`], except for the binary lookup.
     pub fn start_with(binaries: &PostgresBinaries) -> Result<TestPostgres, TestkitError> {
+        Self::start_configured(binaries, &[])
+    }
+
+    /// Starts a new cluster with extra server settings (`name=value`, passed
+    /// as `-c name=value`).
+    pub(crate) fn start_configured(
+        binaries: &PostgresBinaries,
+        settings: &[String],
+    ) -> Result<TestPostgres, TestkitError> {
         let run_as = RunAs::unprivileged(SERVICE_USER)?;
         let temp = tempfile::Builder::new()
             .prefix("tenant-testkit-pg-")
@@ -269,8 +278,14 @@ impl TestPostgres {
             .env("LC_ALL", "C");
         process::run_to_completion(initdb, &run_as)?;
 
-        let (mut watchdog, port) =
-            spawn_server(binaries, &run_as, temp.path(), &data_dir, &socket_dir)?;
+        let (mut watchdog, port) = spawn_server(
+            binaries,
+            &run_as,
+            temp.path(),
+            &data_dir,
+            &socket_dir,
+            settings,
+        )?;
         let log = temp.path().join(LOG_FILE);
         with_runtime(|rt| rt.block_on(wait_ready(port, &mut watchdog, &log)))?;
         let server = TestPostgres {
@@ -431,13 +446,14 @@ fn spawn_server(
     temp: &Path,
     data_dir: &Path,
     socket_dir: &Path,
+    settings: &[String],
 ) -> Result<(Watchdog, u16), TestkitError> {
     let log = temp.join(LOG_FILE);
     let postgres = binaries.postgres();
     let mut last_error = None;
     for _ in 0..PORT_ATTEMPTS {
         let port = process::free_port()?;
-        let args: Vec<OsString> = vec![
+        let mut args: Vec<OsString> = vec![
             "-D".into(),
             data_dir.into(),
             "-p".into(),
@@ -455,6 +471,10 @@ fn spawn_server(
             "-c".into(),
             "max_connections=200".into(),
         ];
+        for setting in settings {
+            args.push("-c".into());
+            args.push(setting.into());
+        }
         let mut watchdog = Watchdog::spawn(WatchdogSpec {
             program: &postgres,
             args,
@@ -463,6 +483,9 @@ fn spawn_server(
             log_file: &log,
             stop_signal: "INT",
             cleanup_dir: Some(temp),
+            // libpq inside the server (extensions such as Citus connect to
+            // other nodes) reads $HOME/.postgresql: not root's home.
+            env: vec![("HOME".to_owned(), temp.to_string_lossy().into_owned())],
         })?;
         // Port conflicts surface within milliseconds as an early exit.
         match process::wait_until_ready(
@@ -569,17 +592,17 @@ async fn provision_database(port: u16, name: &str) -> Result<(), TestkitError> {
     Ok(())
 }
 
-fn admin_url(port: u16, database: &str) -> String {
+pub(crate) fn admin_url(port: u16, database: &str) -> String {
     format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{database}")
 }
 
-async fn connect(url: &str) -> Result<PgConnection, TestkitError> {
+pub(crate) async fn connect(url: &str) -> Result<PgConnection, TestkitError> {
     PgConnection::connect(url)
         .await
         .map_err(|e| TestkitError::sql(format!("connecting to {url}"), e))
 }
 
-async fn execute(conn: &mut PgConnection, statement: &str) -> Result<(), TestkitError> {
+pub(crate) async fn execute(conn: &mut PgConnection, statement: &str) -> Result<(), TestkitError> {
     sqlx::raw_sql(AssertSqlSafe(statement.to_owned()))
         .execute(conn)
         .await
@@ -606,7 +629,7 @@ fn validate_database_name(name: &str) -> Result<(), TestkitError> {
 /// Runs `work` on a helper thread with its own single-threaded Tokio
 /// runtime, so that the blocking API works both from plain threads and from
 /// inside another runtime (where `block_on` would panic).
-fn with_runtime<T, F>(work: F) -> Result<T, TestkitError>
+pub(crate) fn with_runtime<T, F>(work: F) -> Result<T, TestkitError>
 where
     T: Send,
     F: FnOnce(&tokio::runtime::Runtime) -> Result<T, TestkitError> + Send,

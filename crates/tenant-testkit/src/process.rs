@@ -198,6 +198,77 @@ pub(crate) fn free_port() -> Result<u16, TestkitError> {
     Ok(port)
 }
 
+/// How often a service is started over on new ports when a chosen one was
+/// taken in the meantime (see [`retry_on_port_conflict`]).
+const PORT_ATTEMPTS: usize = 5;
+
+/// Whether a startup failure was caused by a port being taken.
+pub(crate) fn is_port_conflict(error: &TestkitError) -> bool {
+    matches!(error, TestkitError::StartFailed { log, .. }
+        if log.contains("already in use") || log.contains("AddrInUse"))
+}
+
+/// Runs `attempt` (which picks fresh ports each time) until it succeeds,
+/// fails for another reason than a port conflict, or has failed on ports
+/// [`PORT_ATTEMPTS`] times.
+pub(crate) fn retry_on_port_conflict<T>(
+    service: &'static str,
+    mut attempt: impl FnMut() -> Result<T, TestkitError>,
+) -> Result<T, TestkitError> {
+    let mut last_error = None;
+    for _ in 0..PORT_ATTEMPTS {
+        match attempt() {
+            Err(e) if is_port_conflict(&e) => last_error = Some(e),
+            other => return other,
+        }
+    }
+    Err(last_error.unwrap_or_else(|| TestkitError::StartFailed {
+        service,
+        status: "no free port found".to_owned(),
+        log: String::new(),
+    }))
+}
+
+/// The executable to use for a program: the path in environment variable
+/// `env_var` if set, else the first `name` in `$PATH`, else in
+/// `fallback_dirs`. On failure, every candidate inspected, in order.
+pub(crate) fn find_executable(
+    env_var: &str,
+    name: &str,
+    fallback_dirs: &[&str],
+) -> Result<PathBuf, Vec<PathBuf>> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os(env_var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    candidates.extend(
+        path_dirs()
+            .into_iter()
+            .chain(fallback_dirs.iter().map(PathBuf::from))
+            .map(|dir| dir.join(name)),
+    );
+    first_executable(candidates)
+}
+
+/// The first executable among `candidates`; on failure, every distinct
+/// candidate inspected, in order.
+pub(crate) fn first_executable(
+    candidates: impl IntoIterator<Item = PathBuf>,
+) -> Result<PathBuf, Vec<PathBuf>> {
+    let mut searched = Vec::new();
+    for candidate in candidates {
+        if searched.contains(&candidate) {
+            continue;
+        }
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+        searched.push(candidate);
+    }
+    Err(searched)
+}
+
 /// The directories listed in `$PATH`, in order.
 pub(crate) fn path_dirs() -> Vec<PathBuf> {
     std::env::var_os("PATH")
@@ -313,6 +384,8 @@ pub(crate) struct WatchdogSpec<'a> {
     pub(crate) stop_signal: &'static str,
     /// Directory the watchdog deletes after a requested stop, if any.
     pub(crate) cleanup_dir: Option<&'a Path>,
+    /// Extra environment variables for the server.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// A running server under the stdin-pipe watchdog (see the module docs).
@@ -341,6 +414,7 @@ impl Watchdog {
             .args(&spec.args)
             .current_dir(spec.cwd)
             .env("LC_ALL", "C")
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -441,6 +515,27 @@ impl Watchdog {
         Ok(status)
     }
 
+    /// Kills the server with `SIGKILL` (no graceful stop, as in a crash) and
+    /// waits for the watchdog to end. The watchdog does not delete the
+    /// cleanup directory in this case, so a new server can be started on the
+    /// same files. Idempotent.
+    pub(crate) fn kill(&mut self) -> Result<ExitStatus, TestkitError> {
+        if let Some(status) = self.try_status()? {
+            self.stdin = None;
+            return Ok(status);
+        }
+        // The watchdog is alive, so it has not reaped the server yet and the
+        // pid cannot have been reused.
+        if self.server_pid > 0 {
+            send_signal(self.server_pid, libc::SIGKILL);
+            if let Some(status) = self.wait_for(Duration::from_secs(10))? {
+                self.stdin = None;
+                return Ok(status);
+            }
+        }
+        self.shutdown(Duration::from_secs(5))
+    }
+
     fn wait_for(&mut self, limit: Duration) -> Result<Option<ExitStatus>, TestkitError> {
         let deadline = Instant::now() + limit;
         loop {
@@ -536,6 +631,7 @@ mod tests {
             log_file: &dir.path().join("log"),
             stop_signal: "TERM",
             cleanup_dir: Some(&cleanup),
+            env: Vec::new(),
         })
         .expect("spawn");
         let pid = watchdog.server_pid();
@@ -562,6 +658,7 @@ mod tests {
             log_file: &dir.path().join("log"),
             stop_signal: "TERM",
             cleanup_dir: Some(dir.path()),
+            env: Vec::new(),
         })
         .expect("spawn");
         let outcome = wait_until_ready(

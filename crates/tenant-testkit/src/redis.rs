@@ -27,8 +27,6 @@ pub const REDIS_SERVER_ENV: &str = "TENANT_TESTKIT_REDIS_SERVER";
 const FALLBACK_DIRS: [&str; 3] = ["/usr/bin", "/usr/local/bin", "/usr/sbin"];
 /// How long to wait for `PING` to succeed.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often to start over on a new port when the chosen one was taken.
-const PORT_ATTEMPTS: usize = 5;
 /// Time allowed for a graceful shutdown before escalating.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Name of the server log inside the run's temp dir.
@@ -41,33 +39,8 @@ const LOG_FILE: &str = "redis.log";
 ///
 /// [`TestkitError::RedisNotFound`] listing every candidate inspected.
 pub fn locate_redis_server() -> Result<PathBuf, TestkitError> {
-    let mut candidates: Vec<PathBuf> = std::env::var_os(REDIS_SERVER_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    candidates.extend(
-        process::path_dirs()
-            .into_iter()
-            .chain(FALLBACK_DIRS.iter().map(PathBuf::from))
-            .map(|dir| dir.join("redis-server")),
-    );
-    locate_in(candidates)
-}
-
-/// The first executable among `candidates`.
-fn locate_in(candidates: impl IntoIterator<Item = PathBuf>) -> Result<PathBuf, TestkitError> {
-    let mut searched = Vec::new();
-    for candidate in candidates {
-        if searched.contains(&candidate) {
-            continue;
-        }
-        if process::is_executable(&candidate) {
-            return Ok(candidate);
-        }
-        searched.push(candidate);
-    }
-    Err(TestkitError::RedisNotFound { searched })
+    process::find_executable(REDIS_SERVER_ENV, "redis-server", &FALLBACK_DIRS)
+        .map_err(|searched| TestkitError::RedisNotFound { searched })
 }
 
 /// One server run: the watchdog and the directory it works in.
@@ -87,6 +60,8 @@ struct Run {
 pub struct TestRedis {
     executable: PathBuf,
     port: u16,
+    /// Extra `redis-server` arguments.
+    extra_args: Vec<String>,
     run: Option<Run>,
 }
 
@@ -111,26 +86,25 @@ impl TestRedis {
     ///
     /// As [`TestRedis::start`], except for the lookup.
     pub fn start_with(executable: &Path) -> Result<TestRedis, TestkitError> {
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = process::free_port()?;
-            match spawn(executable, port) {
-                Ok(run) => {
-                    return Ok(TestRedis {
-                        executable: executable.to_path_buf(),
-                        port,
-                        run: Some(run),
-                    })
-                }
-                Err(e) if is_port_conflict(&e) => last_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| TestkitError::StartFailed {
-            service: "redis-server",
-            status: "no free port found".to_owned(),
-            log: String::new(),
-        }))
+        process::retry_on_port_conflict("redis-server", || {
+            Self::start_on(executable, process::free_port()?, Vec::new())
+        })
+    }
+
+    /// Starts `executable` on `port` with extra arguments (kept for
+    /// [`TestRedis::restart`]); one attempt.
+    pub(crate) fn start_on(
+        executable: &Path,
+        port: u16,
+        extra_args: Vec<String>,
+    ) -> Result<TestRedis, TestkitError> {
+        let run = spawn(executable, port, &extra_args)?;
+        Ok(TestRedis {
+            executable: executable.to_path_buf(),
+            port,
+            extra_args,
+            run: Some(run),
+        })
     }
 
     /// One server per process, started on first use and never dropped: the
@@ -212,7 +186,7 @@ impl TestRedis {
     /// process in the meantime, and the errors of [`TestRedis::start`].
     pub fn restart(&mut self) -> Result<(), TestkitError> {
         self.stop()?;
-        self.run = Some(spawn(&self.executable, self.port)?);
+        self.run = Some(spawn(&self.executable, self.port, &self.extra_args)?);
         Ok(())
     }
 }
@@ -223,14 +197,15 @@ impl Drop for TestRedis {
     }
 }
 
-/// Starts `redis-server` on `port` and waits until it answers `PING`.
-fn spawn(executable: &Path, port: u16) -> Result<Run, TestkitError> {
+/// Starts `redis-server` on `port` (with `extra_args` after the standard
+/// ones) and waits until it answers `PING`.
+fn spawn(executable: &Path, port: u16, extra_args: &[String]) -> Result<Run, TestkitError> {
     let temp = tempfile::Builder::new()
         .prefix("tenant-testkit-redis-")
         .tempdir()
         .map_err(|e| TestkitError::io("creating the Redis temp dir", e))?;
     let log = temp.path().join(LOG_FILE);
-    let args = vec![
+    let mut args: Vec<std::ffi::OsString> = vec![
         "--port".into(),
         port.to_string().into(),
         "--bind".into(),
@@ -246,6 +221,7 @@ fn spawn(executable: &Path, port: u16) -> Result<Run, TestkitError> {
         "--logfile".into(),
         "".into(),
     ];
+    args.extend(extra_args.iter().map(Into::into));
     let mut watchdog = Watchdog::spawn(WatchdogSpec {
         program: executable,
         args,
@@ -254,6 +230,7 @@ fn spawn(executable: &Path, port: u16) -> Result<Run, TestkitError> {
         log_file: &log,
         stop_signal: "TERM",
         cleanup_dir: Some(temp.path()),
+        env: Vec::new(),
     })?;
     match process::wait_until_ready(
         &mut watchdog,
@@ -280,11 +257,6 @@ fn spawn(executable: &Path, port: u16) -> Result<Run, TestkitError> {
     }
 }
 
-/// Whether a startup failure was caused by the port being taken.
-fn is_port_conflict(error: &TestkitError) -> bool {
-    matches!(error, TestkitError::StartFailed { log, .. } if log.contains("already in use"))
-}
-
 /// Whether a server on `port` answers an inline `PING` with `+PONG`.
 fn ping(port: u16) -> bool {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -307,11 +279,14 @@ mod tests {
     fn missing_executable_is_a_typed_error() {
         let empty = tempfile::tempdir().expect("tempdir");
         let candidates = vec![empty.path().join("redis-server")];
-        match locate_in(candidates.clone()) {
-            Err(TestkitError::RedisNotFound { searched }) => assert_eq!(searched, candidates),
-            other => panic!("unexpected: {other:?}"),
+        assert_eq!(
+            process::first_executable(candidates.clone()),
+            Err(candidates.clone())
+        );
+        let message = TestkitError::RedisNotFound {
+            searched: candidates,
         }
-        let message = locate_in(candidates).expect_err("missing").to_string();
+        .to_string();
         assert!(message.contains("redis-server not found"), "{message}");
     }
 
@@ -320,9 +295,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let plain = dir.path().join("redis-server");
         std::fs::write(&plain, b"not a program").expect("write");
-        assert!(matches!(
-            locate_in(vec![plain]),
-            Err(TestkitError::RedisNotFound { .. })
-        ));
+        assert!(process::first_executable(vec![plain]).is_err());
     }
 }

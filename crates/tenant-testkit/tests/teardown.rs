@@ -10,9 +10,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tenant_testkit::{TestPostgres, TestRedis};
+use tenant_testkit::{
+    TestCitus, TestPgBouncer, TestPostgres, TestQdrant, TestRedis, TestRedisCluster, TestkitError,
+};
 
 const CHILD_ENV: &str = "TENANT_TESTKIT_TEARDOWN_CHILD";
+
+fn report_pid(name: &str, pid: u32) {
+    println!("TESTKIT {name}_pid={pid}");
+}
+
+fn report_dir(name: &str, dir: &Path) {
+    println!("TESTKIT {name}_dir={}", dir.display());
+}
 
 /// Runs only when spawned by the tests below.
 #[test]
@@ -22,20 +32,67 @@ fn child_holds_shared_servers() {
         return;
     };
     let pg = TestPostgres::shared();
+    report_pid("pg", pg.pid());
+    report_dir("pg", pg.data_dir());
+
     let redis = TestRedis::shared();
     let redis_log = redis.log_path().expect("redis running");
-    println!("TESTKIT pg_pid={}", pg.pid());
-    println!("TESTKIT pg_dir={}", pg.data_dir().display());
-    println!("TESTKIT redis_pid={}", redis.pid().expect("redis running"));
-    println!(
-        "TESTKIT redis_dir={}",
-        redis_log.parent().expect("run dir").display()
-    );
+    report_pid("redis", redis.pid().expect("redis running"));
+    report_dir("redis", redis_log.parent().expect("run dir"));
+
+    let bouncer = TestPgBouncer::shared();
+    report_pid("pgbouncer", bouncer.pid());
+    report_dir("pgbouncer", bouncer.config_path().parent().expect("dir"));
+
+    let cluster = TestRedisCluster::shared();
+    for index in 0..cluster.len() {
+        let node = cluster.node(index);
+        report_pid("redis_cluster", node.pid().expect("node running"));
+        report_dir(
+            "redis_cluster",
+            node.log_path().expect("log").parent().expect("dir"),
+        );
+    }
+
+    match TestCitus::try_shared() {
+        Ok(citus) => {
+            for node in std::iter::once(citus.coordinator()).chain(citus.workers()) {
+                report_pid("citus", node.pid());
+                report_dir("citus", node.data_dir());
+            }
+        }
+        Err(TestkitError::CitusNotFound { .. }) => eprintln!("Citus not installed: skipped"),
+        Err(e) => panic!("citus: {e}"),
+    }
+
+    match TestQdrant::try_shared() {
+        Ok(qdrant) => {
+            report_pid("qdrant", qdrant.pid().expect("qdrant running"));
+            report_dir("qdrant", qdrant.storage_dir().parent().expect("dir"));
+            // A node killed as in a crash test keeps its storage for a
+            // restart, but not beyond the process.
+            let mut crashed = TestQdrant::start().expect("second qdrant");
+            crashed.kill().expect("kill");
+            report_dir(
+                "qdrant_killed",
+                crashed.storage_dir().parent().expect("dir"),
+            );
+            std::mem::forget(crashed);
+        }
+        Err(TestkitError::QdrantNotFound { .. }) => eprintln!("Qdrant not found: skipped"),
+        Err(e) => panic!("qdrant: {e}"),
+    }
     println!("TESTKIT ready");
     match mode.as_str() {
         // Statics are never dropped; exit skips every destructor anyway.
-        "exit" => std::process::exit(0),
-        _ => std::thread::sleep(Duration::from_secs(60)),
+        // Wait for the parent to have checked the servers (it closes our
+        // stdin) so that they are not stopped under its feet.
+        "exit" => {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            std::process::exit(0)
+        }
+        _ => std::thread::sleep(Duration::from_secs(120)),
     }
 }
 
@@ -55,7 +112,7 @@ fn spawn_child(mode: &str) -> (std::process::Child, ChildReport) {
             "--test-threads=1",
         ])
         .env(CHILD_ENV, mode)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn child test process");
@@ -80,7 +137,12 @@ fn spawn_child(mode: &str) -> (std::process::Child, ChildReport) {
             report.dirs.push(PathBuf::from(value));
         }
     }
-    assert_eq!(report.pids.len(), 2, "child reported both servers");
+    // PostgreSQL, Redis, PgBouncer and three Redis Cluster nodes at least.
+    assert!(
+        report.pids.len() >= 6,
+        "child reported its servers: {:?}",
+        report.pids
+    );
     for pid in &report.pids {
         assert!(alive(*pid), "server {pid} running while the child lives");
     }
@@ -97,7 +159,7 @@ fn alive(pid: u32) -> bool {
 }
 
 fn assert_cleaned_up(report: &ChildReport) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let live: Vec<_> = report.pids.iter().filter(|p| alive(**p)).collect();
         let left: Vec<_> = report
@@ -119,6 +181,8 @@ fn assert_cleaned_up(report: &ChildReport) {
 #[test]
 fn servers_stop_when_process_exits_without_drop() {
     let (mut child, report) = spawn_child("exit");
+    // EOF on its stdin lets the child exit.
+    drop(child.stdin.take());
     let status = child.wait().expect("wait child");
     assert!(status.success(), "child failed: {status}");
     assert_cleaned_up(&report);

@@ -45,7 +45,8 @@ impl Platform {
             .build()
             .await
             .unwrap();
-        let registry = ToolRegistry::new();
+        let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
+        let registry = ToolRegistry::new(&issuer.authority());
         registry
             .register(FnTool::new(
                 "add",
