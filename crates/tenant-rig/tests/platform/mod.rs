@@ -45,7 +45,6 @@ impl Platform {
             .build()
             .await
             .unwrap();
-        let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
         let registry = ToolRegistry::new(&issuer.authority());
         registry
             .register(FnTool::new(
