@@ -27,8 +27,10 @@
 //! active when the transfer completes; then the copy is checked (failing
 //! points are deleted from it) and counted, and the tenant's points are
 //! deleted from the fallback. A demotion copies the tenant's points back
-//! into the fallback key, checks the counts, and deletes the tenant's key,
-//! which switches the server's routing to the fallback.
+//! into the fallback key, checks the counts, switches the route (writes go
+//! to the fallback key from then on) and deletes the tenant's key, which
+//! switches the server's routing to the fallback. Reads never create a
+//! tenant's key (only writes do), so nothing brings a removed key back.
 
 use tenant_core::{IsolationTier, TenantContext};
 
@@ -63,6 +65,18 @@ pub(crate) async fn migrate(
     let current = retrieval.refresh(tenant, Some(ctx), name).await?;
     let from = current.tier;
     if from == to && current.moving_to.is_none() {
+        if retrieval.layout() == Layout::ShardKeys && to == IsolationTier::Pool {
+            // A key left behind by a demotion whose cleanup failed would
+            // still capture the tenant's reads.
+            let key = retrieval.exact_place(name, tenant, IsolationTier::Silo);
+            let store = &retrieval.inner.store;
+            if let (Shards::Key(k), true) =
+                (&key.shards, store.collection_exists(&key.collection).await?)
+            {
+                store.drop_shard_key(&key.collection, k).await?;
+                retrieval.forget_ensured(&key);
+            }
+        }
         return Ok(Migration {
             collection: name.to_owned(),
             from,
@@ -154,9 +168,9 @@ impl Move<'_> {
     }
 
     /// Persists the new route under the exclusive route gate, unless
-    /// another process took the migration over.
-    async fn switch(&self) -> Result<()> {
-        let _route = self.gate.route.clone().write_owned().await;
+    /// another process took the migration over; returns the gate, held.
+    async fn switch(&self) -> Result<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        let route = self.gate.route.clone().write_owned().await;
         let now = self
             .retrieval
             .refresh(self.ctx.tenant(), Some(self.ctx), self.spec.name())
@@ -166,7 +180,8 @@ impl Move<'_> {
         }
         self.retrieval
             .persist_route(self.entry(self.fenced + 1, self.to, None))
-            .await
+            .await?;
+        Ok(route)
     }
 
     /// Collection per tier: copy, verify, switch, delete the source.
@@ -177,7 +192,7 @@ impl Move<'_> {
         self.retrieval.ensure(&target, self.spec).await?;
         store.delete(&target, &self.scope()).await?;
         let counts = self.copy(&source, &target).await?;
-        self.switch().await?;
+        drop(self.switch().await?);
         let cleanup = if self.from == IsolationTier::Silo {
             self.retrieval.forget_collection(&source.collection);
             store.drop_collection(&source.collection).await
@@ -239,7 +254,7 @@ impl Move<'_> {
         }
         self.verify_counts(&source, &target, copied, quarantined)
             .await?;
-        self.switch().await?;
+        drop(self.switch().await?);
         let cleanup = store.delete(&source, &self.scope()).await;
         self.after_switch(cleanup);
         Ok((copied, quarantined))
@@ -260,12 +275,15 @@ impl Move<'_> {
         self.retrieval.ensure(&source, self.spec).await?;
         store.delete(&target, &self.scope()).await?;
         let counts = self.copy(&source, &target).await?;
-        {
-            let _route = self.gate.route.clone().write_owned().await;
-            store.drop_shard_key(&source.collection, from_key).await?;
-            self.retrieval.forget_ensured(&source);
-        }
-        self.switch().await?;
+        // Route first, then the key, both under the exclusive route gate:
+        // once the route says Pool nothing in this process recreates the
+        // key, and until the key is gone the server keeps serving the
+        // tenant's (complete) key.
+        let route = self.switch().await?;
+        let cleanup = store.drop_shard_key(&source.collection, from_key).await;
+        self.retrieval.forget_ensured(&source);
+        drop(route);
+        self.after_switch(cleanup);
         Ok(counts)
     }
 

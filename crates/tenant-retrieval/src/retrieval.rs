@@ -514,14 +514,18 @@ impl Retrieval {
                 self.await_migration(ctx, name).await?;
                 continue;
             }
-            let place = self.place(name, tenant, used.tier);
+            // Reads go where the server routes them; writes go exactly to
+            // the tier's storage (in the shard-key layout, the key).
+            let place = match access {
+                Access::Read => self.place(name, tenant, used.tier),
+                Access::Write => self.exact_place(name, tenant, used.tier),
+            };
+            // Only a write creates a Silo tenant's shard key (a tenant the
+            // resolver puts on Silo gets it on its first write; a promoted
+            // one already has it). A read never does: a read that created
+            // the key while a demotion removes it would leave an empty key
+            // the server routes the tenant's reads to.
             self.ensure(&place, spec).await?;
-            if layout == Layout::ShardKeys && used.tier == IsolationTier::Silo {
-                // A tenant the resolver puts on Silo gets its key on first
-                // use (a promoted one already has it).
-                self.ensure(&self.exact_place(name, tenant, used.tier), spec)
-                    .await?;
-            }
             let result = op(place.clone()).await;
             if result.is_err() {
                 self.forget_ensured(&place);
