@@ -586,30 +586,7 @@ impl Store for QdrantBackend {
             })
             .await
             .map_err(err)?;
-        let deadline = tokio::time::Instant::now() + self.transfer_timeout;
-        loop {
-            match self.key_state(collection, to).await? {
-                KeyState::Active => return Ok(()),
-                KeyState::Failed => {
-                    return Err(err(format!(
-                        "replicating to shard key `{to}` of `{collection}` failed"
-                    )))
-                }
-                KeyState::Missing => {
-                    return Err(err(format!(
-                        "shard key `{to}` of `{collection}` vanished during replication"
-                    )))
-                }
-                KeyState::Filling => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(err(format!(
-                    "replicating to shard key `{to}` of `{collection}` did not finish in {:?}",
-                    self.transfer_timeout
-                )));
-            }
-            tokio::time::sleep(TRANSFER_POLL).await;
-        }
+        self.await_active(collection, to).await
     }
 
     async fn drop_shard_key(&self, collection: &str, key: &str) -> Result<()> {
@@ -804,7 +781,38 @@ impl QdrantBackend {
                 return Err(e);
             }
         }
-        Ok(())
+        self.await_active(collection, key).await
+    }
+
+    /// Waits until every replica of shard key `key` is active: after a
+    /// replication, and after creating a key (a write to a key whose
+    /// replica another node has not set up yet fails with "no target
+    /// shard").
+    async fn await_active(&self, collection: &str, key: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.transfer_timeout;
+        loop {
+            match self.key_state(collection, key).await? {
+                KeyState::Active => return Ok(()),
+                KeyState::Failed => {
+                    return Err(err(format!(
+                        "a replica of shard key `{key}` of `{collection}` is dead"
+                    )))
+                }
+                KeyState::Missing => {
+                    return Err(err(format!(
+                        "shard key `{key}` of `{collection}` vanished while being filled"
+                    )))
+                }
+                KeyState::Filling => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(err(format!(
+                    "shard key `{key}` of `{collection}` was not active after {:?}",
+                    self.transfer_timeout
+                )));
+            }
+            tokio::time::sleep(TRANSFER_POLL).await;
+        }
     }
 
     async fn key_state(&self, collection: &str, key: &str) -> Result<KeyState> {

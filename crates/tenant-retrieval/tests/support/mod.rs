@@ -158,7 +158,7 @@ pub fn server_url(kind: Kind) -> Option<String> {
     match url {
         Ok(url) => Some(url),
         Err(TestkitError::QdrantNotFound { .. }) => {
-            skipped();
+            report_skipped(kind);
             None
         }
         Err(e) => panic!("starting Qdrant for {}: {e}", kind.describe()),
@@ -166,8 +166,8 @@ pub fn server_url(kind: Kind) -> Option<String> {
 }
 
 #[cfg(not(feature = "server"))]
-pub fn server_url(_: Kind) -> Option<String> {
-    skipped();
+pub fn server_url(kind: Kind) -> Option<String> {
+    report_skipped(kind);
     None
 }
 
@@ -222,22 +222,49 @@ async fn server_world(
 }
 
 #[cfg(not(feature = "server"))]
-async fn server_world(_: Kind, _: ContextIssuer, _: StaticTiers, _: TenantId) -> Option<World> {
-    skipped();
+async fn server_world(kind: Kind, _: ContextIssuer, _: StaticTiers, _: TenantId) -> Option<World> {
+    report_skipped(kind);
     None
 }
 
-fn skipped() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Written to the real stderr (not the captured test output) so it
-        // shows up in every run.
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(
-            b"\n*** tenant-retrieval: no Qdrant server binary (see tenant-testkit): the Qdrant \
-              SERVER half of this suite was SKIPPED (only the embedded half ran). ***\n",
+/// The CI log's name for the server half `kind` belongs to.
+fn half(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Cluster => "qdrant cluster",
+        _ => "qdrant server half",
+    }
+}
+
+/// Writes `<half>: SKIPPED (...)` once per process and half, to the real
+/// stderr (not the captured test output) so it shows up in every run.
+pub fn report_skipped(kind: Kind) {
+    use std::io::Write;
+    static SERVER: Once = Once::new();
+    static CLUSTER: Once = Once::new();
+    let once = if kind == Kind::Cluster {
+        &CLUSTER
+    } else {
+        &SERVER
+    };
+    once.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{}: SKIPPED (no ../shared/bin/qdrant binary; see tenant-testkit)",
+            half(kind)
         );
     });
+}
+
+/// Writes `<half>: N cases passed (<suite>, <layout>, <detail>)` to the real
+/// stderr, so the CI log proves the server half ran.
+pub fn report_passed(kind: Kind, suite: &str, cases: usize, detail: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{}: {cases} cases passed ({suite}, {}, {detail})",
+        half(kind),
+        kind.describe(),
+    );
 }
 
 /// One case of a suite that runs against several backends.
@@ -246,9 +273,8 @@ pub type Case = (
     fn(Kind) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 );
 
-/// Runs every case against `kind` in sequence and writes to the real
-/// stderr how many passed (or that the server half was skipped), so the CI
-/// log shows what ran.
+/// Runs every case against `kind` in sequence and reports how many passed
+/// (or that the server half was skipped), so the CI log shows what ran.
 pub async fn server_half(suite: &str, kind: Kind, cases: &[Case]) {
     use std::io::Write;
     if server_url(kind).is_none() {
@@ -265,12 +291,11 @@ pub async fn server_half(suite: &str, kind: Kind, cases: &[Case]) {
         );
         case(kind).await;
     }
-    let _ = writeln!(
-        std::io::stderr(),
-        "tenant-retrieval {suite}: {} server tests passed against {} in {:.1?}",
+    report_passed(
+        kind,
+        suite,
         cases.len(),
-        kind.describe(),
-        started.elapsed()
+        &format!("{:.1?}", started.elapsed()),
     );
 }
 

@@ -1,0 +1,215 @@
+//! A node of a 3-node Qdrant cluster (shard-key layout) is killed and
+//! restarted while three tenants read: no read ever returns another
+//! tenant's point, and every read either fails with a typed error or
+//! returns the tenant's complete set. Runs on its own cluster (the shared
+//! one of the other suites cannot lose a node).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use qdrant_client::qdrant::CollectionClusterInfoRequest;
+use support::*;
+use tenant_core::{ContextIssuer, IsolationTier, KeyId, MasterKey, StaticTiers, TenantId};
+use tenant_retrieval::{
+    Error, HashEmbedder, Naming, QdrantBackend, QdrantLayout, RetrievalClient, SearchQuery,
+};
+use tenant_testkit::{TestQdrantCluster, TestkitError};
+
+const PER_TENANT: usize = 40;
+
+/// What one reader saw.
+#[derive(Default)]
+struct Tally {
+    complete: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+/// The index of a node other than node 0 (the one the SDK talks to) that
+/// holds a shard of `collection`, so that killing it takes data away; node
+/// 1 if node 0 holds every shard.
+async fn node_holding_a_shard(cluster: &TestQdrantCluster, collection: &str) -> usize {
+    for node in 1..cluster.len() {
+        let client = qdrant_client::Qdrant::from_url(&cluster.grpc_url(node))
+            .skip_compatibility_check()
+            .build()
+            .unwrap();
+        let info = client
+            .collection_cluster_info(CollectionClusterInfoRequest {
+                collection_name: collection.to_owned(),
+            })
+            .await
+            .unwrap();
+        if !info.local_shards.is_empty() {
+            return node;
+        }
+    }
+    1
+}
+
+/// Waits until the node's gRPC service answers (the test kit waits for
+/// REST readiness; gRPC may come up a moment later).
+async fn grpc_ready(url: &str) {
+    let client = qdrant_client::Qdrant::from_url(url)
+        .skip_compatibility_check()
+        .build()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = client.list_collections().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gRPC never answered: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn read_once(
+    client: &RetrievalClient,
+    embed: &HashEmbedder,
+    expected: &BTreeSet<String>,
+    tally: &Tally,
+) {
+    let hits = client
+        .search(SearchQuery::new(embed.embed_one("doc 7")).top_k(1000))
+        .await;
+    let counted = client.count(None).await;
+    match (hits, counted) {
+        (Ok(hits), Ok(n)) => {
+            let ids: BTreeSet<String> = hits.into_iter().map(|h| h.id).collect();
+            // Any foreign point would show up here as an unexpected id.
+            assert_eq!(&ids, expected, "a read returned a foreign or partial set");
+            assert_eq!(n, expected.len() as u64, "a count was partial");
+            tally.complete.fetch_add(1, Ordering::Relaxed);
+        }
+        (hits, counted) => {
+            for e in [hits.err(), counted.err()].into_iter().flatten() {
+                assert!(
+                    matches!(e, Error::Backend { .. }),
+                    "unexpected error during the outage: {e:?}"
+                );
+            }
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_and_restarting_a_node_mid_read_never_crosses_tenants() {
+    let cluster = match tokio::task::spawn_blocking(TestQdrantCluster::start)
+        .await
+        .unwrap()
+    {
+        Ok(cluster) => cluster,
+        Err(TestkitError::QdrantNotFound { .. }) => {
+            report_skipped(Kind::Cluster);
+            return;
+        }
+        Err(e) => panic!("starting a Qdrant cluster: {e}"),
+    };
+    grpc_ready(&cluster.grpc_url(0)).await;
+    let prefix = fresh_prefix();
+    let backend = QdrantBackend::builder(cluster.grpc_url(0))
+        .routes_collection(format!("{prefix}__routes"))
+        .layout(QdrantLayout::ShardKeys)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
+    let silo = TenantId::random();
+    let tenants = [silo, TenantId::random(), TenantId::random()];
+    let tiers = StaticTiers::new(IsolationTier::Pool).with(silo, IsolationTier::Silo);
+    let retrieval = platform(backend, &issuer, tiers, TenantId::random())
+        .naming(Naming::with_prefix(&prefix).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let w = World {
+        issuer,
+        retrieval,
+        edge: None,
+        dir: None,
+        embed: HashEmbedder::new(DIMS),
+        operators: TenantId::random(),
+        kind: Kind::Cluster,
+    };
+
+    let mut readers = Vec::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    for (t, tenant) in tenants.iter().enumerate() {
+        let client = w.client(&w.ctx(*tenant), DOCS);
+        // Every tenant stores the same document ids and texts: only the
+        // tenant scope tells them apart.
+        client
+            .upsert((0..PER_TENANT).map(|i| w.doc(&format!("d{i}"), &format!("doc {i}"))))
+            .await
+            .unwrap();
+        client
+            .upsert([w.doc(&format!("only-{t}"), "doc 7")])
+            .await
+            .unwrap();
+        let mut expected: BTreeSet<String> = (0..PER_TENANT).map(|i| format!("d{i}")).collect();
+        expected.insert(format!("only-{t}"));
+        let (stop, tally, embed) = (stop.clone(), tally.clone(), w.embed.clone());
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                read_once(&client, &embed, &expected, &tally).await;
+            }
+            (client, expected)
+        }));
+    }
+
+    let victim = node_holding_a_shard(&cluster, &w.retrieval.naming().sharded(DOCS)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        let mut cluster = cluster;
+        cluster.kill_node(victim).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        cluster.restart_node(victim).unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut clients = Vec::new();
+    for r in readers {
+        clients.push(r.await.unwrap());
+    }
+
+    // After the restart every tenant reads its complete set again.
+    let after = Tally::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for (client, expected) in &clients {
+        loop {
+            let before = after.complete.load(Ordering::Relaxed);
+            read_once(client, &w.embed, expected, &after).await;
+            if after.complete.load(Ordering::Relaxed) > before {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "reads did not recover after the node rejoined"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let (complete, failed) = (
+        tally.complete.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+    );
+    assert!(complete > 0);
+    report_passed(
+        Kind::Cluster,
+        "node kill/restart drill",
+        1,
+        &format!("node {victim} killed mid-read: {complete} complete reads, {failed} typed errors, no foreign point"),
+    );
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}
