@@ -28,11 +28,9 @@ struct Tally {
     failed: AtomicUsize,
 }
 
-/// The index of a node other than node 0 (the one the SDK talks to) that
-/// holds a shard of `collection`, so that killing it takes data away; node
-/// 1 if node 0 holds every shard.
+/// A node holding a shard of `collection`: killing it takes data away.
 async fn node_holding_a_shard(cluster: &TestQdrantCluster, collection: &str) -> usize {
-    for node in 1..cluster.len() {
+    for node in 0..cluster.len() {
         let client = qdrant_client::Qdrant::from_url(&cluster.grpc_url(node))
             .skip_compatibility_check()
             .build()
@@ -47,7 +45,30 @@ async fn node_holding_a_shard(cluster: &TestQdrantCluster, collection: &str) -> 
             return node;
         }
     }
-    1
+    panic!("no node holds a shard of {collection}");
+}
+
+/// A platform on node `node` of the cluster, sharing `prefix` (and so the
+/// collections and routes) with every other platform built here.
+async fn platform_on(
+    cluster: &TestQdrantCluster,
+    node: usize,
+    prefix: &str,
+    issuer: &ContextIssuer,
+    tiers: StaticTiers,
+) -> tenant_retrieval::Retrieval {
+    grpc_ready(&cluster.grpc_url(node)).await;
+    let backend = QdrantBackend::builder(cluster.grpc_url(node))
+        .routes_collection(format!("{prefix}__routes"))
+        .layout(QdrantLayout::ShardKeys)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    platform(backend, issuer, tiers, TenantId::random())
+        .naming(Naming::with_prefix(prefix).unwrap())
+        .build()
+        .await
+        .unwrap()
 }
 
 /// Waits until the node's gRPC service answers (the test kit waits for
@@ -110,23 +131,12 @@ async fn killing_and_restarting_a_node_mid_read_never_crosses_tenants() {
         }
         Err(e) => panic!("starting a Qdrant cluster: {e}"),
     };
-    grpc_ready(&cluster.grpc_url(0)).await;
     let prefix = fresh_prefix();
-    let backend = QdrantBackend::builder(cluster.grpc_url(0))
-        .routes_collection(format!("{prefix}__routes"))
-        .layout(QdrantLayout::ShardKeys)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
     let silo = TenantId::random();
     let tenants = [silo, TenantId::random(), TenantId::random()];
     let tiers = StaticTiers::new(IsolationTier::Pool).with(silo, IsolationTier::Silo);
-    let retrieval = platform(backend, &issuer, tiers, TenantId::random())
-        .naming(Naming::with_prefix(&prefix).unwrap())
-        .build()
-        .await
-        .unwrap();
+    let retrieval = platform_on(&cluster, 0, &prefix, &issuer, tiers.clone()).await;
     let w = World {
         issuer,
         retrieval,
@@ -136,10 +146,7 @@ async fn killing_and_restarting_a_node_mid_read_never_crosses_tenants() {
         operators: TenantId::random(),
         kind: Kind::Cluster,
     };
-
-    let mut readers = Vec::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
+    let mut expected = Vec::new();
     for (t, tenant) in tenants.iter().enumerate() {
         let client = w.client(&w.ctx(*tenant), DOCS);
         // Every tenant stores the same document ids and texts: only the
@@ -152,8 +159,25 @@ async fn killing_and_restarting_a_node_mid_read_never_crosses_tenants() {
             .upsert([w.doc(&format!("only-{t}"), "doc 7")])
             .await
             .unwrap();
-        let mut expected: BTreeSet<String> = (0..PER_TENANT).map(|i| format!("d{i}")).collect();
-        expected.insert(format!("only-{t}"));
+        let mut ids: BTreeSet<String> = (0..PER_TENANT).map(|i| format!("d{i}")).collect();
+        ids.insert(format!("only-{t}"));
+        expected.push(ids);
+    }
+
+    // Kill a node that holds data; read through another one.
+    let victim = node_holding_a_shard(&cluster, &w.retrieval.naming().sharded(DOCS)).await;
+    let entry = (victim + 1) % cluster.len();
+    let readers_platform = platform_on(&cluster, entry, &prefix, &w.issuer, tiers).await;
+    let mut readers = Vec::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    for (tenant, expected) in tenants.iter().zip(expected) {
+        let client = RetrievalClient::builder()
+            .backend(&readers_platform)
+            .collection(DOCS)
+            .tenant(&w.ctx(*tenant))
+            .build()
+            .unwrap();
         let (stop, tally, embed) = (stop.clone(), tally.clone(), w.embed.clone());
         readers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -163,7 +187,6 @@ async fn killing_and_restarting_a_node_mid_read_never_crosses_tenants() {
         }));
     }
 
-    let victim = node_holding_a_shard(&cluster, &w.retrieval.naming().sharded(DOCS)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cluster = tokio::task::spawn_blocking(move || {
         let mut cluster = cluster;
@@ -203,11 +226,12 @@ async fn killing_and_restarting_a_node_mid_read_never_crosses_tenants() {
         tally.failed.load(Ordering::Relaxed),
     );
     assert!(complete > 0);
+    assert!(failed > 0, "no read met the outage");
     report_passed(
         Kind::Cluster,
         "node kill/restart drill",
         1,
-        &format!("node {victim} killed mid-read: {complete} complete reads, {failed} typed errors, no foreign point"),
+        &format!("node {victim} killed mid-read through node {entry}: {complete} complete reads, {failed} typed errors, no foreign point"),
     );
     tokio::task::spawn_blocking(move || drop(cluster))
         .await

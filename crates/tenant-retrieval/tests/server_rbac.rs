@@ -264,6 +264,13 @@ async fn in_the_shard_key_layout_one_collection_token_reaches_every_key() {
         tenants_seen(&token, &sharded, Some(&other)).await.unwrap(),
         sorted(&[p.silo[1]])
     );
+    // A request naming no key reads them all.
+    let mut everyone: Vec<TenantId> = p.pool.to_vec();
+    everyone.extend(p.silo);
+    assert_eq!(
+        tenants_seen(&token, &sharded, None).await.unwrap(),
+        sorted(&everyone)
+    );
     // It cannot manage shard keys.
     assert!(denied(
         token
