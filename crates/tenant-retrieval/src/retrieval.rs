@@ -502,10 +502,10 @@ impl Retrieval {
         };
         let layout = self.layout();
         let check = self.inner.store.route_authority() == RouteAuthority::Shared
-            && match (layout, access) {
-                (Layout::Shared, _) | (Layout::ShardKeys, Access::Read) => false,
-                _ => true,
-            };
+            && !matches!(
+                (layout, access),
+                (Layout::Shared, _) | (Layout::ShardKeys, Access::Read)
+            );
         for _ in 0..MAX_ROUTE_ATTEMPTS {
             let route = gate.route.clone().read_owned().await;
             let used = self.view(tenant, Some(ctx), name);

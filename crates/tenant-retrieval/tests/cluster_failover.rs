@@ -178,7 +178,7 @@ async fn killing_and_restarting_a_node_mid_read_never_crosses_tenants() {
             .tenant(&w.ctx(*tenant))
             .build()
             .unwrap();
-        let (stop, tally, embed) = (stop.clone(), tally.clone(), w.embed.clone());
+        let (stop, tally, embed) = (stop.clone(), tally.clone(), w.embed);
         readers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 read_once(&client, &embed, &expected, &tally).await;

@@ -11,7 +11,7 @@ use tenant_core::{
     PrincipalId, StaticTiers, TenantContext, TenantId,
 };
 use tenant_retrieval::{
-    CollectionSpec, Document, EdgeBackend, HashEmbedder, Naming, Retrieval, RetrievalClient,
+    CollectionSpec, Document, EdgeBackend, HashEmbedder, Retrieval, RetrievalClient,
 };
 
 /// A second, unrelated issuer: what an attacker (or a misconfigured
@@ -206,7 +206,7 @@ async fn server_world(
     let prefix = fresh_prefix();
     let backend = server_backend(kind, &prefix)?;
     let retrieval = platform(backend, &issuer, tiers, operators)
-        .naming(Naming::with_prefix(&prefix).unwrap())
+        .naming(tenant_retrieval::Naming::with_prefix(&prefix).unwrap())
         .build()
         .await
         .unwrap();
