@@ -92,7 +92,7 @@ async fn main() -> AnyResult<()> {
     let embed = HashEmbedder::new(DIMS);
 
     // Tools: a registry for the platform, an allowlist per tenant.
-    let registry = ToolRegistry::new();
+    let registry = ToolRegistry::new(&issuer.authority());
     let args = json!({"type": "object",
         "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
         "required": ["a", "b"], "additionalProperties": false});
@@ -115,7 +115,7 @@ async fn main() -> AnyResult<()> {
     let vault = Arc::new(MemoryVault::new());
     let policies = ToolPolicies::new();
     let workspace_dir = tempfile::tempdir()?;
-    let workspaces = WorkspaceRoot::new(workspace_dir.path().join("runs"))?;
+    let workspaces = WorkspaceRoot::new(workspace_dir.path().join("runs"), &issuer.authority())?;
 
     // ---- two tenants, each from its own signed JWT --------------------------
     let acme: TenantId = "6f1c1f4e-8a4b-4c3e-9d6a-0b7e3a2f5c11".parse()?;

@@ -17,7 +17,7 @@ use tenant_sdk::*;
 async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     // ---- platform set-up (once per process) ---------------------------------
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("2026-11")?));
-    let registry = ToolRegistry::new();
+    let registry = ToolRegistry::new(&issuer.authority());
     let object = json!({"type": "object", "properties": {"q": {"type": "string"}},
                         "required": ["q"], "additionalProperties": false});
     registry.register(FnTool::new(

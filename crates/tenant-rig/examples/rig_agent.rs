@@ -66,7 +66,7 @@ async fn main() -> Outcome<()> {
         .tiers(StaticTiers::new(IsolationTier::Pool))
         .build()
         .await?;
-    let registry = ToolRegistry::new();
+    let registry = ToolRegistry::new(&issuer.authority());
     registry.register(FnTool::new(
         "add",
         "Adds two integers",

@@ -33,7 +33,8 @@ use crate::error::{Error, Result};
 /// use tenant_tools::{FnTool, MemoryVault, ToolExecutor, ToolPolicies, ToolPolicy, ToolRegistry};
 /// use tenant_rig::TenantTools;
 ///
-/// let registry = ToolRegistry::new();
+/// let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
+/// let registry = ToolRegistry::new(&issuer.authority());
 /// for name in ["echo", "shell"] {
 ///     registry.register(FnTool::new(name, "demo", json!({"type": "object"}),
 ///         |_call, input| async move { Ok(input) }))?;
@@ -41,7 +42,6 @@ use crate::error::{Error, Result};
 /// let policies = ToolPolicies::new();
 /// let tenant = TenantId::random();
 /// policies.set(tenant, ToolPolicy::deny_all().allow_tools(["echo"]));
-/// let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
 /// let ctx = issuer.context().tenant(tenant).principal(PrincipalId::new("bot")?)
 ///     .capabilities(Capabilities::none().with_tools(["echo", "shell"])?).issue()?;
 /// let tools = TenantTools::new(ToolExecutor::builder()

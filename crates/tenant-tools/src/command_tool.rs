@@ -9,9 +9,11 @@ use crate::sandbox::SandboxCommand;
 use crate::tool::{Tool, ToolCall};
 
 /// Runs a fixed program in the executor's [`Sandbox`](crate::Sandbox), in
-/// the run's workspace. The model supplies only the arguments (input
-/// `{"args": [..]}`); the program, environment and timeout are fixed by
-/// the platform. Output: `{"exit_code", "stdout", "stderr", "timed_out"}`.
+/// the run's workspace, through [`ToolCall::run_sandboxed`] (egress routed
+/// through the tenant's proxy when its policy allows any). The model
+/// supplies only the arguments (input `{"args": [..]}`); the program,
+/// environment and timeout are fixed by the platform. Output:
+/// `{"exit_code", "stdout", "stderr", "timed_out"}`.
 #[derive(Clone, Debug)]
 pub struct CommandTool {
     name: String,
@@ -20,6 +22,7 @@ pub struct CommandTool {
     fixed_args: Vec<String>,
     env: Vec<(String, String)>,
     timeout: Option<Duration>,
+    integrations: Vec<String>,
 }
 
 impl CommandTool {
@@ -38,12 +41,24 @@ impl CommandTool {
             fixed_args: fixed_args.into_iter().map(Into::into).collect(),
             env: Vec::new(),
             timeout: None,
+            integrations: Vec::new(),
         }
     }
 
     /// Declares an environment variable of the sandboxed process.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Declares the vault integrations whose credentials the egress proxy
+    /// may inject for this tool's runs (never into the process).
+    pub fn with_integrations<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.integrations = names.into_iter().map(Into::into).collect();
         self
     }
 
@@ -74,9 +89,11 @@ impl Tool for CommandTool {
         })
     }
 
+    fn integrations(&self) -> Vec<String> {
+        self.integrations.clone()
+    }
+
     async fn call(&self, call: ToolCall, input: Value) -> Result<Value> {
-        let sandbox = call.sandbox()?.clone();
-        let workspace = call.workspace()?.clone();
         let mut cmd = SandboxCommand::new(&self.program).args(self.fixed_args.iter().cloned());
         if let Some(args) = input.get("args").and_then(Value::as_array) {
             cmd = cmd.args(args.iter().filter_map(Value::as_str).map(str::to_owned));
@@ -87,7 +104,7 @@ impl Tool for CommandTool {
         if let Some(t) = self.timeout {
             cmd = cmd.timeout(t);
         }
-        let out = sandbox.run_async(workspace, cmd).await?;
+        let out = call.run_sandboxed(cmd).await?;
         let exit_code = match out.status {
             crate::sandbox::WaitStatus::Exited(c) => json!(c),
             crate::sandbox::WaitStatus::Signaled(_) => Value::Null,

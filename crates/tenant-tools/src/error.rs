@@ -134,6 +134,46 @@ pub enum Error {
     /// A recycled sandbox failed its wipe verification and was discarded.
     #[error("sandbox wipe verification failed: {0}")]
     WipeFailed(String),
+    /// A workspace path names something other than a regular file (a FIFO,
+    /// socket, device or directory), which is never opened for reading or
+    /// writing.
+    #[error("`{path}` is not a regular file")]
+    NotRegularFile {
+        /// The path as given.
+        path: String,
+    },
+    /// The workspace's size or inode quota is exhausted.
+    #[error("the workspace is full (writing `{path}`)")]
+    WorkspaceFull {
+        /// The path being written.
+        path: String,
+    },
+    /// A declared sandbox system path is unusable.
+    #[error("system path `{path}` is refused: {reason}")]
+    InvalidSystemPath {
+        /// The path as declared.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A duration is longer than this crate accepts.
+    #[error("{what} exceeds the maximum of {max:?}")]
+    InvalidDuration {
+        /// Which duration.
+        what: &'static str,
+        /// The longest accepted.
+        max: std::time::Duration,
+    },
+    /// A host uid range for a warm pool is taken or out of range.
+    #[error("host uid range unavailable: {0}")]
+    UidRangeUnavailable(String),
+    /// An error whose text held a secret and whose original type could not
+    /// be rebuilt without it.
+    #[error("{message}")]
+    Redacted {
+        /// The error's message, with secrets redacted.
+        message: String,
+    },
 }
 
 /// Result alias for `tenant-tools`.
@@ -141,27 +181,91 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// The same error with every secret the redactor knows scrubbed from
-    /// its free-text fields.
-    pub(crate) fn redacted(self, r: &crate::credentials::Redactor) -> Self {
+    /// its text, source chains included. Every variant is listed: a new
+    /// one does not compile until it is handled here.
+    pub(crate) fn redacted(self, r: &crate::redaction::Redactor) -> Self {
+        if r.is_empty() {
+            return self;
+        }
+        let s = |text: String| r.redact_str(&text);
+        let io = |e: std::io::Error| {
+            let text = e.to_string();
+            if r.contains_secret(text.as_bytes()) {
+                std::io::Error::new(e.kind(), r.redact_str(&text))
+            } else {
+                e
+            }
+        };
         match self {
-            Error::ToolFailed { tool, message } => Error::ToolFailed {
-                tool,
-                message: r.redact_str(&message),
+            Error::Context(e) => {
+                let text = e.to_string();
+                if r.contains_secret(text.as_bytes()) {
+                    Error::Redacted {
+                        message: r.redact_str(&text),
+                    }
+                } else {
+                    Error::Context(e)
+                }
+            }
+            Error::ToolNotAllowed { tool } => Error::ToolNotAllowed { tool: s(tool) },
+            Error::DuplicateTool(name) => Error::DuplicateTool(s(name)),
+            Error::InvalidName { kind, reason } => Error::InvalidName {
+                kind,
+                reason: s(reason),
             },
-            Error::Http(m) => Error::Http(r.redact_str(&m)),
-            Error::EgressDenied { reason } => Error::EgressDenied {
-                reason: r.redact_str(&reason),
+            Error::InvalidSchema { tool, reason } => Error::InvalidSchema {
+                tool: s(tool),
+                reason: s(reason),
             },
-            Error::PathEscape { path } => Error::PathEscape {
-                path: r.redact_str(&path),
-            },
-            Error::InvalidCommand(m) => Error::InvalidCommand(r.redact_str(&m)),
             Error::InvalidInput { tool, path, reason } => Error::InvalidInput {
-                tool,
-                path: r.redact_str(&path),
-                reason: r.redact_str(&reason),
+                tool: s(tool),
+                path: s(path),
+                reason: s(reason),
             },
-            other => other,
+            Error::IntegrationNotDeclared { tool, integration } => Error::IntegrationNotDeclared {
+                tool: s(tool),
+                integration: s(integration),
+            },
+            Error::IntegrationNotAllowed { integration } => Error::IntegrationNotAllowed {
+                integration: s(integration),
+            },
+            Error::SecretNotFound { integration } => Error::SecretNotFound {
+                integration: s(integration),
+            },
+            Error::VaultCorrupt { integration } => Error::VaultCorrupt {
+                integration: s(integration),
+            },
+            Error::VaultIo(e) => Error::VaultIo(io(e)),
+            Error::NoVault => Error::NoVault,
+            Error::ToolFailed { tool, message } => Error::ToolFailed {
+                tool: s(tool),
+                message: s(message),
+            },
+            Error::PathEscape { path } => Error::PathEscape { path: s(path) },
+            Error::NoWorkspace => Error::NoWorkspace,
+            Error::Io(e) => Error::Io(io(e)),
+            Error::EgressDenied { reason } => Error::EgressDenied { reason: s(reason) },
+            Error::Http(m) => Error::Http(s(m)),
+            Error::SandboxUnavailable(m) => Error::SandboxUnavailable(s(m)),
+            Error::SandboxSetup { stage, source } => Error::SandboxSetup {
+                stage,
+                source: io(source),
+            },
+            Error::InvalidCommand(m) => Error::InvalidCommand(s(m)),
+            Error::PoolExhausted => Error::PoolExhausted,
+            Error::MissingConfiguration(m) => Error::MissingConfiguration(m),
+            Error::WipeFailed(m) => Error::WipeFailed(s(m)),
+            Error::NotRegularFile { path } => Error::NotRegularFile { path: s(path) },
+            Error::WorkspaceFull { path } => Error::WorkspaceFull { path: s(path) },
+            Error::InvalidSystemPath { path, reason } => Error::InvalidSystemPath {
+                path: s(path),
+                reason: s(reason),
+            },
+            Error::InvalidDuration { what, max } => Error::InvalidDuration { what, max },
+            Error::UidRangeUnavailable(m) => Error::UidRangeUnavailable(s(m)),
+            Error::Redacted { message } => Error::Redacted {
+                message: s(message),
+            },
         }
     }
 
@@ -169,6 +273,103 @@ impl Error {
         Error::SandboxSetup {
             stage,
             source: source.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redaction::{Redactor, REDACTED};
+
+    const S: &str = "sk_live_S3cretValue_42";
+
+    fn io() -> std::io::Error {
+        std::io::Error::other(format!("upstream said {S}"))
+    }
+
+    /// One error of every variant, each with the secret in every field
+    /// that holds text.
+    fn every_variant() -> Vec<Error> {
+        let s = || S.to_owned();
+        vec![
+            Error::Context(tenant_core::Error::InvalidConfiguration(s())),
+            Error::ToolNotAllowed { tool: s() },
+            Error::DuplicateTool(s()),
+            Error::InvalidName {
+                kind: "tool name",
+                reason: s(),
+            },
+            Error::InvalidSchema {
+                tool: s(),
+                reason: s(),
+            },
+            Error::InvalidInput {
+                tool: s(),
+                path: s(),
+                reason: s(),
+            },
+            Error::IntegrationNotDeclared {
+                tool: s(),
+                integration: s(),
+            },
+            Error::IntegrationNotAllowed { integration: s() },
+            Error::SecretNotFound { integration: s() },
+            Error::VaultCorrupt { integration: s() },
+            Error::VaultIo(io()),
+            Error::NoVault,
+            Error::ToolFailed {
+                tool: s(),
+                message: s(),
+            },
+            Error::PathEscape { path: s() },
+            Error::NoWorkspace,
+            Error::Io(io()),
+            Error::EgressDenied { reason: s() },
+            Error::Http(s()),
+            Error::SandboxUnavailable(s()),
+            Error::SandboxSetup {
+                stage: "execve",
+                source: io(),
+            },
+            Error::InvalidCommand(s()),
+            Error::PoolExhausted,
+            Error::MissingConfiguration("registry"),
+            Error::WipeFailed(s()),
+            Error::NotRegularFile { path: s() },
+            Error::WorkspaceFull { path: s() },
+            Error::InvalidSystemPath {
+                path: s(),
+                reason: s(),
+            },
+            Error::InvalidDuration {
+                what: "timeout",
+                max: std::time::Duration::from_secs(1),
+            },
+            Error::UidRangeUnavailable(s()),
+            Error::Redacted { message: s() },
+        ]
+    }
+
+    #[test]
+    fn every_error_variant_is_redacted_including_source_chains() {
+        let r = Redactor::new();
+        r.remember(&secrecy::SecretString::from(S.to_owned()));
+        let errors = every_variant();
+        assert_eq!(errors.len(), 30, "a variant is missing from this test");
+        for e in errors {
+            let shown_before = format!("{e}");
+            let e = e.redacted(&r);
+            let mut shown = format!("{e} {e:?}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                shown.push_str(&format!(" {s} {s:?}"));
+                source = s.source();
+            }
+            assert!(!shown.contains(S), "{shown}");
+            if shown_before.contains(S) {
+                assert!(shown.contains(REDACTED), "{shown}");
+            }
         }
     }
 }

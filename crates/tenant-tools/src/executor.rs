@@ -9,9 +9,10 @@ use serde_json::Value;
 use tenant_core::{Scoped, TenantContext, WantsTenant};
 use tracing::Instrument;
 
-use crate::credentials::{Credentials, Redactor};
+use crate::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::policy::{ToolPolicies, ToolPolicy};
+use crate::redaction::Redactor;
 use crate::registry::ToolRegistry;
 use crate::sandbox::Sandbox;
 use crate::tool::{ToolCall, ToolInfo};
@@ -31,10 +32,12 @@ struct Resources {
 /// Builds a [`ToolExecutor`].
 ///
 /// 1. Set the platform-wide resources, in any order: [`registry`](Self::registry)
-///    (required), [`policies`](Self::policies), [`vault`](Self::vault),
-///    [`workspace_root`](Self::workspace_root), [`sandbox`](Self::sandbox).
+///    (required; it carries the platform authority), [`policies`](Self::policies),
+///    [`vault`](Self::vault), [`workspace_root`](Self::workspace_root),
+///    [`sandbox`](Self::sandbox).
 /// 2. Scope it with [`tenant`](ToolExecutorBuilder::<WantsTenant>::tenant)`(&ctx)`.
-/// 3. [`build`](ToolExecutorBuilder::<Scoped>::build) — only available once scoped.
+/// 3. [`build`](ToolExecutorBuilder::<Scoped>::build) — only available once scoped;
+///    admits only a context issued under the registry's authority.
 pub struct ToolExecutorBuilder<State> {
     resources: Resources,
     state: State,
@@ -94,19 +97,33 @@ impl ToolExecutorBuilder<WantsTenant> {
 }
 
 impl ToolExecutorBuilder<Scoped> {
-    /// Checks the context and builds the executor.
+    /// Admits the context and builds the executor.
+    ///
+    /// Errors: [`Error::Context`] (`ForeignAuthority` for a context of any
+    /// other issuer than the registry's authority — also when the
+    /// workspace root serves another authority — or the context's own
+    /// check), [`Error::MissingConfiguration`], and
+    /// [`Error::InvalidSystemPath`] when the sandbox's system paths cover
+    /// the workspace root.
     pub fn build(self) -> Result<ToolExecutor> {
-        let ctx = self.state.into_checked_context()?;
         let registry = self
             .resources
             .registry
             .clone()
             .ok_or(Error::MissingConfiguration("registry"))?;
+        let ctx = self.state.into_admitted_context(registry.authority())?;
+        if let Some(root) = &self.resources.workspace_root {
+            root.authority().admit(&ctx)?;
+            if let Some(sandbox) = &self.resources.sandbox {
+                sandbox.check_workspace_root(root.path())?;
+            }
+        }
         Ok(ToolExecutor {
             ctx,
             registry,
             resources: self.resources,
             workspace: Arc::new(Mutex::new(None)),
+            redactor: Redactor::new(),
         })
     }
 }
@@ -118,13 +135,16 @@ impl ToolExecutorBuilder<Scoped> {
 /// the tenant's [`ToolPolicy`] and the context's tool capabilities allow
 /// it; inputs are validated against the tool's schema; every call runs in
 /// the context's span and is audited (target `tenant_audit`); outputs and
-/// error messages have every secret the tool obtained redacted.
+/// error messages have every secret handed out during the run — by any
+/// call of this executor or of one delegated from it — redacted.
 pub struct ToolExecutor {
     ctx: TenantContext,
     registry: ToolRegistry,
     resources: Resources,
     /// One workspace per run, shared with delegated executors.
     workspace: Arc<Mutex<Option<Arc<Workspace>>>>,
+    /// The run's secrets, shared with delegated executors.
+    redactor: Redactor,
 }
 
 impl fmt::Debug for ToolExecutor {
@@ -150,17 +170,21 @@ impl ToolExecutor {
         &self.ctx
     }
 
-    /// An executor for a sub-agent: `child` must descend from this
-    /// executor's context. It shares the run's workspace and sees only
-    /// what the child's capabilities allow.
+    /// An executor for a sub-agent: `child` must be issued under the
+    /// registry's authority and descend from this executor's context. It
+    /// shares the run's workspace and redactor and sees only what the
+    /// child's capabilities allow.
     pub fn delegate(&self, child: &TenantContext) -> Result<ToolExecutor> {
-        self.ctx.check()?;
+        let authority = self.registry.authority();
+        authority.admit(child)?;
+        authority.admit(&self.ctx)?;
         self.ctx.check_descendant(child)?;
         Ok(ToolExecutor {
             ctx: child.clone(),
             registry: self.registry.clone(),
             resources: self.resources.clone(),
             workspace: self.workspace.clone(),
+            redactor: self.redactor.clone(),
         })
     }
 
@@ -178,7 +202,7 @@ impl ToolExecutor {
     /// The tools this context may call, by name.
     pub fn list(&self) -> Result<Vec<ToolInfo>> {
         let _span = self.ctx.span().entered();
-        self.ctx.check()?;
+        self.registry.authority().admit(&self.ctx)?;
         let policy = self.policy();
         Ok(self
             .registry
@@ -200,11 +224,14 @@ impl ToolExecutor {
     }
 
     async fn call_in_span(&self, name: &str, input: Value) -> Result<Value> {
+        let redactor = &self.redactor;
+        let shown_name = redactor.redact_str(name);
         let denied = |e: Error| {
-            self.ctx.audit_denied("tool.call", name, &e);
+            let e = e.redacted(redactor);
+            self.ctx.audit_denied("tool.call", &shown_name, &e);
             Err(e)
         };
-        if let Err(e) = self.ctx.check() {
+        if let Err(e) = self.registry.authority().admit(&self.ctx) {
             return denied(e.into());
         }
         let policy = self.policy();
@@ -228,7 +255,6 @@ impl ToolExecutor {
             Err(e) => return denied(e),
         };
         let tool_name: Arc<str> = Arc::from(name);
-        let redactor = Redactor::new();
         let call = ToolCall {
             ctx: self.ctx.clone(),
             tool: tool_name.clone(),
@@ -243,17 +269,18 @@ impl ToolExecutor {
             workspace,
             egress: policy.egress_policy().clone(),
             sandbox: self.resources.sandbox.clone(),
+            redactor: redactor.clone(),
         };
-        self.ctx.audit_allowed("tool.call", name);
+        self.ctx.audit_allowed("tool.call", &shown_name);
         match registered.tool.call(call, input).await {
             Ok(mut output) => {
                 redactor.redact_json(&mut output);
-                tracing::debug!(tool = name, "tool call succeeded");
+                tracing::debug!(tool = %shown_name, "tool call succeeded");
                 Ok(output)
             }
             Err(e) => {
-                let e = e.redacted(&redactor);
-                tracing::debug!(tool = name, error = %e, "tool call failed");
+                let e = e.redacted(redactor);
+                tracing::debug!(tool = %shown_name, error = %e, "tool call failed");
                 Err(e)
             }
         }

@@ -11,14 +11,19 @@
 //!   every decision (target `tenant_audit`).
 //! - [`Vault`] ([`MemoryVault`], [`FileVault`]) — secrets per (tenant,
 //!   integration), reaching a tool only through [`Credentials`] at call
-//!   time; tool output and errors are scrubbed of them ([`Redactor`]).
-//! - [`Workspace`] — a per-run directory whose file API resolves every path
-//!   with `openat2(RESOLVE_BENEATH)`.
-//! - [`EgressClient`] — HTTP to allowlisted `host[:port]` pairs only, with
-//!   resolved addresses and every redirect re-checked.
-//! - [`Sandbox`] — subprocesses in user/mount/pid/net/ipc/uts namespaces
-//!   under Landlock, seccomp and rlimits, with a wall-clock timeout that
-//!   kills the whole tree; [`WarmPool`] keeps some pre-started.
+//!   time, or injected by the egress proxy so a sandboxed process never
+//!   holds them; output, errors and files read back are scrubbed of every
+//!   secret the run handed out ([`Redactor`]).
+//! - [`Workspace`] — a per-run directory (a quota-limited tmpfs with
+//!   [`WorkspaceQuota`]) whose file API resolves every path with
+//!   `openat2(RESOLVE_BENEATH)` and opens regular files only.
+//! - [`EgressClient`] and [`EgressProxy`] — HTTP to allowlisted
+//!   `host[:port]` pairs only, with resolved addresses and every redirect
+//!   re-checked; the proxy is a sandboxed run's only way out.
+//! - [`Sandbox`] — subprocesses in their own namespaces and minimal root,
+//!   without privileges, under Landlock, seccomp, rlimits and per-sandbox
+//!   cgroups, with a wall-clock timeout that kills the whole tree;
+//!   [`WarmPool`] keeps some pre-started.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -30,7 +35,8 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Platform set-up, once.
-//! let registry = ToolRegistry::new();
+//! let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
+//! let registry = ToolRegistry::new(&issuer.authority());
 //! registry.register(FnTool::new(
 //!     "add",
 //!     "Adds two integers",
@@ -43,7 +49,6 @@
 //! ))?;
 //! let vault = Arc::new(MemoryVault::new());
 //! let policies = ToolPolicies::new();
-//! let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
 //!
 //! // Per tenant and request.
 //! let tenant = TenantId::random();
@@ -79,6 +84,7 @@ mod egress;
 mod error;
 mod executor;
 mod policy;
+mod redaction;
 mod registry;
 pub mod sandbox;
 mod schema;
@@ -87,20 +93,21 @@ mod vault;
 mod workspace;
 
 pub use command_tool::CommandTool;
-pub use credentials::{Credentials, Redactor, REDACTED};
+pub use credentials::Credentials;
 pub use egress::{
-    is_internal_address, EgressClient, EgressPolicy, EgressResponse, DEFAULT_MAX_BODY,
-    MAX_REDIRECTS,
+    is_internal_address, CredentialInjection, EgressClient, EgressPolicy, EgressProxy,
+    EgressResponse, ProxyGuard, DEFAULT_MAX_BODY, MAX_REDIRECTS,
 };
 pub use error::{Error, Result};
 pub use executor::{ToolExecutor, ToolExecutorBuilder};
 pub use policy::{ToolPolicies, ToolPolicy};
+pub use redaction::{RedactingStream, Redactor, REDACTED};
 pub use registry::ToolRegistry;
 pub use sandbox::{
-    Sandbox, SandboxCommand, SandboxConfig, SandboxLimits, SandboxOutput, SandboxSupport, WarmPool,
-    WarmSandbox,
+    RunOptions, Sandbox, SandboxCommand, SandboxConfig, SandboxLimits, SandboxOutput,
+    SandboxSupport, WarmPool, WarmSandbox,
 };
 pub use schema::{InputSchema, SchemaViolation, MAX_INPUT_DEPTH};
 pub use tool::{FnTool, Tool, ToolCall, ToolInfo, MAX_TOOL_NAME_LEN};
 pub use vault::{FileVault, MemoryVault, Vault};
-pub use workspace::{Workspace, WorkspaceRoot};
+pub use workspace::{Workspace, WorkspaceQuota, WorkspaceRoot};

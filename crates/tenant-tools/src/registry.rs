@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use tenant_core::PlatformAuthority;
+
 use crate::error::{Error, Result};
 use crate::schema::InputSchema;
 use crate::tool::{validate_name, Tool, ToolInfo};
@@ -15,11 +17,14 @@ pub(crate) struct Registered {
     pub(crate) integrations: Arc<[String]>,
 }
 
-/// Every tool the platform offers. Platform-wide and tenant-agnostic:
-/// what a tenant may use is decided by its [`ToolPolicy`](crate::ToolPolicy)
-/// and its context's capabilities. Cheap to clone.
-#[derive(Clone, Default)]
+/// Every tool the platform offers, and the platform authority whose
+/// contexts may use them. Platform-wide and tenant-agnostic: what a tenant
+/// may use is decided by its [`ToolPolicy`](crate::ToolPolicy) and its
+/// context's capabilities; executors built from this registry admit only
+/// contexts issued under its authority. Cheap to clone.
+#[derive(Clone)]
 pub struct ToolRegistry {
+    authority: PlatformAuthority,
     tools: Arc<RwLock<BTreeMap<String, Arc<Registered>>>>,
 }
 
@@ -31,15 +36,25 @@ impl fmt::Debug for ToolRegistry {
             .map(|t| t.keys().cloned().collect())
             .unwrap_or_default();
         f.debug_struct("ToolRegistry")
+            .field("authority", &self.authority)
             .field("tools", &names)
             .finish()
     }
 }
 
 impl ToolRegistry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty registry serving contexts issued under `authority`
+    /// (`issuer.authority()`).
+    pub fn new(authority: &PlatformAuthority) -> Self {
+        Self {
+            authority: authority.clone(),
+            tools: Arc::default(),
+        }
+    }
+
+    /// The authority whose contexts this registry's executors admit.
+    pub fn authority(&self) -> &PlatformAuthority {
+        &self.authority
     }
 
     /// Registers a tool. Its name and integration names must be valid and

@@ -9,9 +9,10 @@ use serde_json::Value;
 use tenant_core::TenantContext;
 
 use crate::credentials::Credentials;
-use crate::egress::{EgressClient, EgressPolicy};
+use crate::egress::{EgressClient, EgressPolicy, EgressProxy};
 use crate::error::{Error, Result};
-use crate::sandbox::Sandbox;
+use crate::redaction::Redactor;
+use crate::sandbox::{RunOptions, Sandbox, SandboxCommand, SandboxOutput};
 use crate::workspace::Workspace;
 
 /// The longest tool or integration name accepted.
@@ -68,6 +69,7 @@ pub struct ToolCall {
     pub(crate) workspace: Option<Arc<Workspace>>,
     pub(crate) egress: EgressPolicy,
     pub(crate) sandbox: Option<Arc<Sandbox>>,
+    pub(crate) redactor: Redactor,
 }
 
 impl fmt::Debug for ToolCall {
@@ -100,9 +102,22 @@ impl ToolCall {
         self.workspace.as_ref().ok_or(Error::NoWorkspace)
     }
 
-    /// An HTTP client bound to the tenant's egress policy.
+    /// Reads a file of the run's workspace, off the async workers, with
+    /// every secret the run has handed out redacted.
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let bytes = self.workspace()?.read_async(path).await?;
+        Ok(self.redactor.redact_bytes(&bytes))
+    }
+
+    /// Writes a file of the run's workspace, off the async workers.
+    pub async fn write_file(&self, path: &str, data: Vec<u8>) -> Result<()> {
+        self.workspace()?.write_async(path, data).await
+    }
+
+    /// An HTTP client bound to the tenant's egress policy. On cross-origin
+    /// redirects it also drops any header carrying a secret of the run.
     pub fn http(&self) -> Result<EgressClient> {
-        EgressClient::new(self.egress.clone())
+        Ok(EgressClient::new(self.egress.clone())?.with_redactor(&self.redactor))
     }
 
     /// The executor's sandbox for subprocesses.
@@ -110,6 +125,38 @@ impl ToolCall {
         self.sandbox.as_ref().ok_or_else(|| {
             Error::SandboxUnavailable("no sandbox configured for this executor".into())
         })
+    }
+
+    /// Runs `cmd` in the executor's sandbox, in the run's workspace, off
+    /// the async workers, its output scrubbed of the run's secrets.
+    ///
+    /// When the tenant's egress policy allows anything, the run's network
+    /// is routed through a per-run [`EgressProxy`] enforcing that policy;
+    /// credentials the policy injects are fetched for the integrations
+    /// this tool declares (and the tenant is granted) and added by the
+    /// proxy — the process never sees them.
+    pub async fn run_sandboxed(&self, cmd: SandboxCommand) -> Result<SandboxOutput> {
+        let sandbox = self.sandbox()?.clone();
+        let workspace = self.workspace()?.clone();
+        let mut options = RunOptions::new().redactor(&self.redactor);
+        if !self.egress.is_empty() {
+            let mut proxy = EgressProxy::new(&self.ctx, &self.egress).redactor(&self.redactor);
+            for inj in self.egress.injections() {
+                if !self.credentials.declares(&inj.integration) {
+                    let resource = format!("{}/{}", self.tool, inj.integration);
+                    self.ctx.audit_denied(
+                        "egress.credential",
+                        &resource,
+                        &"the tool does not declare the integration",
+                    );
+                    continue;
+                }
+                let secret = self.credentials.get(&inj.integration)?;
+                proxy = proxy.arm(inj, &secret)?;
+            }
+            options = options.egress(proxy);
+        }
+        sandbox.run_async(workspace, cmd, options).await
     }
 }
 

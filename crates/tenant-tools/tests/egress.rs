@@ -1,7 +1,7 @@
 //! Egress policy against real HTTP servers on 127.0.0.1 started here.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tenant_tools::Error;
 use tenant_tools::{EgressClient, EgressPolicy, DEFAULT_MAX_BODY};
@@ -11,26 +11,40 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// accepted and answers every request with `response`.
 async fn server(response: String) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    serve(listener, response)
+    let (port, hits, _) = serve(listener, response);
+    (port, hits)
 }
 
-fn serve(listener: tokio::net::TcpListener, response: String) -> (u16, Arc<AtomicUsize>) {
+/// Like [`server`], also keeping every request it received.
+async fn recording_server(response: String) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (port, _, seen) = serve(listener, response);
+    (port, seen)
+}
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+fn serve(listener: tokio::net::TcpListener, response: String) -> (u16, Arc<AtomicUsize>, Seen) {
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
+    let seen: Seen = Arc::default();
+    let (counter, log) = (hits.clone(), seen.clone());
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
-            let response = response.clone();
+            let (response, log) = (response.clone(), log.clone());
             tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = conn.read(&mut buf).await;
+                let mut buf = [0u8; 8192];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 let _ = conn.write_all(response.as_bytes()).await;
                 let _ = conn.shutdown().await;
             });
         }
     });
-    (port, hits)
+    (port, hits, seen)
 }
 
 fn ok(body: &str) -> String {
@@ -159,7 +173,7 @@ async fn a_redirect_to_a_destination_outside_the_policy_is_refused() {
 async fn a_redirect_loop_is_cut_off() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (_, hits) = serve(
+    let (_, hits, _) = serve(
         listener,
         redirect(&format!("http://127.0.0.1:{port}/again")),
     );
@@ -175,4 +189,76 @@ async fn a_redirect_loop_is_cut_off() {
             .await,
     );
     assert_eq!(hits.load(Ordering::SeqCst), tenant_tools::MAX_REDIRECTS + 1);
+}
+
+#[tokio::test]
+async fn an_internal_allowance_covers_only_its_own_port() {
+    let (open_port, open_hits) = server(ok("internal ok")).await;
+    let (other_port, other_hits) = server(ok("must not be reached")).await;
+    // `localhost` is internal-allowed on one port, public-only on another.
+    let client = EgressClient::new(
+        EgressPolicy::deny_all()
+            .allow_internal(&format!("localhost:{open_port}"))
+            .unwrap()
+            .allow(&format!("localhost:{other_port}"))
+            .unwrap(),
+    )
+    .unwrap();
+    let res = client
+        .get_text(&format!("http://localhost:{open_port}/"), DEFAULT_MAX_BODY)
+        .await
+        .unwrap();
+    assert_eq!(res.body, "internal ok");
+    assert_denied(
+        client
+            .get_text(&format!("http://localhost:{other_port}/"), DEFAULT_MAX_BODY)
+            .await,
+    );
+    assert_eq!(open_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn secret_headers_do_not_follow_a_cross_origin_redirect() {
+    let (target_port, target_seen) = recording_server(ok("landed")).await;
+    let (same_port, same_seen) = recording_server(ok("same origin")).await;
+    let (hop_port, _) =
+        recording_server(redirect(&format!("http://localhost:{target_port}/next"))).await;
+    let policy = EgressPolicy::deny_all()
+        .allow_internal(&format!("127.0.0.1:{hop_port}"))
+        .unwrap()
+        .allow_internal(&format!("localhost:{target_port}"))
+        .unwrap()
+        .allow_internal(&format!("127.0.0.1:{same_port}"))
+        .unwrap();
+    let client = EgressClient::new(policy).unwrap();
+    let send = |url: String| {
+        let client = client.clone();
+        async move {
+            let req = client
+                .request(reqwest::Method::GET, &url)
+                .unwrap()
+                .header("authorization", "Bearer tok-123")
+                .header("cookie", "session=abc")
+                .header("x-api-key", "custom-key-456")
+                .header("x-trace", "keep-me");
+            client.send(req).await.unwrap()
+        }
+    };
+    let res = send(format!("http://127.0.0.1:{hop_port}/")).await;
+    assert_eq!(res.status(), 200);
+    let landed = target_seen.lock().unwrap().join("\n").to_ascii_lowercase();
+    assert!(landed.contains("get /next"), "{landed}");
+    for secret in ["tok-123", "session=abc"] {
+        assert!(
+            !landed.contains(secret),
+            "{secret} followed the redirect: {landed}"
+        );
+    }
+    assert!(landed.contains("x-trace: keep-me"));
+    // Same origin: the headers are kept.
+    let res = send(format!("http://127.0.0.1:{same_port}/")).await;
+    assert_eq!(res.status(), 200);
+    let same = same_seen.lock().unwrap().join("\n").to_ascii_lowercase();
+    assert!(same.contains("tok-123") && same.contains("custom-key-456"));
 }

@@ -158,7 +158,7 @@ async fn input_that_violates_the_schema_never_reaches_the_tool() {
 
 #[test]
 fn a_schema_the_validator_cannot_enforce_is_refused_at_registration() {
-    let registry = ToolRegistry::new();
+    let registry = ToolRegistry::new(&issuer().authority());
     let err = registry
         .register(FnTool::new(
             "re",

@@ -2,6 +2,7 @@
 
 mod fixture;
 
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,8 @@ use tenant_tools::*;
 use fixture::*;
 
 fn setup() -> (tempfile::TempDir, WorkspaceRoot, Workspace) {
-    let (dir, root) = workspace_root();
     let issuer = issuer();
+    let (dir, root) = workspace_root(&issuer);
     let ctx = ctx_with_tools(&issuer, TenantId::random(), &[]);
     let ws = root.create(&ctx).unwrap();
     (dir, root, ws)
@@ -146,8 +147,8 @@ fn a_workspace_is_removed_on_drop_and_on_panic() {
 
 #[test]
 fn the_stale_sweep_removes_only_the_callers_tenants_dead_runs() {
-    let (_d, root) = workspace_root();
     let issuer = issuer();
+    let (_d, root) = workspace_root(&issuer);
     let (a, b) = (TenantId::random(), TenantId::random());
     let ctx_a = ctx_with_tools(&issuer, a, &[]);
     let ctx_b = ctx_with_tools(&issuer, b, &[]);
@@ -172,8 +173,8 @@ fn the_stale_sweep_removes_only_the_callers_tenants_dead_runs() {
 
 #[test]
 fn workspaces_of_two_tenants_live_in_separate_directories() {
-    let (_d, root) = workspace_root();
     let issuer = issuer();
+    let (_d, root) = workspace_root(&issuer);
     let ctx_a = ctx_with_tools(&issuer, TenantId::random(), &[]);
     let ctx_b = ctx_with_tools(&issuer, TenantId::random(), &[]);
     let wa = root.create(&ctx_a).unwrap();
@@ -183,4 +184,112 @@ fn workspaces_of_two_tenants_live_in_separate_directories() {
     wb.write("b_secret", b"b").unwrap();
     let rel = format!("../../{}/{}/b_secret", ctx_b.tenant(), wb.run_id());
     assert_escape(wa.read(&rel));
+}
+
+fn nix_mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+}
+
+/// Runs `f` on a thread and fails the test if it has not returned within
+/// a (generous) bound: the host must never block on tenant-made files.
+fn must_return<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("a workspace call blocked on a tenant-made file")
+}
+
+#[test]
+fn a_fifo_socket_or_directory_is_refused_without_blocking() {
+    let (_d, _r, ws) = setup();
+    let ws = Arc::new(ws);
+    nix_mkfifo(&ws.path().join("fifo"));
+    let _sock = std::os::unix::net::UnixListener::bind(ws.path().join("sock")).unwrap();
+    ws.create_dir("dir").unwrap();
+    for name in ["fifo", "sock", "dir"] {
+        let w = ws.clone();
+        let read = must_return(move || w.read(name));
+        assert!(
+            matches!(read, Err(Error::NotRegularFile { .. }) | Err(Error::Io(_))),
+            "{name}: {read:?}"
+        );
+        let w = ws.clone();
+        let write = must_return(move || w.write(name, b"x"));
+        assert!(
+            matches!(write, Err(Error::NotRegularFile { .. }) | Err(Error::Io(_))),
+            "{name}: {write:?}"
+        );
+    }
+    // A FIFO with a reader attached still is not written to.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(ws.path().join("fifo"))
+        .unwrap();
+    let w = ws.clone();
+    assert!(matches!(
+        must_return(move || w.write("fifo", b"x")),
+        Err(Error::NotRegularFile { .. })
+    ));
+    let mut buf = [0u8; 1];
+    assert!(matches!(
+        std::io::Read::read(&mut &reader, &mut buf),
+        Ok(0) | Err(_)
+    ));
+    // Everything is where it was.
+    assert_eq!(ws.list("").unwrap(), vec!["dir", "fifo", "sock"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_reads_and_writes_run_off_the_async_workers() {
+    let (_d, _r, ws) = setup();
+    let ws = Arc::new(ws);
+    nix_mkfifo(&ws.path().join("fifo"));
+    ws.write_async("a.txt", b"hello".to_vec()).await.unwrap();
+    assert_eq!(ws.read_async("a.txt").await.unwrap(), b"hello");
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(20), ws.read_async("fifo"))
+            .await
+            .expect("blocked"),
+        Err(Error::NotRegularFile { .. })
+    ));
+}
+
+#[test]
+fn a_host_write_past_the_quota_is_a_typed_error_and_stays_inside() {
+    let issuer = issuer();
+    let (dir, root) = quota_root(&issuer, WorkspaceQuota::new(1 << 20, 16));
+    let ws = root
+        .create(&ctx_with_tools(&issuer, TenantId::random(), &[]))
+        .unwrap();
+    assert!(ws.has_quota());
+    ws.write("small", &[1u8; 1000]).unwrap();
+    let err = ws.write("big", &vec![7u8; 2 << 20]).unwrap_err();
+    assert!(matches!(err, Error::WorkspaceFull { .. }), "{err}");
+    let size = std::fs::metadata(ws.path().join("big"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(size <= 1 << 20, "wrote {size} bytes past a 1 MiB quota");
+    // Inodes: the 16th file cannot be made.
+    let mut full = None;
+    for i in 0..32 {
+        if let Err(e) = ws.write(&format!("f{i}"), b"x") {
+            full = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(full, Some(Error::WorkspaceFull { .. })),
+        "{full:?}"
+    );
+    // The workspace is its own file system, not the host's.
+    let host_dev = std::fs::metadata(dir.path()).unwrap().dev();
+    assert_ne!(std::fs::metadata(ws.path()).unwrap().dev(), host_dev);
+    let path = ws.path().to_path_buf();
+    drop(ws);
+    assert!(!path.exists(), "the tmpfs was not removed");
 }

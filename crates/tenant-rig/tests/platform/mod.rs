@@ -40,7 +40,8 @@ impl Platform {
             .build()
             .await
             .unwrap();
-        let registry = ToolRegistry::new();
+        let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
+        let registry = ToolRegistry::new(&issuer.authority());
         registry
             .register(FnTool::new(
                 "add",
@@ -77,7 +78,7 @@ impl Platform {
         policies.set(a, ToolPolicy::deny_all().allow_tools(["add"]));
         policies.set(b, ToolPolicy::deny_all().allow_tools(["add", "shell"]));
         let platform = Platform {
-            issuer: ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap())),
+            issuer,
             retrieval,
             registry,
             policies,

@@ -8,7 +8,12 @@
 //!    arch, a classic bypass of per-number rules) → `EPERM`;
 //! 2. `clone3` → `ENOSYS` (its flags live in memory a filter cannot read;
 //!    libc then falls back to `clone`, whose flags we can check);
-//! 3. the denylist → `EPERM`, including `clone` with any namespace flag.
+//! 3. the denylist → `EPERM`, including `clone` with any namespace flag,
+//!    `socket`/`socketpair` of any address family the run does not need
+//!    (an allowlist: `AF_UNIX`, plus `AF_INET`/`AF_INET6` only when egress
+//!    is routed through the run's proxy), `memfd_create` with `MFD_EXEC`,
+//!    `execveat` of a descriptor (`AT_EMPTY_PATH`, how `fexecve` runs an
+//!    anonymous file), and the mount-listing calls.
 
 use std::collections::BTreeMap;
 
@@ -62,7 +67,19 @@ pub const DENIED_SYSCALLS: &[&str] = &[
     "personality",
     "syslog",
     "fanotify_init",
+    "statmount",
+    "listmount",
+    "kcmp",
+    "pidfd_getfd",
+    "process_madvise",
+    "uselib",
+    "vhangup",
 ];
+
+// The same number on x86-64 and aarch64 (the unified table of new calls).
+const SYS_STATMOUNT: i64 = 457;
+const SYS_LISTMOUNT: i64 = 458;
+const MFD_EXEC: u64 = 0x10;
 
 fn syscall_number(name: &str) -> Option<i64> {
     let n = match name {
@@ -107,6 +124,14 @@ fn syscall_number(name: &str) -> Option<i64> {
         "personality" => libc::SYS_personality,
         "syslog" => libc::SYS_syslog,
         "fanotify_init" => libc::SYS_fanotify_init,
+        "statmount" => SYS_STATMOUNT,
+        "listmount" => SYS_LISTMOUNT,
+        "kcmp" => libc::SYS_kcmp,
+        "pidfd_getfd" => libc::SYS_pidfd_getfd,
+        "process_madvise" => libc::SYS_process_madvise,
+        #[cfg(target_arch = "x86_64")]
+        "uselib" => libc::SYS_uselib,
+        "vhangup" => libc::SYS_vhangup,
         _ => return None,
     };
     Some(n)
@@ -151,8 +176,35 @@ fn x32_filter() -> Vec<sock_filter> {
     ]
 }
 
-/// The filters, in installation order.
-pub(crate) fn filters() -> Result<Vec<BpfProgram>> {
+fn rule_err(e: impl std::fmt::Display) -> Error {
+    Error::SandboxUnavailable(format!("seccomp rule: {e}"))
+}
+
+fn cond(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
+    SeccompCondition::new(arg, len, op, value).map_err(rule_err)
+}
+
+/// A rule matching a first argument (an address family) outside `allowed`.
+fn family_outside(allowed: &[i32]) -> Result<Vec<SeccompRule>> {
+    let conds = allowed
+        .iter()
+        .map(|&af| cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, af as u64))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(vec![SeccompRule::new(conds).map_err(rule_err)?])
+}
+
+/// Address families a run may open sockets of.
+pub(crate) fn socket_families(egress: bool) -> &'static [i32] {
+    if egress {
+        &[libc::AF_UNIX, libc::AF_INET, libc::AF_INET6]
+    } else {
+        &[libc::AF_UNIX]
+    }
+}
+
+/// The filters, in installation order, for a run with or without routed
+/// egress.
+pub(crate) fn filters(egress: bool) -> Result<Vec<BpfProgram>> {
     let mut out = Vec::new();
     if cfg!(target_arch = "x86_64") {
         out.push(x32_filter());
@@ -179,19 +231,39 @@ pub(crate) fn filters() -> Result<Vec<BpfProgram>> {
     let mut clone_rules = Vec::new();
     for flag in ns_flags {
         let flag = flag as u64;
-        let cond = SeccompCondition::new(
+        let c = cond(
             0,
             SeccompCmpArgLen::Qword,
             SeccompCmpOp::MaskedEq(flag),
             flag,
-        )
-        .map_err(|e| Error::SandboxUnavailable(format!("seccomp rule: {e}")))?;
-        clone_rules.push(
-            SeccompRule::new(vec![cond])
-                .map_err(|e| Error::SandboxUnavailable(format!("seccomp rule: {e}")))?,
-        );
+        )?;
+        clone_rules.push(SeccompRule::new(vec![c]).map_err(rule_err)?);
     }
     deny.insert(libc::SYS_clone, clone_rules);
+    let families = socket_families(egress);
+    deny.insert(libc::SYS_socket, family_outside(families)?);
+    deny.insert(libc::SYS_socketpair, family_outside(families)?);
+    let memfd_exec = cond(
+        1,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(MFD_EXEC),
+        MFD_EXEC,
+    )?;
+    deny.insert(
+        libc::SYS_memfd_create,
+        vec![SeccompRule::new(vec![memfd_exec]).map_err(rule_err)?],
+    );
+    let empty_path = libc::AT_EMPTY_PATH as u64;
+    let fd_exec = cond(
+        4,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(empty_path),
+        empty_path,
+    )?;
+    deny.insert(
+        libc::SYS_execveat,
+        vec![SeccompRule::new(vec![fd_exec]).map_err(rule_err)?],
+    );
     out.push(compile(deny, SeccompAction::Errno(libc::EPERM as u32))?);
     Ok(out)
 }

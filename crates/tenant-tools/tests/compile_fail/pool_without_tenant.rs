@@ -1,5 +1,9 @@
 use tenant_tools::WarmPool;
 
-fn main() {
-    let _pool = WarmPool::builder().size(2).build();
+fn misuse(pool: &WarmPool) {
+    // A warm sandbox is only ever handed to a verified context.
+    let _ = pool.acquire();
+    let _ = pool.acquire(tenant_core::TenantId::random());
 }
+
+fn main() {}
