@@ -170,7 +170,10 @@ mod tests {
             ("https://Example.COM", "https://example.com"),
             ("https://example.com/", "https://example.com"),
             ("https://example.com:443/mcp", "https://example.com/mcp"),
-            ("https://example.com:8443/mcp", "https://example.com:8443/mcp"),
+            (
+                "https://example.com:8443/mcp",
+                "https://example.com:8443/mcp",
+            ),
             ("http://127.0.0.1:9/mcp", "http://127.0.0.1:9/mcp"),
             ("http://[::1]:9/mcp", "http://[::1]:9/mcp"),
             ("http://localhost:9/a/b", "http://localhost:9/a/b"),

@@ -228,7 +228,9 @@ impl TokenMinter {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let context_end = ctx.expires_at_unix_ms() / 1000;
-        let exp = now.saturating_add(self.inner.ttl.as_secs()).min(context_end);
+        let exp = now
+            .saturating_add(self.inner.ttl.as_secs())
+            .min(context_end);
         if exp <= now {
             return Err(tenant_core::Error::ContextExpired.into());
         }
@@ -378,9 +380,7 @@ mod tests {
             .audience(resource.as_str())
             .build()
             .unwrap();
-        pem_verifier
-            .verify(token.expose_secret(), &remote)
-            .unwrap();
+        pem_verifier.verify(token.expose_secret(), &remote).unwrap();
     }
 
     #[test]

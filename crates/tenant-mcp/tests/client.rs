@@ -211,8 +211,10 @@ async fn a_delegated_sub_agent_sees_fewer_tools_and_servers_never_more() {
         )
         .await
         .unwrap();
-    w.local
-        .allow(w.a, &["mcp__crm__whoami", "mcp__crm__echo", "mcp__wiki__add"]);
+    w.local.allow(
+        w.a,
+        &["mcp__crm__whoami", "mcp__crm__echo", "mcp__wiki__add"],
+    );
     let parent = w
         .local
         .issuer
@@ -370,14 +372,25 @@ async fn hostile_remote_schemas_and_definitions_are_refused_and_nothing_is_impor
     let huge: serde_json::Map<String, Value> = (0..200)
         .map(|i| {
             let about = "y".repeat(300);
-            (format!("p{i}"), json!({"type": "string", "description": about}))
+            (
+                format!("p{i}"),
+                json!({"type": "string", "description": about}),
+            )
         })
         .collect();
     let hostile = serve_hostile(vec![
         remote_tool("deep", "", deep),
         remote_tool("huge", "", json!({"type": "object", "properties": huge})),
-        remote_tool("refs", "", json!({"type": "object", "$ref": "#/definitions/x"})),
-        remote_tool("regex", "", json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "(a+)+$"}}})),
+        remote_tool(
+            "refs",
+            "",
+            json!({"type": "object", "$ref": "#/definitions/x"}),
+        ),
+        remote_tool(
+            "regex",
+            "",
+            json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "(a+)+$"}}}),
+        ),
         remote_tool("not-object", "", json!({"type": "string"})),
         remote_tool("bad name/../x", "", json!({"type": "object"})),
         remote_tool("novel", &"d".repeat(10_000), json!({"type": "object"})),
@@ -492,12 +505,9 @@ async fn remote_refusals_and_egress_are_typed() {
     );
     // Vault auth without a secret stored.
     let err = client
-        .register(
-            w.crm()
-                .auth(RemoteAuth::VaultBearer {
-                    integration: "none-stored".into(),
-                }),
-        )
+        .register(w.crm().auth(RemoteAuth::VaultBearer {
+            integration: "none-stored".into(),
+        }))
         .await
         .unwrap_err();
     assert!(matches!(
@@ -620,7 +630,9 @@ async fn rig_agents_reach_remote_tools_through_the_tenant_tool_adapter() {
     let tools_b = tenant_rig::TenantTools::new(w.executor(&w.local.ctx(w.b, "bob")));
     assert!(matches!(
         tools_b.rig_tool("mcp__crm__whoami"),
-        Err(tenant_rig::Error::Tools(tenant_tools::Error::ToolNotAllowed { .. }))
+        Err(tenant_rig::Error::Tools(
+            tenant_tools::Error::ToolNotAllowed { .. }
+        ))
     ));
 }
 

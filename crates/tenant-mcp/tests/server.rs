@@ -67,7 +67,10 @@ async fn each_tenant_lists_and_calls_only_its_own_tools() {
             .unwrap_err();
         let challenge = err.auth_challenge().unwrap_or_default().to_owned();
         assert!(!err.is_authorization_required(), "{tool}: {err}");
-        assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
+        assert!(
+            challenge.contains("error=\"insufficient_scope\""),
+            "{challenge}"
+        );
         assert!(challenge.contains(&s.server.resource().metadata_url()));
     }
     assert_eq!(p.runs(), runs, "no tool ran for the refused calls");
@@ -81,7 +84,8 @@ async fn each_tenant_lists_and_calls_only_its_own_tools() {
     );
     let sum = client_b
         .call_tool(
-            rmcp::model::CallToolRequestParams::new("add").with_arguments(args(json!({"a": 2, "b": 3}))),
+            rmcp::model::CallToolRequestParams::new("add")
+                .with_arguments(args(json!({"a": 2, "b": 3}))),
         )
         .await
         .unwrap();
@@ -127,16 +131,24 @@ async fn tokens_that_do_not_name_this_resource_or_do_not_verify_are_refused_with
             idp_token(a, "alice", &format!("{}/", s.resource), json!({})),
             "wrong_resource",
         ),
+        ("no audience", valid(json!({"aud": null})), "token_rejected"),
         (
-            "no audience",
-            valid(json!({"aud": null})),
-            "token_rejected",
+            "expired",
+            valid(json!({"exp": now() - 3600})),
+            "token_expired",
         ),
-        ("expired", valid(json!({"exp": now() - 3600})), "token_expired"),
-        ("another issuer", valid(json!({"iss": "https://evil.test"})), "wrong_issuer"),
+        (
+            "another issuer",
+            valid(json!({"iss": "https://evil.test"})),
+            "wrong_issuer",
+        ),
         ("forged", forged, "bad_signature"),
         ("alg none", unsigned, "token_rejected"),
-        ("no tenant", valid(json!({"tenant_id": null})), "token_rejected"),
+        (
+            "no tenant",
+            valid(json!({"tenant_id": null})),
+            "token_rejected",
+        ),
         ("garbage", "not.a.jwt".into(), "token_rejected"),
     ];
     let runs = p.runs();
@@ -213,7 +225,11 @@ async fn a_resource_dedicated_to_tenant_b_refuses_tenant_a() {
 
     // A token of tenant A minted for B's resource: valid, wrong tenant.
     let a_for_b = idp_token(a, "alice", &srv_b.resource, json!({}));
-    let call = request(1, "tools/call", json!({"name": "add", "arguments": {"a": 1, "b": 1}}));
+    let call = request(
+        1,
+        "tools/call",
+        json!({"name": "add", "arguments": {"a": 1, "b": 1}}),
+    );
     let (status, challenge, reason) =
         refusal(post(&srv_b.resource, Some(&a_for_b), None, call.clone()).await).await;
     assert_eq!((status, reason.as_str()), (403, "tenant_not_served"));
@@ -252,7 +268,11 @@ async fn a_session_id_never_carries_one_tenants_session_into_another_request() {
     for token in [&token_b, &token_a_other_user] {
         for body in [
             request(2, "tools/list", json!({})),
-            request(3, "tools/call", json!({"name": "add", "arguments": {"a": 1, "b": 2}})),
+            request(
+                3,
+                "tools/call",
+                json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
+            ),
         ] {
             let response = post(&s.resource, Some(token), Some(&session_a), body).await;
             let (status, _, reason) = refusal(response).await;
@@ -278,7 +298,13 @@ async fn a_session_id_never_carries_one_tenants_session_into_another_request() {
     }
     // A session id nobody created, and two session headers.
     let (status, _, reason) = refusal(
-        post(&s.resource, Some(&token_b), Some("no-such-session"), request(4, "tools/list", json!({}))).await,
+        post(
+            &s.resource,
+            Some(&token_b),
+            Some("no-such-session"),
+            request(4, "tools/list", json!({})),
+        )
+        .await,
     )
     .await;
     assert_eq!((status, reason.as_str()), (404, "unknown_session"));
@@ -298,13 +324,25 @@ async fn a_session_id_never_carries_one_tenants_session_into_another_request() {
     // Nothing changed: A's session is alive and shows A's tools; B's own
     // session shows B's.
     let listed_a = message(
-        post(&s.resource, Some(&token_a), Some(&session_a), request(6, "tools/list", json!({}))).await,
+        post(
+            &s.resource,
+            Some(&token_a),
+            Some(&session_a),
+            request(6, "tools/list", json!({})),
+        )
+        .await,
     )
     .await;
     assert_eq!(names(&listed_a), ["add", "echo", "vault_echo", "whoami"]);
     let session_b = open_session(&s.resource, &token_b).await;
     let listed_b = message(
-        post(&s.resource, Some(&token_b), Some(&session_b), request(7, "tools/list", json!({}))).await,
+        post(
+            &s.resource,
+            Some(&token_b),
+            Some(&session_b),
+            request(7, "tools/list", json!({})),
+        )
+        .await,
     )
     .await;
     assert_eq!(names(&listed_b), ["add"]);
@@ -319,7 +357,13 @@ async fn a_session_id_never_carries_one_tenants_session_into_another_request() {
         .unwrap();
     assert!(delete.status().is_success());
     let (status, _, _) = refusal(
-        post(&s.resource, Some(&token_a), Some(&session_a), request(8, "tools/list", json!({}))).await,
+        post(
+            &s.resource,
+            Some(&token_a),
+            Some(&session_a),
+            request(8, "tools/list", json!({})),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 404);
@@ -333,7 +377,13 @@ async fn the_token_is_verified_again_on_every_request_of_a_session() {
     let token = idp_token(a, "alice", &s.resource, json!({"jti": "t-1", "sid": "s-1"}));
     let session = open_session(&s.resource, &token).await;
     let ok = message(
-        post(&s.resource, Some(&token), Some(&session), request(2, "tools/list", json!({}))).await,
+        post(
+            &s.resource,
+            Some(&token),
+            Some(&session),
+            request(2, "tools/list", json!({})),
+        )
+        .await,
     )
     .await;
     assert!(!names(&ok).is_empty());
@@ -346,14 +396,26 @@ async fn the_token_is_verified_again_on_every_request_of_a_session() {
         std::time::SystemTime::now() + std::time::Duration::from_secs(600),
     ));
     let (status, challenge, reason) = refusal(
-        post(&s.resource, Some(&token), Some(&session), request(3, "tools/list", json!({}))).await,
+        post(
+            &s.resource,
+            Some(&token),
+            Some(&session),
+            request(3, "tools/list", json!({})),
+        )
+        .await,
     )
     .await;
     assert_eq!((status, reason.as_str()), (401, "token_revoked"));
     assert!(challenge.contains("invalid_token"));
     // Without the token, the session id alone is nothing.
     let (status, _, reason) = refusal(
-        post(&s.resource, None, Some(&session), request(4, "tools/list", json!({}))).await,
+        post(
+            &s.resource,
+            None,
+            Some(&session),
+            request(4, "tools/list", json!({})),
+        )
+        .await,
     )
     .await;
     assert_eq!((status, reason.as_str()), (401, "missing_token"));
@@ -365,7 +427,12 @@ async fn a_narrower_token_gets_a_narrower_view() {
     let (a, _) = two_tenants(&p);
     let s = serve("/mcp", p.server()).await;
     // A sub-agent's token: the `tools` claim narrows the IdP's baseline.
-    let narrow = idp_token(a, "alice", &s.resource, json!({"tools": ["echo"], "agent": "researcher"}));
+    let narrow = idp_token(
+        a,
+        "alice",
+        &s.resource,
+        json!({"tools": ["echo"], "agent": "researcher"}),
+    );
     let client = mcp_client(&s.resource, &narrow).await.unwrap();
     assert_eq!(listed(&client).await, ["echo"]);
     let err = client
@@ -389,7 +456,9 @@ async fn calls_go_through_the_executor_validation_and_redaction() {
     // Invalid input: the tool does not run; the model sees why.
     let runs = p.runs();
     let bad = client
-        .call_tool(rmcp::model::CallToolRequestParams::new("add").with_arguments(args(json!({"a": "x"}))))
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("add").with_arguments(args(json!({"a": "x"}))),
+        )
         .await
         .unwrap();
     assert_eq!(bad.is_error, Some(true));
@@ -419,7 +488,10 @@ async fn protected_resource_metadata_names_the_resource_and_its_authorization_se
     ] {
         let doc: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
         assert_eq!(doc["resource"], s.resource);
-        assert_eq!(doc["authorization_servers"], json!(["https://login.example.com"]));
+        assert_eq!(
+            doc["authorization_servers"],
+            json!(["https://login.example.com"])
+        );
         assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
     }
     // Without one configured, the verifier's issuer is the authorization server.

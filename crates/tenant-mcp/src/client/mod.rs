@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::Value;
-use tracing::Instrument;
 use tenant_core::{Scoped, TenantContext, TenantId, WantsTenant};
 use tenant_tools::{EgressClient, EgressPolicy, ToolInfo, ToolRegistry, Vault, MAX_TOOL_NAME_LEN};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::resource::ResourceUrl;
@@ -367,9 +367,7 @@ impl McpClientBuilder<Scoped> {
     ///
     /// [`Error::MissingConfiguration`], [`Error::Context`].
     pub fn build(self) -> Result<McpClient> {
-        let remotes = self
-            .remotes
-            .ok_or(Error::MissingConfiguration("remotes"))?;
+        let remotes = self.remotes.ok_or(Error::MissingConfiguration("remotes"))?;
         let ctx = self
             .state
             .into_admitted_context(remotes.inner.registry.authority())?;

@@ -42,7 +42,8 @@ pub(crate) fn check_schema(schema: &Value) -> Result<InputSchema, Refusal> {
         }
     }
     // Serialising recurses, so only after the depth is known to be small.
-    let bytes = serde_json::to_vec(schema).map_err(|e| format!("schema does not serialize: {e}"))?;
+    let bytes =
+        serde_json::to_vec(schema).map_err(|e| format!("schema does not serialize: {e}"))?;
     if bytes.len() > MAX_REMOTE_SCHEMA_BYTES {
         return Err(format!(
             "schema is {} bytes (at most {MAX_REMOTE_SCHEMA_BYTES})",
@@ -53,7 +54,8 @@ pub(crate) fn check_schema(schema: &Value) -> Result<InputSchema, Refusal> {
         Some(Value::String(t)) if t == "object" => {}
         _ => return Err("an MCP tool's input schema must be of type `object`".into()),
     }
-    InputSchema::new(schema.clone()).map_err(|reason| format!("schema is not enforceable: {reason}"))
+    InputSchema::new(schema.clone())
+        .map_err(|reason| format!("schema is not enforceable: {reason}"))
 }
 
 /// Checks a remote tool name and description.
@@ -72,7 +74,10 @@ pub(crate) fn check_name_and_description(name: &str, description: &str) -> Resul
             description.len()
         ));
     }
-    if description.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if description
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err("description holds control characters".into());
     }
     Ok(())
@@ -104,7 +109,10 @@ mod tests {
         let wide: serde_json::Map<String, Value> = (0..300)
             .map(|i| {
                 let about = "x".repeat(200);
-                (format!("p{i}"), json!({"type": "string", "description": about}))
+                (
+                    format!("p{i}"),
+                    json!({"type": "string", "description": about}),
+                )
             })
             .collect();
         for (schema, why) in [

@@ -113,9 +113,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str> {
         return Err(Error::MalformedAuthorization);
     }
     let value = value.to_str().map_err(|_| Error::MalformedAuthorization)?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or(Error::MalformedAuthorization)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Error::MalformedAuthorization)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Error::MalformedAuthorization);
     }

@@ -172,7 +172,10 @@ impl McpServer {
             let doc = doc.clone();
             async move { Json((*doc).clone()) }
         };
-        let mut router = Router::new().route(&self.shared.resource.metadata_path(), get(serve_doc.clone()));
+        let mut router = Router::new().route(
+            &self.shared.resource.metadata_path(),
+            get(serve_doc.clone()),
+        );
         if self.shared.resource.metadata_path() != METADATA_WELL_KNOWN {
             router = router.route(METADATA_WELL_KNOWN, get(serve_doc));
         }
@@ -382,11 +385,8 @@ impl McpServerBuilder {
         let handler = TenantToolsHandler {
             name: Arc::from(self.name.as_deref().unwrap_or("tenant-mcp")),
         };
-        let service = StreamableHttpService::new(
-            move || Ok(handler.clone()),
-            manager.clone(),
-            config,
-        );
+        let service =
+            StreamableHttpService::new(move || Ok(handler.clone()), manager.clone(), config);
         let shared = Arc::new(Shared {
             resource,
             issuer,
