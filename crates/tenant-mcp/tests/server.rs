@@ -548,3 +548,25 @@ async fn one_tenant_cannot_hold_more_sessions_than_its_share() {
     // B is unaffected.
     open_session(&s.resource, &token_b).await;
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_before_anything_runs() {
+    let p = Platform::new("k1");
+    let (a, _) = two_tenants(&p);
+    let s = serve("/mcp", p.server().max_request_body(64 * 1024)).await;
+    let token = idp_token(a, "alice", &s.resource, json!({}));
+    let big = "x".repeat(128 * 1024);
+    let runs = p.runs();
+    let (status, _, reason) = refusal(
+        post(
+            &s.resource,
+            Some(&token),
+            None,
+            request(1, "tools/call", json!({"name": "echo", "arguments": {"text": big}})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, reason.as_str()), (413, "request_too_large"));
+    assert_eq!(p.runs(), runs);
+}
