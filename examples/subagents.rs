@@ -46,7 +46,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     ))?;
     let vault = Arc::new(MemoryVault::new());
     let policies = ToolPolicies::new();
-    let quotas = Quotas::builder()
+    let quotas = Quotas::builder(&issuer.authority())
         .policy(Policy::new(TenantPolicy::new().tenant_limits(
             Limits::unlimited().tokens_per(1_000_000, Duration::from_secs(3600)),
         )))

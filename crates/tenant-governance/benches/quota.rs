@@ -11,6 +11,8 @@
 //!   default ledger (deferred settlement); with acknowledged settlement
 //!   (settle waits for Redis) for information. Also printed: the ratio of
 //!   p50s over rounds that interleave each arm with its baseline.
+//! * `redis_cluster/*`: the same on a three-master Redis Cluster on
+//!   loopback, against `INCR` through the cluster client. Target ≥ 0.5×.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -23,7 +25,7 @@ use governor::{Quota, RateLimiter};
 use tenant_core::*;
 use tenant_governance::*;
 use tenant_testkit::bench_ratio::{interleaved_p50s, report};
-use tenant_testkit::TestRedis;
+use tenant_testkit::{TestRedis, TestRedisCluster};
 
 const TENANTS: usize = 10_000;
 
@@ -41,7 +43,7 @@ fn requests(levels: Vec<LevelSpec>, tokens: u64) -> HoldRequest {
 fn tenant_level(t: TenantId, with_budget: bool) -> LevelSpec {
     let limits = Limits::unlimited().requests(u32::MAX, 1e12);
     let limits = if with_budget {
-        limits.tokens_per(u64::MAX / 2, Duration::from_secs(3600))
+        limits.tokens_per(MAX_AMOUNT, Duration::from_secs(3600))
     } else {
         limits
     };
@@ -82,7 +84,7 @@ fn per_tenant_check(c: &mut Criterion) {
 
     // Same semantics as the governor arm: one keyed GCRA request-rate
     // decision, keyed by the same TenantIds, limit never reached.
-    let rate_limiter = RequestRateLimiter::builder()
+    let rate_limiter = RequestRateLimiter::builder(&issuer.authority())
         .limit(RateLimit {
             capacity: u32::MAX,
             refill_per_second: 1e9,
@@ -118,13 +120,15 @@ fn per_tenant_check(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % TENANTS;
             let hold = ledger.try_reserve(&with_budget[i]).expect("within budget");
-            ledger.settle_now(
-                &hold,
-                Amount {
-                    tokens: 90,
-                    cost_micros: 0,
-                },
-            );
+            ledger
+                .settle_now(
+                    hold,
+                    Amount {
+                        tokens: 90,
+                        cost_micros: 0,
+                    },
+                )
+                .expect("issued by this ledger");
         })
     });
     g.finish();
@@ -153,29 +157,78 @@ fn per_tenant_check(c: &mut Criterion) {
 }
 
 fn redis(c: &mut Criterion) {
-    let server = match TestRedis::start() {
-        Ok(s) => s,
-        Err(e) => {
-            println!("SKIP redis benches: {e}");
-            return;
-        }
-    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    match TestRedis::start() {
+        Ok(server) => {
+            let url = server.url();
+            let baseline = rt.block_on(async {
+                Baseline::Single(
+                    redis::Client::open(url.as_str())
+                        .unwrap()
+                        .get_multiplexed_async_connection()
+                        .await
+                        .unwrap(),
+                )
+            });
+            redis_arms(c, &rt, "redis", &baseline, true, || {
+                RedisLedger::builder().url(url.as_str())
+            });
+        }
+        Err(e) => println!("SKIP redis benches: {e}"),
+    }
+    match TestRedisCluster::start() {
+        Ok(cluster) => {
+            let urls = cluster.urls();
+            let baseline = rt.block_on(async {
+                Baseline::Cluster(
+                    redis::cluster::ClusterClient::new(urls.clone())
+                        .unwrap()
+                        .get_async_connection()
+                        .await
+                        .unwrap(),
+                )
+            });
+            redis_arms(c, &rt, "redis_cluster", &baseline, false, || {
+                RedisLedger::builder().cluster(urls.clone())
+            });
+        }
+        Err(e) => println!("SKIP redis cluster benches: {e}"),
+    }
+}
+
+/// The baseline's connection: one server, or a cluster (`INCR` routed to
+/// the master of its key).
+#[derive(Clone)]
+enum Baseline {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// Reserve + settle against `INCR` on one deployment (criterion group
+/// `group`), sequential and 64 in flight, plus the interleaved p50 ratios;
+/// with `acknowledged`, the acknowledged-settlement arms too (information).
+fn redis_arms(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group: &str,
+    baseline: &Baseline,
+    acknowledged: bool,
+    ledger: impl Fn() -> RedisLedgerBuilder,
+) {
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
     let ctx = issuer
         .context()
         .tenant(TenantId::random())
         .principal(PrincipalId::new("bench").unwrap())
-        .capabilities(Capabilities::unrestricted().with_token_budget(u64::MAX / 4))
+        .capabilities(Capabilities::unrestricted().with_token_budget(MAX_AMOUNT))
         .issue()
         .unwrap();
     let quotas = |acknowledged: bool| {
-        let ledger = RedisLedger::builder()
-            .url(server.url())
+        let ledger = ledger()
             .op_timeout(Duration::from_secs(2))
             .acknowledged_settlement(acknowledged)
             .build()
@@ -183,61 +236,58 @@ fn redis(c: &mut Criterion) {
         let policy = Policy::new(
             TenantPolicy::new().tenant_limits(
                 Limits::unlimited()
-                    .tokens_per(u64::MAX / 4, Duration::from_secs(3600))
+                    .tokens_per(MAX_AMOUNT, Duration::from_secs(3600))
                     .requests(u32::MAX, 1e9),
             ),
         );
-        let quotas = Quotas::builder()
+        let quotas = Quotas::builder(&issuer.authority())
             .ledger(ledger)
             .policy(policy)
+            .rates(ModelRates::new().default_rate(ModelRate::new()))
             .build()
             .unwrap();
         Arc::new((quotas, ctx.clone(), Estimate::new("m", 100, 50)))
     };
-    let (deferred, acknowledged, conn) = rt.block_on(async {
-        let conn = redis::Client::open(server.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        (quotas(false), quotas(true), conn)
-    });
-    let mut g = c.benchmark_group("redis");
+    let mut arms = vec![("reserve_settle", rt.block_on(async { quotas(false) }))];
+    if acknowledged {
+        arms.push((
+            "reserve_settle_acknowledged",
+            rt.block_on(async { quotas(true) }),
+        ));
+    }
+    let mut g = c.benchmark_group(group);
     g.bench_function("incr_round_trip", |b| {
-        b.to_async(&rt).iter(|| incr(conn.clone()))
+        b.to_async(rt).iter(|| incr(baseline.clone()))
     });
     g.bench_function("incr_64_in_flight", |b| {
-        b.to_async(&rt).iter(|| incr_in_flight(conn.clone()))
+        b.to_async(rt).iter(|| incr_in_flight(baseline.clone()))
     });
-    for (name, shared) in [
-        ("reserve_settle", &deferred),
-        ("reserve_settle_acknowledged", &acknowledged),
-    ] {
+    for (name, shared) in &arms {
         // Server-side script time per pair, from `INFO commandstats`.
         let pairs = AtomicU64::new(0);
-        rt.block_on(reset_stats(&conn));
-        g.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| async {
+        rt.block_on(reset_stats(baseline));
+        g.bench_function(*name, |b| {
+            b.to_async(rt).iter(|| async {
                 reserve_settle(shared.clone()).await;
                 pairs.fetch_add(1, Ordering::Relaxed);
             })
         });
         rt.block_on(shared.0.flush()).unwrap();
-        rt.block_on(print_script_time(&conn, name, &pairs));
+        rt.block_on(print_script_time(baseline, group, name, &pairs));
         let pairs = AtomicU64::new(0);
-        rt.block_on(reset_stats(&conn));
+        rt.block_on(reset_stats(baseline));
         let name = format!("{name}_64_in_flight");
         g.bench_function(&name, |b| {
-            b.to_async(&rt).iter(|| async {
+            b.to_async(rt).iter(|| async {
                 reserve_settle_in_flight(shared.clone()).await;
                 pairs.fetch_add(IN_FLIGHT as u64, Ordering::Relaxed);
             })
         });
         rt.block_on(shared.0.flush()).unwrap();
-        rt.block_on(print_script_time(&conn, &name, &pairs));
+        rt.block_on(print_script_time(baseline, group, &name, &pairs));
     }
     g.finish();
-    for (what, subject, baseline, target) in [
+    let mut reports = vec![
         ("sequential", "reserve_settle", "incr_round_trip", ">= 0.5x"),
         (
             "64 in flight",
@@ -245,29 +295,31 @@ fn redis(c: &mut Criterion) {
             "incr_64_in_flight",
             ">= 0.5x",
         ),
-        (
+    ];
+    if acknowledged {
+        reports.push((
             "acknowledged settlement, sequential",
             "reserve_settle_acknowledged",
             "incr_round_trip",
             "info",
-        ),
-        (
+        ));
+        reports.push((
             "acknowledged settlement, 64 in flight",
             "reserve_settle_acknowledged_64_in_flight",
             "incr_64_in_flight",
             "info",
-        ),
-    ] {
+        ));
+    }
+    for (what, subject, base, target) in reports {
         report(
-            &format!("redis reserve+settle vs INCR, {what} (throughput)"),
-            ("redis", subject),
-            ("redis", baseline),
+            &format!("{group} reserve+settle vs INCR, {what} (throughput)"),
+            (group, subject),
+            (group, base),
             target,
             true,
         );
     }
-    interleaved(&rt, &conn, &deferred, &acknowledged);
-    drop(server);
+    interleaved(rt, group, baseline, &arms);
 }
 
 type Shared = Arc<(Quotas, TenantContext, Estimate)>;
@@ -275,12 +327,12 @@ type Shared = Arc<(Quotas, TenantContext, Estimate)>;
 const IN_FLIGHT: usize = 64;
 
 /// The baseline: one `INCR` round trip.
-async fn incr(mut conn: redis::aio::MultiplexedConnection) {
-    let _: i64 = redis::cmd("INCR")
-        .arg("bench:counter")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+async fn incr(conn: Baseline) {
+    let cmd = redis::cmd("INCR").arg("bench:counter").clone();
+    let _: i64 = match conn {
+        Baseline::Single(mut c) => cmd.query_async(&mut c).await.unwrap(),
+        Baseline::Cluster(mut c) => cmd.query_async(&mut c).await.unwrap(),
+    };
 }
 
 /// One reservation and its settlement, as an agent's LLM call does.
@@ -291,7 +343,7 @@ async fn reserve_settle(shared: Shared) {
 }
 
 /// [`IN_FLIGHT`] tasks, one `INCR` each.
-async fn incr_in_flight(conn: redis::aio::MultiplexedConnection) {
+async fn incr_in_flight(conn: Baseline) {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..IN_FLIGHT {
         set.spawn(incr(conn.clone()));
@@ -314,9 +366,9 @@ async fn reserve_settle_in_flight(shared: Shared) {
 /// ratios of the p50s.
 fn interleaved(
     rt: &tokio::runtime::Runtime,
-    conn: &redis::aio::MultiplexedConnection,
-    deferred: &Shared,
-    acknowledged: &Shared,
+    group: &str,
+    baseline: &Baseline,
+    arms: &[(&str, Shared)],
 ) {
     const ROUNDS: usize = 1000;
     /// Sequential calls per sample, so one sample is well above the timer's
@@ -325,7 +377,7 @@ fn interleaved(
     let incr_seq = || {
         rt.block_on(async {
             for _ in 0..SEQUENTIAL {
-                incr(conn.clone()).await;
+                incr(baseline.clone()).await;
             }
         })
     };
@@ -336,78 +388,106 @@ fn interleaved(
             }
         })
     };
-    let incr_par = || rt.block_on(incr_in_flight(conn.clone()));
+    let incr_par = || rt.block_on(incr_in_flight(baseline.clone()));
     let pair_par = |shared: &Shared| rt.block_on(reserve_settle_in_flight(shared.clone()));
-    let arms: [(&str, &Shared, bool, &str); 4] = [
-        ("sequential", deferred, false, ">= 0.5x"),
-        ("64 in flight", deferred, true, ">= 0.5x"),
-        (
-            "acknowledged settlement, sequential",
-            acknowledged,
-            false,
-            "info",
-        ),
-        (
-            "acknowledged settlement, 64 in flight",
-            acknowledged,
-            true,
-            "info",
-        ),
-    ];
-    for (name, shared, in_flight, target) in arms {
-        let p50 = if in_flight {
-            interleaved_p50s(
-                ROUNDS,
-                &mut [&mut |_| pair_par(shared), &mut |_| incr_par()],
-            )
+    for (arm, shared) in arms {
+        let (label, target) = if arm.ends_with("acknowledged") {
+            ("acknowledged settlement, ", "info")
         } else {
-            interleaved_p50s(
-                ROUNDS,
-                &mut [&mut |_| pair_seq(shared), &mut |_| incr_seq()],
-            )
+            ("", ">= 0.5x")
         };
-        let (s50, b50) = (p50[0], p50[1]);
-        println!(
-            "RATIO redis reserve+settle vs INCR, {name} (throughput), p50 of {ROUNDS} interleaved rounds: \
-             {:.3}x (subject {s50:?}, baseline {b50:?}; target {target})",
-            b50.as_secs_f64() / s50.as_secs_f64()
-        );
+        for in_flight in [false, true] {
+            let p50 = if in_flight {
+                interleaved_p50s(
+                    ROUNDS,
+                    &mut [&mut |_| pair_par(shared), &mut |_| incr_par()],
+                )
+            } else {
+                interleaved_p50s(
+                    ROUNDS,
+                    &mut [&mut |_| pair_seq(shared), &mut |_| incr_seq()],
+                )
+            };
+            let (s50, b50) = (p50[0], p50[1]);
+            let what = if in_flight {
+                "64 in flight"
+            } else {
+                "sequential"
+            };
+            println!(
+                "RATIO {group} reserve+settle vs INCR, {label}{what} (throughput), p50 of {ROUNDS} interleaved rounds: \
+                 {:.3}x (subject {s50:?}, baseline {b50:?}; target {target})",
+                b50.as_secs_f64() / s50.as_secs_f64()
+            );
+        }
     }
 }
 
-async fn reset_stats(conn: &redis::aio::MultiplexedConnection) {
-    let mut c = conn.clone();
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+/// The server(s) behind `baseline`: every master of a cluster.
+async fn servers(baseline: &Baseline) -> Vec<redis::aio::MultiplexedConnection> {
+    match baseline {
+        Baseline::Single(c) => vec![c.clone()],
+        Baseline::Cluster(c) => {
+            let mut c = c.clone();
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for line in nodes.lines().filter(|l| l.contains("master")) {
+                let Some(addr) = line.split(' ').nth(1).and_then(|a| a.split('@').next()) else {
+                    continue;
+                };
+                out.push(
+                    redis::Client::open(format!("redis://{addr}"))
+                        .unwrap()
+                        .get_multiplexed_async_connection()
+                        .await
+                        .unwrap(),
+                );
+            }
+            out
+        }
+    }
 }
 
-/// Prints the server's script (`EVALSHA`) time per reserve+settle pair since
+async fn reset_stats(baseline: &Baseline) {
+    for mut c in servers(baseline).await {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+/// Prints the servers' script (`EVALSHA`) time per reserve+settle pair since
 /// the last [`reset_stats`], and the operations per script call.
-async fn print_script_time(conn: &redis::aio::MultiplexedConnection, arm: &str, pairs: &AtomicU64) {
-    let mut c = conn.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+async fn print_script_time(baseline: &Baseline, group: &str, arm: &str, pairs: &AtomicU64) {
     let field = |line: &str, name: &str| -> f64 {
         line.split([':', ','])
             .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
             .unwrap_or(0.0)
     };
-    let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")) else {
-        return;
-    };
-    let (calls, usec) = (field(line, "calls"), field(line, "usec"));
+    let (mut calls, mut usec) = (0.0, 0.0);
+    for mut c in servers(baseline).await {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")) {
+            calls += field(line, "calls");
+            usec += field(line, "usec");
+        }
+    }
     let pairs = pairs.load(Ordering::Relaxed).max(1) as f64;
     println!(
-        "REDIS-SERVER {arm}: {:.1} µs of script time per reserve+settle pair, {:.1} operations per EVALSHA ({calls} calls, {:.1} µs each)",
+        "REDIS-SERVER {group} {arm}: {:.1} µs of script time per reserve+settle pair, {:.1} operations per EVALSHA ({calls} calls, {:.1} µs each)",
         usec / pairs,
-        2.0 * pairs / calls.max(1.0),
-        usec / calls.max(1.0),
+        2.0 * pairs / f64::max(calls, 1.0),
+        usec / f64::max(calls, 1.0),
     );
 }
 

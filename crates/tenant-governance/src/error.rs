@@ -60,6 +60,50 @@ pub enum Error {
         /// The tenant's queue bound.
         max_queued: usize,
     },
+    /// The tenant already has as many ledger operations pending, or keeps
+    /// as many ledger entries, as this process allows one tenant. Only that
+    /// tenant's calls are refused (never admitted by a fail-open policy);
+    /// other tenants proceed.
+    #[error("the tenant is over its share of the quota ledger: {reason}")]
+    Overloaded {
+        /// Which bound was reached.
+        reason: String,
+    },
+    /// An amount (an estimate, a usage, a limit or a counter it would
+    /// produce) is beyond what the ledger represents exactly
+    /// ([`MAX_AMOUNT`](crate::MAX_AMOUNT)), or not a finite number. Nothing
+    /// was reserved or charged.
+    #[error("{what} is out of range: {value} (the ledger represents at most {max} exactly)")]
+    AmountOutOfRange {
+        /// What was out of range.
+        what: &'static str,
+        /// The value, saturated to `u64` (`u64::MAX` for a non-finite one).
+        value: u64,
+        /// The largest value accepted.
+        max: u64,
+    },
+    /// A delegated context reserved before the context it was delegated from
+    /// registered its pool in the ledger, so the ancestor's budget is
+    /// unknown. Register the ancestor first ([`TenantQuota::delegate`] does,
+    /// as does [`Quotas::register`]). Nothing was reserved.
+    ///
+    /// [`TenantQuota::delegate`]: crate::TenantQuota::delegate
+    /// [`Quotas::register`]: crate::Quotas::register
+    #[error("an ancestor context's budget is not registered in the ledger; delegate through TenantQuota::delegate or call Quotas::register on the ancestor first")]
+    AncestorNotRegistered,
+    /// The model has no price, and a cost budget applies to the call. Give
+    /// it a rate ([`ModelRates::with`](crate::ModelRates::with), or an alias
+    /// of a priced model), or configure a default rate explicitly
+    /// ([`ModelRates::default_rate`](crate::ModelRates::default_rate)).
+    #[error("model `{model}` has no price and a cost budget applies; configure its rate")]
+    ModelUnpriced {
+        /// The model that was asked for.
+        model: String,
+    },
+    /// A hold was handed to a ledger that did not issue it (or the ledger
+    /// no longer knows it). Nothing changed.
+    #[error("the hold was not issued by this ledger")]
+    UnknownHold,
     /// A builder was configured inconsistently.
     #[error("invalid configuration: {0}")]
     InvalidConfiguration(String),

@@ -19,9 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use tenant_core::{AgentId, ContextId, TenantId};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::policy::{PeriodBudget, RateLimit};
-use crate::pricing::Amount;
+use crate::pricing::{Amount, MAX_AMOUNT};
 
 /// A level of the quota hierarchy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,9 +135,18 @@ pub enum Bound {
         /// When the context expires (Unix ms).
         until_ms: u64,
     },
+    /// A context without a budget of its own: nothing to enforce, but the
+    /// ledger records that the context's pool is unlimited, so descendants
+    /// referring to it with [`Bound::Registered`] know it was registered.
+    LifetimeUnlimited {
+        /// When the context expires (Unix ms).
+        until_ms: u64,
+    },
     /// The lifetime limit stored earlier for this key by a
-    /// [`Bound::Lifetime`] (an ancestor context's budget); unlimited when
-    /// none is stored.
+    /// [`Bound::Lifetime`] or [`Bound::LifetimeUnlimited`] (an ancestor
+    /// context's pool). A reservation naming a key for which nothing was
+    /// stored is refused with
+    /// [`Error::AncestorNotRegistered`](crate::Error::AncestorNotRegistered).
     Registered {
         /// When the descendant asking expires (Unix ms); the key is kept at
         /// least until then.
@@ -150,10 +159,16 @@ impl Bound {
         match self {
             Bound::Unlimited => 0,
             Bound::Periodic(b) => 2 * duration_ms(b.period),
-            Bound::Lifetime { until_ms, .. } | Bound::Registered { until_ms } => {
-                until_ms.saturating_sub(now_ms)
-            }
+            Bound::Lifetime { until_ms, .. }
+            | Bound::LifetimeUnlimited { until_ms }
+            | Bound::Registered { until_ms } => until_ms.saturating_sub(now_ms),
         }
+    }
+
+    /// The limit to enforce now, at most [`MAX_AMOUNT`] (a larger limit is
+    /// never reached before the counters saturate).
+    pub(crate) fn clamped(limit: u64) -> u64 {
+        limit.min(MAX_AMOUNT)
     }
 }
 
@@ -171,6 +186,29 @@ pub struct LevelSpec {
 }
 
 impl LevelSpec {
+    /// Checks what a ledger cannot represent: a request refill rate that is
+    /// not a finite, non-negative number.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AmountOutOfRange`](crate::Error::AmountOutOfRange).
+    pub fn validate(&self) -> Result<()> {
+        if let Some(r) = self.requests {
+            if !(r.refill_per_second.is_finite() && r.refill_per_second >= 0.0) {
+                return Err(Error::AmountOutOfRange {
+                    what: "request refill rate",
+                    value: if r.refill_per_second.is_finite() {
+                        0
+                    } else {
+                        u64::MAX
+                    },
+                    max: MAX_AMOUNT,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// How long the ledger should keep this level's state after a write
     /// (milliseconds): two periods, the context's remaining lifetime, the
     /// bucket's refill time, and the hold time, whichever is longest, plus
@@ -193,10 +231,11 @@ impl LevelSpec {
 }
 
 /// A reservation request: hold `amount` at every level, for at most `ttl`
-/// (after which a hold nobody settled or released is reclaimed).
+/// (after which a hold nobody settled or released is charged at its amount).
 #[derive(Clone, Debug)]
 pub struct HoldRequest {
-    /// Every level to check and charge.
+    /// Every level to check and charge: the platform and levels of one
+    /// tenant.
     pub levels: Arc<[LevelSpec]>,
     /// What to hold.
     pub amount: Amount,
@@ -204,29 +243,109 @@ pub struct HoldRequest {
     pub ttl: Duration,
 }
 
+impl HoldRequest {
+    /// Checks the request before any ledger state is touched: the amount is
+    /// within [`MAX_AMOUNT`], every level is representable
+    /// ([`LevelSpec::validate`]), and the levels belong to one tenant (plus
+    /// the platform). Returns that tenant.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AmountOutOfRange`](crate::Error::AmountOutOfRange), or
+    /// [`Error::InvalidConfiguration`](crate::Error::InvalidConfiguration)
+    /// for levels of several tenants.
+    pub fn validate(&self) -> Result<Option<TenantId>> {
+        self.amount.bounded("the amount to hold")?;
+        let mut tenant = None;
+        for level in self.levels.iter() {
+            level.validate()?;
+            if let Some(t) = level.key.tenant() {
+                match tenant {
+                    None => tenant = Some(t),
+                    Some(prev) if prev != t => {
+                        return Err(Error::InvalidConfiguration(
+                            "one request's levels must belong to one tenant".into(),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(tenant)
+    }
+}
+
 /// An amount held at every level of a request, until settled or released.
-#[derive(Clone, Debug)]
+///
+/// Not `Clone`: settling or releasing consumes it, so a hold ends at most
+/// once. A ledger accepts only holds it issued itself
+/// ([`Error::UnknownHold`](crate::Error::UnknownHold) otherwise). A hold
+/// dropped without being settled or released keeps counting until the
+/// ledger charges it at its amount (see the ledger's docs).
+#[derive(Debug)]
 pub struct Hold {
     pub(crate) id: uuid::Uuid,
+    /// The ledger that issued it.
+    pub(crate) ledger: u64,
     pub(crate) levels: Arc<[LevelSpec]>,
     pub(crate) amount: Amount,
 }
 
 impl Hold {
-    /// A new hold for `request` (ledgers call this when they grant one).
+    /// A new hold for `request`, for ledgers implemented outside this crate.
     ///
     /// Ids are a random per-process prefix plus a counter: unique across
-    /// processes sharing a ledger without a random draw per hold.
+    /// processes sharing a ledger without a random draw per hold. The
+    /// ledgers of this crate issue their own holds and refuse holds made
+    /// here.
     pub fn new(request: &HoldRequest) -> Self {
         static PREFIX: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+        Self::issued(prefix, prefix, request)
+    }
+
+    /// A hold issued by ledger `ledger`, whose id starts with `prefix` (the
+    /// issuing ledger instance), then a per-process counter.
+    pub(crate) fn issued(ledger: u64, prefix: u64, request: &HoldRequest) -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         Self {
             id: uuid::Uuid::from_u64_pair(prefix, n),
+            ledger,
             levels: Arc::clone(&request.levels),
             amount: request.amount,
         }
+    }
+
+    /// The same hold with other levels: one part of a hold that spans
+    /// several Redis key groups, or a second handle to it inside the crate
+    /// (a release of a reservation whose caller gave up).
+    #[cfg(feature = "redis")]
+    pub(crate) fn part(&self, levels: Arc<[LevelSpec]>) -> Self {
+        Self {
+            id: self.id,
+            ledger: self.ledger,
+            levels,
+            amount: self.amount,
+        }
+    }
+
+    /// A charge of usage without a hold, on `levels`: a hold of no
+    /// instance, holding nothing.
+    #[cfg(feature = "redis")]
+    pub(crate) fn unheld(ledger: u64, levels: Arc<[LevelSpec]>) -> Self {
+        Self {
+            id: uuid::Uuid::from_u64_pair(0, 0),
+            ledger,
+            levels,
+            amount: Amount::default(),
+        }
+    }
+
+    /// The high half of the id: the issuing ledger instance (0: none).
+    #[cfg(feature = "redis")]
+    pub(crate) fn issuer(&self) -> u64 {
+        self.id.as_u64_pair().0
     }
 
     /// Its unique id.
@@ -259,6 +378,13 @@ pub struct LevelUsage {
 }
 
 /// Where quota state lives. See the module docs for the atomicity promise.
+///
+/// Every implementation keeps this invariant at every level key: a
+/// reservation is granted only if `used + held + amount ≤ limit`, where
+/// `held` counts every hold granted and not yet ended, and a hold ends only
+/// by being settled (its actual usage charged), released by its owner, or
+/// charged at its amount when it expires. Nothing else ever lowers `used`
+/// or `held`.
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
     /// Checks every level of `request` and, only if all allow it, holds the
@@ -267,28 +393,38 @@ pub trait Ledger: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`Error::QuotaExceeded`](crate::Error::QuotaExceeded) naming the
-    /// first refusing level (nothing changed), or
-    /// [`Error::LedgerUnavailable`](crate::Error::LedgerUnavailable).
+    /// first refusing level,
+    /// [`Error::AncestorNotRegistered`](crate::Error::AncestorNotRegistered),
+    /// [`Error::AmountOutOfRange`](crate::Error::AmountOutOfRange) (nothing
+    /// changed in each case), [`Error::Overloaded`](crate::Error::Overloaded)
+    /// or [`Error::LedgerUnavailable`](crate::Error::LedgerUnavailable).
     async fn reserve(&self, request: &HoldRequest) -> Result<Hold>;
 
     /// Ends a hold and charges `actual` (which may differ from the held
     /// amount) to the current period of every level. Charging happens even
-    /// when the hold has already expired: the call did happen.
+    /// when the hold has already expired: the call did happen (an expired
+    /// hold was charged at its amount; the settlement then adds what
+    /// `actual` exceeds it by).
     ///
     /// A ledger may *defer* it: return once it is queued, and apply it
     /// before any later operation of this ledger handle, retrying until it
     /// is applied exactly once ([`RedisLedger`](crate::RedisLedger) does by
     /// default). [`Ledger::flush`] waits until everything queued is applied.
-    async fn settle(&self, hold: &Hold, actual: Amount) -> Result<()>;
+    async fn settle(&self, hold: Hold, actual: Amount) -> Result<()>;
 
     /// Ends a hold without charging anything. May be deferred, as
     /// [`Ledger::settle`].
-    async fn release(&self, hold: &Hold) -> Result<()>;
+    async fn release(&self, hold: Hold) -> Result<()>;
 
     /// Ends a hold from a synchronous context (a dropped reservation). Must
     /// not block; may complete later. If it never completes (the process
-    /// dies), the hold expires after its TTL.
+    /// dies), the hold is charged at its amount when it expires.
     fn release_detached(&self, hold: Hold);
+
+    /// Charges `amount` to `levels` without a hold: usage admitted while the
+    /// ledger was unreachable (a fail-open allowance). Must not block; the
+    /// ledger applies it exactly once, retrying until it can.
+    fn charge_detached(&self, levels: Arc<[LevelSpec]>, amount: Amount);
 
     /// Stores lifetime limits ([`Bound::Lifetime`]) of `level` without
     /// reserving anything, so descendants see them.

@@ -38,6 +38,7 @@
 //!
 //! // Platform start-up.
 //! let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
+//! let authority = issuer.authority(); // every resource admits this issuer's contexts only
 //! let hour = Duration::from_secs(3600);
 //! let policy = Policy::new(
 //!     TenantPolicy::new()
@@ -45,13 +46,13 @@
 //!         .models(["small", "large"])?,
 //! );
 //! let rates = ModelRates::new().with("large", ModelRate::new().output_weight(5));
-//! let quotas = Quotas::builder().policy(policy.clone()).rates(rates.clone()).build()?;
-//! let scheduler = FairScheduler::builder().policy(policy.clone()).capacity(64).build();
+//! let quotas = Quotas::builder(&authority).policy(policy.clone()).rates(rates.clone()).build()?;
+//! let scheduler = FairScheduler::builder(&authority).policy(policy.clone()).capacity(64).build();
 //!
 //! // Per request.
 //! let ctx = issuer.context().tenant(TenantId::random()).principal(PrincipalId::new("alice")?)
 //!     .capabilities(Capabilities::unrestricted().with_token_budget(50_000)).issue()?;
-//! let gate = ModelGate::builder()
+//! let gate = ModelGate::builder(&authority)
 //!     .policy(policy)
 //!     .rates(rates)
 //!     .salt_key(issuer.subkey(Purpose::CacheSalt))
@@ -73,6 +74,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod fail_open;
 mod in_process;
 mod ledger;
 mod model_gate;
@@ -80,7 +82,17 @@ mod policy;
 mod pricing;
 mod quota;
 #[cfg(feature = "redis")]
+mod redis_admission;
+#[cfg(feature = "redis")]
 mod redis_batch;
+#[cfg(feature = "redis")]
+mod redis_batcher;
+#[cfg(feature = "redis")]
+mod redis_conn;
+#[cfg(feature = "redis")]
+mod redis_instances;
+#[cfg(feature = "redis")]
+mod redis_layout;
 #[cfg(feature = "redis")]
 mod redis_ledger;
 mod request_rate;
@@ -88,7 +100,10 @@ mod scheduler;
 mod usage;
 
 pub use error::{Error, Result};
-pub use in_process::{InProcessLedger, InProcessLedgerBuilder, DEFAULT_CAPACITY, DEFAULT_SHARDS};
+pub use in_process::{
+    InProcessLedger, InProcessLedgerBuilder, DEFAULT_CAPACITY, DEFAULT_MAX_KEYS_PER_TENANT,
+    DEFAULT_SHARDS,
+};
 pub use ledger::{
     Bound, Hold, HoldRequest, Ledger, LevelKey, LevelSpec, LevelUsage, QuotaLevel, Resource,
 };
@@ -96,13 +111,15 @@ pub use model_gate::{
     AuthorizedCall, CacheSalt, ModelGate, ModelGateBuilder, ModelRequest, USAGE_TARGET,
 };
 pub use policy::{FailureMode, Limits, PeriodBudget, Policy, RateLimit, TenantPolicy};
-pub use pricing::{Amount, Estimate, ModelRate, ModelRates, Usage};
+pub use pricing::{Amount, Estimate, ModelRate, ModelRates, Usage, MAX_AMOUNT};
 pub use quota::{
     Quotas, QuotasBuilder, Reservation, Settlement, TenantQuota, TenantQuotaBuilder,
     DEFAULT_HOLD_TTL,
 };
 #[cfg(feature = "redis")]
-pub use redis_ledger::{RedisLedger, RedisLedgerBuilder, DEFAULT_PREFIX};
+pub use redis_ledger::{
+    RedisLedger, RedisLedgerBuilder, DEFAULT_MAX_PENDING_PER_TENANT, DEFAULT_PREFIX,
+};
 pub use request_rate::{RequestRateLimiter, RequestRateLimiterBuilder};
 pub use scheduler::{FairScheduler, FairSchedulerBuilder, Lane, SchedulerPermit};
 pub use usage::{UsageEvent, UsageSink};

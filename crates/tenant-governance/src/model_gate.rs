@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tenant_core::{Purpose, Scope, Scoped, Subkey, TenantContext, WantsTenant};
+use tenant_core::{PlatformAuthority, Purpose, Scope, Scoped, Subkey, TenantContext, WantsTenant};
 
 use crate::error::{Error, Result};
 use crate::policy::Policy;
@@ -110,6 +110,7 @@ impl AuthorizedCall {
 
 #[derive(Clone)]
 struct Platform {
+    authority: PlatformAuthority,
     policy: Arc<Policy>,
     rates: Arc<ModelRates>,
     salt_key: Option<Arc<Subkey>>,
@@ -118,7 +119,7 @@ struct Platform {
 
 /// The model gate of one tenant context.
 ///
-/// 1. `ModelGate::builder()` — state [`WantsTenant`];
+/// 1. `ModelGate::builder(&issuer.authority())` — state [`WantsTenant`];
 /// 2. `.policy(..)`, `.rates(..)`, `.salt_key(issuer.subkey(Purpose::CacheSalt))`,
 ///    `.sink(..)` — platform-wide, any state;
 /// 3. `.tenant(&ctx)` — moves to [`Scoped`];
@@ -131,7 +132,7 @@ struct Platform {
 /// let ctx = issuer.context().tenant(TenantId::random()).principal(PrincipalId::new("alice")?)
 ///     .capabilities(Capabilities::none().with_models(["small", "large"])?).issue()?;
 /// let policy = Policy::new(TenantPolicy::new().models(["small"])?);
-/// let gate = ModelGate::builder()
+/// let gate = ModelGate::builder(&issuer.authority())
 ///     .policy(policy)
 ///     .salt_key(issuer.subkey(Purpose::CacheSalt))
 ///     .tenant(&ctx)
@@ -209,12 +210,15 @@ impl ModelGateBuilder<WantsTenant> {
 }
 
 impl ModelGateBuilder<Scoped> {
-    /// Checks the context and the salt key, and builds the gate.
+    /// Admits the context (issued under the gate's authority, valid now),
+    /// checks the salt key, and builds the gate.
     ///
     /// # Errors
     ///
-    /// [`Error::Context`]; [`Error::InvalidConfiguration`] when the salt key
-    /// is missing or was derived for another purpose.
+    /// [`Error::Context`] (including
+    /// [`tenant_core::Error::ForeignAuthority`]);
+    /// [`Error::InvalidConfiguration`] when the salt key is missing or was
+    /// derived for another purpose.
     pub fn build(self) -> Result<ModelGate> {
         match &self.platform.salt_key {
             Some(k) if k.purpose() == Purpose::CacheSalt => {}
@@ -229,16 +233,18 @@ impl ModelGateBuilder<Scoped> {
                 ))
             }
         }
-        let ctx = self.state.into_checked_context()?;
+        let ctx = self.state.into_admitted_context(&self.platform.authority)?;
         Ok(ModelGate::scoped(self.platform, ctx))
     }
 }
 
 impl ModelGate {
-    /// Starts building.
-    pub fn builder() -> ModelGateBuilder<WantsTenant> {
+    /// Starts building a gate for contexts issued under `authority`
+    /// (`issuer.authority()`) only.
+    pub fn builder(authority: &PlatformAuthority) -> ModelGateBuilder<WantsTenant> {
         ModelGateBuilder {
             platform: Platform {
+                authority: authority.clone(),
                 policy: Arc::new(Policy::default()),
                 rates: Arc::new(ModelRates::default()),
                 salt_key: None,
@@ -286,7 +292,7 @@ impl ModelGate {
     /// [`Error::ContextTooLong`]; each is also a `tenant_audit` event.
     pub fn authorize(&self, request: &ModelRequest) -> Result<AuthorizedCall> {
         let _entered = self.ctx.span().entered();
-        if let Err(e) = self.ctx.check() {
+        if let Err(e) = self.platform.authority.admit(&self.ctx) {
             self.ctx.audit_denied("model.call", &request.model, &e);
             return Err(e.into());
         }
@@ -328,7 +334,7 @@ impl ModelGate {
     ///
     /// [`Error::Context`].
     pub fn cache_salt(&self, scope: Option<&str>) -> Result<CacheSalt> {
-        self.ctx.check()?;
+        self.platform.authority.admit(&self.ctx)?;
         self.derive_salt(scope)
     }
 
@@ -415,8 +421,10 @@ impl ModelGate {
     ///
     /// # Errors
     ///
-    /// [`tenant_core::Error::NotDescendant`] and other context errors.
+    /// [`tenant_core::Error::NotDescendant`],
+    /// [`tenant_core::Error::ForeignAuthority`] and other context errors.
     pub fn delegate(&self, child: &TenantContext) -> Result<ModelGate> {
+        self.platform.authority.admit(child)?;
         self.ctx.check_descendant(child)?;
         Ok(ModelGate::scoped(self.platform.clone(), child.clone()))
     }

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use tenant_core::{IsolationTier, Scope, TenantContext, TenantId};
 
+use crate::pricing::Amount;
+
 /// A budget that resets at the start of every period (periods are aligned to
 /// the Unix epoch, so every process agrees on where one ends).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,15 +121,47 @@ impl Limits {
 }
 
 /// What to do when the quota ledger cannot be reached.
+///
+/// ```
+/// use tenant_governance::{FailureMode, TenantPolicy};
+/// // While the ledger is down, admit at most 20k weighted tokens and 5k
+/// // micro-units of cost per tenant in this process; they are charged to
+/// // the ledger once it is back.
+/// let policy = TenantPolicy::new().on_ledger_failure(FailureMode::open(20_000, 5_000));
+/// assert_eq!(policy.failure_mode(), FailureMode::open(20_000, 5_000));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailureMode {
     /// Refuse the call with [`Error::LedgerUnavailable`](crate::Error) (the
     /// default).
     #[default]
     Closed,
-    /// Admit the call unaccounted and emit a `tenant_audit` warning. Meant
-    /// for tiers where availability matters more than exact budgets.
-    Open,
+    /// Admit calls while the ledger is unreachable, against a small local
+    /// allowance per tenant (per process): estimates admitted and not yet
+    /// charged to the ledger never pass `allowance`. Each admission is a
+    /// `tenant_audit` warning, and the usage of each such call is charged
+    /// to the ledger, exactly once, when it is reachable again. Meant for
+    /// tiers where availability matters more than exact budgets; with `n`
+    /// replicas a tenant can overspend by at most `n × allowance`.
+    Open {
+        /// Most weighted tokens and cost one tenant may have admitted and
+        /// not yet charged.
+        allowance: Amount,
+    },
+}
+
+impl FailureMode {
+    /// [`FailureMode::Open`] with an allowance of `tokens` weighted tokens
+    /// and `cost_micros` of cost per tenant.
+    pub const fn open(tokens: u64, cost_micros: u64) -> Self {
+        FailureMode::Open {
+            allowance: Amount {
+                tokens,
+                cost_micros,
+            },
+        }
+    }
 }
 
 /// Everything governance knows about one tenant (or one tier's default).

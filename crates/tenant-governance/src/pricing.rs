@@ -2,6 +2,28 @@
 
 use std::collections::HashMap;
 
+use crate::error::{Error, Result};
+
+/// The largest amount (weighted tokens, cost, limit or counter) the ledgers
+/// represent exactly: 2^53 − 1, the largest integer a double (Redis's Lua
+/// numbers) holds without rounding. Estimates and usages beyond it are
+/// refused with [`Error::AmountOutOfRange`]; limits beyond it are treated
+/// as this limit; counters saturate at it.
+pub const MAX_AMOUNT: u64 = (1 << 53) - 1;
+
+/// `value` if it is at most [`MAX_AMOUNT`], else [`Error::AmountOutOfRange`].
+pub(crate) fn bounded(what: &'static str, value: u64) -> Result<u64> {
+    if value > MAX_AMOUNT {
+        Err(Error::AmountOutOfRange {
+            what,
+            value,
+            max: MAX_AMOUNT,
+        })
+    } else {
+        Ok(value)
+    }
+}
+
 /// How one model burns budget: each input and output token counts
 /// `input_weight` / `output_weight` weighted tokens, and costs
 /// `*_micros_per_1k` micro-units per thousand (unweighted) tokens.
@@ -89,22 +111,40 @@ impl ModelRate {
     }
 }
 
-/// Rates per model name, with a default for models not listed.
+/// Rates per model name, aliases of priced models, and an optional default
+/// for models not listed.
+///
+/// A model without a rate is *unpriced*. Unpriced models burn tokens at
+/// weight 1, but a call to one is refused with [`Error::ModelUnpriced`]
+/// wherever a cost budget applies, so a new model name (or another name for
+/// a priced one) cannot escape cost limits. Give every name callers may use
+/// a rate or an alias, or configure a default rate explicitly.
+///
+/// ```
+/// use tenant_governance::{ModelRate, ModelRates};
+/// let rates = ModelRates::new()
+///     .with("gpt-4o", ModelRate::new().price_per_1k(2_500, 10_000))
+///     .alias("gpt-4o-2024-08-06", "gpt-4o");
+/// assert_eq!(rates.lookup("gpt-4o-2024-08-06"), rates.lookup("gpt-4o"));
+/// assert_eq!(rates.lookup("gpt-4o-mini"), None); // unpriced
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ModelRates {
-    default: ModelRate,
+    default: Option<ModelRate>,
     models: HashMap<String, ModelRate>,
+    aliases: HashMap<String, String>,
 }
 
 impl ModelRates {
-    /// Every model at [`ModelRate::new`] unless listed.
+    /// No model priced, no default.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The rate of models not listed.
+    /// The rate of every model that is neither listed nor an alias. Without
+    /// one, such models are unpriced (see the type docs).
     pub fn default_rate(mut self, rate: ModelRate) -> Self {
-        self.default = rate;
+        self.default = Some(rate);
         self
     }
 
@@ -114,9 +154,30 @@ impl ModelRates {
         self
     }
 
-    /// The rate of `model`.
+    /// Makes `alias` another name of `model`: it has `model`'s rate (or is
+    /// unpriced if `model` is). One level: an alias of an alias resolves to
+    /// nothing.
+    pub fn alias(mut self, alias: impl Into<String>, model: impl Into<String>) -> Self {
+        self.aliases.insert(alias.into(), model.into());
+        self
+    }
+
+    /// The configured rate of `model`: its own, its alias target's, or the
+    /// explicit default; `None` for an unpriced model.
+    pub fn lookup(&self, model: &str) -> Option<ModelRate> {
+        if let Some(rate) = self.models.get(model) {
+            return Some(*rate);
+        }
+        match self.aliases.get(model) {
+            Some(target) => self.models.get(target).copied().or(self.default),
+            None => self.default,
+        }
+    }
+
+    /// The rate `model` burns at: [`ModelRates::lookup`], or weight 1 and no
+    /// price for an unpriced model.
     pub fn rate(&self, model: &str) -> ModelRate {
-        self.models.get(model).copied().unwrap_or(self.default)
+        self.lookup(model).unwrap_or_default()
     }
 }
 
@@ -186,6 +247,37 @@ pub struct Amount {
 }
 
 impl Amount {
+    /// `self` if both parts are at most [`MAX_AMOUNT`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AmountOutOfRange`] naming `what`.
+    pub fn bounded(self, what: &'static str) -> Result<Amount> {
+        bounded(what, self.tokens)?;
+        bounded(what, self.cost_micros)?;
+        Ok(self)
+    }
+
+    /// `self` with each part capped at [`MAX_AMOUNT`]: what a ledger
+    /// charges for a usage beyond it.
+    pub(crate) fn saturated(self) -> Amount {
+        Amount {
+            tokens: self.tokens.min(MAX_AMOUNT),
+            cost_micros: self.cost_micros.min(MAX_AMOUNT),
+        }
+    }
+
+    /// The sum, saturating at [`MAX_AMOUNT`].
+    pub(crate) fn saturating_add(self, other: Amount) -> Amount {
+        Amount {
+            tokens: self.tokens.saturating_add(other.tokens).min(MAX_AMOUNT),
+            cost_micros: self
+                .cost_micros
+                .saturating_add(other.cost_micros)
+                .min(MAX_AMOUNT),
+        }
+    }
+
     /// Whether `self` exceeds `other` in any resource.
     pub fn exceeds(&self, other: &Amount) -> bool {
         self.tokens > other.tokens || self.cost_micros > other.cost_micros

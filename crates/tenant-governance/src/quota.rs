@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenant_core::{Scoped, TenantContext, WantsTenant};
+use tenant_core::{PlatformAuthority, Scoped, TenantContext, WantsTenant};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::fail_open::FailOpenJournal;
 use crate::in_process::InProcessLedger;
 use crate::ledger::{
     Bound, Hold, HoldRequest, Ledger, LevelKey, LevelSpec, LevelUsage, QuotaLevel,
@@ -22,6 +23,8 @@ struct Inner {
     policy: Policy,
     rates: ModelRates,
     hold_ttl: Duration,
+    authority: PlatformAuthority,
+    fail_open: FailOpenJournal,
 }
 
 /// Platform-wide quota service: a [`Ledger`], a [`Policy`] and
@@ -29,9 +32,14 @@ struct Inner {
 ///
 /// Every call is reserved before it happens, at every level that applies to
 /// the context: the platform, the tenant, the agent, the context's own token
-/// budget and the budget of every ancestor context the ledger knows (see
-/// [`Quotas::register`]). A reservation that would pass any limit is
-/// refused with [`Error::QuotaExceeded`] and changes nothing.
+/// budget and the budget of every ancestor context (which must have been
+/// registered, see [`Quotas::register`]). A reservation that would pass any
+/// limit is refused with [`Error::QuotaExceeded`] and changes nothing.
+///
+/// It admits only contexts issued under the [`PlatformAuthority`] it was
+/// built with; any other context is refused with
+/// [`tenant_core::Error::ForeignAuthority`] (as [`Error::Context`]) before
+/// the ledger is touched.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,7 +49,8 @@ struct Inner {
 /// let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
 /// let ctx = issuer.context().tenant(TenantId::random()).principal(PrincipalId::new("alice")?)
 ///     .capabilities(Capabilities::unrestricted().with_token_budget(10_000)).issue()?;
-/// let quotas = Quotas::builder().build()?; // in-process ledger, unlimited policy
+/// // In-process ledger, unlimited policy, contexts of this issuer only.
+/// let quotas = Quotas::builder(&issuer.authority()).build()?;
 ///
 /// let reservation = quotas.reserve(&ctx, &Estimate::new("small", 1_000, 500)).await?;
 /// // ... call the model with max_tokens = 500 ...
@@ -72,6 +81,7 @@ pub struct QuotasBuilder {
     policy: Policy,
     rates: ModelRates,
     hold_ttl: Duration,
+    authority: PlatformAuthority,
 }
 
 impl QuotasBuilder {
@@ -93,7 +103,9 @@ impl QuotasBuilder {
         self
     }
 
-    /// Burndown multipliers and prices (default: weight 1, free).
+    /// Burndown multipliers and prices (default: none; every model burns
+    /// tokens at weight 1 and is refused where a cost budget applies, see
+    /// [`ModelRates`]).
     pub fn rates(mut self, rates: ModelRates) -> Self {
         self.rates = rates;
         self
@@ -121,6 +133,8 @@ impl QuotasBuilder {
                 policy: self.policy,
                 rates: self.rates,
                 hold_ttl: self.hold_ttl,
+                authority: self.authority,
+                fail_open: FailOpenJournal::default(),
             }),
         })
     }
@@ -140,14 +154,30 @@ fn spec(key: LevelKey, limits: &Limits) -> LevelSpec {
 }
 
 impl Quotas {
-    /// Starts configuring.
-    pub fn builder() -> QuotasBuilder {
+    /// Starts configuring a service that admits contexts issued under
+    /// `authority` (`issuer.authority()`) only.
+    pub fn builder(authority: &PlatformAuthority) -> QuotasBuilder {
         QuotasBuilder {
             ledger: None,
             policy: Policy::default(),
             rates: ModelRates::default(),
             hold_ttl: DEFAULT_HOLD_TTL,
+            authority: authority.clone(),
         }
+    }
+
+    /// The authority whose contexts this service admits.
+    pub fn authority(&self) -> &PlatformAuthority {
+        &self.inner.authority
+    }
+
+    /// Admits `ctx` (issued under this service's authority, valid now);
+    /// audits a refusal.
+    fn admit(&self, ctx: &TenantContext, action: &str, resource: &str) -> Result<()> {
+        self.inner.authority.admit(ctx).map_err(|e| {
+            ctx.audit_denied(action, resource, &e);
+            Error::from(e)
+        })
     }
 
     /// The policy.
@@ -180,16 +210,18 @@ impl Quotas {
                 &policy.agent,
             ));
         }
-        for ancestor in ctx.ancestors() {
-            levels.push(LevelSpec {
-                key: LevelKey::Context(tenant, *ancestor),
-                tokens: Bound::Registered { until_ms },
-                cost: Bound::Unlimited,
-                requests: None,
-            });
-        }
+        // A context without a budget descends only from contexts without
+        // one (delegation narrows), so its ancestors' pools are unlimited.
         if let Some(limit) = ctx.capabilities().token_budget() {
-            levels.push(own_budget(ctx, limit));
+            for ancestor in ctx.ancestors() {
+                levels.push(LevelSpec {
+                    key: LevelKey::Context(tenant, *ancestor),
+                    tokens: Bound::Registered { until_ms },
+                    cost: Bound::Unlimited,
+                    requests: None,
+                });
+            }
+            levels.push(own_pool(ctx, Some(limit)));
         }
         levels
     }
@@ -198,10 +230,15 @@ impl Quotas {
     ///
     /// # Errors
     ///
-    /// [`Error::Context`] for an invalid context, [`Error::QuotaExceeded`]
-    /// when any level would be passed (nothing is reserved), and
+    /// [`Error::Context`] for a context that is invalid or was not issued
+    /// under this service's authority; [`Error::QuotaExceeded`] when any
+    /// level would be passed; [`Error::AmountOutOfRange`] for an estimate
+    /// beyond [`MAX_AMOUNT`](crate::MAX_AMOUNT); [`Error::ModelUnpriced`] for a model without a
+    /// rate where a cost budget applies; [`Error::AncestorNotRegistered`]
+    /// (nothing is reserved in each case); [`Error::Overloaded`] when the
+    /// tenant is over its share of the ledger; and
     /// [`Error::LedgerUnavailable`] when the ledger fails and the tenant's
-    /// policy is [`FailureMode::Closed`].
+    /// policy fails closed (or its fail-open allowance is spent).
     pub async fn reserve(&self, ctx: &TenantContext, estimate: &Estimate) -> Result<Reservation> {
         self.reserve_inner(ctx, estimate)
             .instrument(ctx.span())
@@ -209,31 +246,64 @@ impl Quotas {
     }
 
     async fn reserve_inner(&self, ctx: &TenantContext, estimate: &Estimate) -> Result<Reservation> {
-        if let Err(e) = ctx.check() {
-            ctx.audit_denied("quota.reserve", estimate.model(), &e);
-            return Err(e.into());
-        }
+        self.admit(ctx, "quota.reserve", estimate.model())?;
         let policy: &TenantPolicy = self.inner.policy.for_context(ctx);
-        let rate = self.inner.rates.rate(estimate.model());
-        let amount = rate.amount(estimate.input_tokens(), estimate.max_output_tokens());
+        let levels: Arc<[LevelSpec]> = self.levels_for(ctx).into();
+        let rate = match self.inner.rates.lookup(estimate.model()) {
+            Some(rate) => rate,
+            None if levels.iter().any(|l| l.cost != Bound::Unlimited) => {
+                let e = Error::ModelUnpriced {
+                    model: estimate.model().to_owned(),
+                };
+                ctx.audit_denied("quota.reserve", estimate.model(), &e);
+                return Err(e);
+            }
+            None => ModelRate::new(),
+        };
+        let amount = rate
+            .amount(estimate.input_tokens(), estimate.max_output_tokens())
+            .bounded("the estimate")?;
         let request = HoldRequest {
-            levels: self.levels_for(ctx).into(),
+            levels: Arc::clone(&levels),
             amount,
             ttl: self.inner.hold_ttl,
         };
         let hold = match self.inner.ledger.reserve(&request).await {
-            Ok(hold) => Some(hold),
-            Err(Error::LedgerUnavailable { reason })
-                if policy.on_ledger_failure == FailureMode::Open =>
-            {
+            Ok(hold) => {
+                self.inner.fail_open.ledger_answered(ctx.tenant());
+                Held::Ledger(hold)
+            }
+            Err(Error::LedgerUnavailable { reason }) => {
+                let FailureMode::Open { allowance } = policy.on_ledger_failure else {
+                    let e = Error::LedgerUnavailable { reason };
+                    ctx.audit_denied("quota.reserve", estimate.model(), &e);
+                    return Err(e);
+                };
+                if !self.inner.fail_open.admit(ctx.tenant(), amount, allowance) {
+                    let e = Error::LedgerUnavailable {
+                        reason: format!("{reason} (the tenant's fail-open allowance is spent)"),
+                    };
+                    ctx.audit_denied("quota.reserve", estimate.model(), &e);
+                    return Err(e);
+                }
                 ctx.audit_denied(
                     "quota.reserve.unaccounted",
                     estimate.model(),
-                    &format_args!("ledger unavailable, admitted by fail-open policy: {reason}"),
+                    &format_args!(
+                        "ledger unavailable, admitted against the fail-open allowance \
+                         ({} tokens, {} cost): {reason}",
+                        amount.tokens, amount.cost_micros
+                    ),
                 );
-                None
+                Held::Unaccounted(levels)
             }
             Err(e) => {
+                if matches!(
+                    e,
+                    Error::QuotaExceeded { .. } | Error::AncestorNotRegistered
+                ) {
+                    self.inner.fail_open.ledger_answered(ctx.tenant());
+                }
                 ctx.audit_denied("quota.reserve", estimate.model(), &e);
                 return Err(e);
             }
@@ -242,12 +312,12 @@ impl Quotas {
             model = estimate.model(),
             tokens = amount.tokens,
             cost_micros = amount.cost_micros,
-            accounted = hold.is_some(),
+            accounted = matches!(hold, Held::Ledger(_)),
             "quota reserved"
         );
         Ok(Reservation {
-            ledger: Arc::clone(&self.inner.ledger),
-            hold,
+            quotas: self.clone(),
+            hold: Some(hold),
             ctx: ctx.clone(),
             rate,
             model: estimate.model().to_owned(),
@@ -255,23 +325,23 @@ impl Quotas {
         })
     }
 
-    /// Stores `ctx`'s own token budget in the ledger, so contexts delegated
-    /// from it draw from its pool even before it reserves anything itself.
-    /// [`TenantQuota::delegate`] does this for you.
+    /// Stores `ctx`'s own pool (its token budget, or that it has none) in
+    /// the ledger, so contexts delegated from it draw from its pool even
+    /// before it reserves anything itself. A delegated context whose
+    /// ancestors were not registered cannot reserve
+    /// ([`Error::AncestorNotRegistered`]). [`TenantQuota::delegate`] does
+    /// this for you.
     ///
     /// # Errors
     ///
-    /// [`Error::Context`], [`Error::LedgerUnavailable`].
+    /// [`Error::Context`], [`Error::Overloaded`], [`Error::LedgerUnavailable`].
     pub async fn register(&self, ctx: &TenantContext) -> Result<()> {
-        ctx.check()?;
-        if let Some(limit) = ctx.capabilities().token_budget() {
-            self.inner
-                .ledger
-                .register(&own_budget(ctx, limit))
-                .instrument(ctx.span())
-                .await?;
-        }
-        Ok(())
+        self.admit(ctx, "quota.register", "context pool")?;
+        self.inner
+            .ledger
+            .register(&own_pool(ctx, ctx.capabilities().token_budget()))
+            .instrument(ctx.span())
+            .await
     }
 
     /// The state of one level for `ctx` (`QuotaLevel::Context` is the
@@ -281,16 +351,14 @@ impl Quotas {
     ///
     /// [`Error::Context`], [`Error::LedgerUnavailable`].
     pub async fn usage(&self, ctx: &TenantContext, level: QuotaLevel) -> Result<LevelUsage> {
-        ctx.check()?;
+        self.admit(ctx, "quota.usage", "usage")?;
         let policy = self.inner.policy.for_context(ctx);
         let tenant = ctx.tenant();
         let spec = match level {
             QuotaLevel::Platform => spec(LevelKey::Platform, self.inner.policy.platform_limits()),
             QuotaLevel::Tenant => spec(LevelKey::Tenant(tenant), &policy.tenant),
             QuotaLevel::Agent => spec(LevelKey::Agent(tenant, ctx.agent().clone()), &policy.agent),
-            QuotaLevel::Context => {
-                own_budget(ctx, ctx.capabilities().token_budget().unwrap_or(u64::MAX))
-            }
+            QuotaLevel::Context => own_pool(ctx, ctx.capabilities().token_budget()),
         };
         self.inner.ledger.usage(&spec).instrument(ctx.span()).await
     }
@@ -309,16 +377,27 @@ impl Quotas {
     }
 }
 
-fn own_budget(ctx: &TenantContext, limit: u64) -> LevelSpec {
+/// The level of `ctx`'s own pool: its lifetime budget, or unlimited.
+fn own_pool(ctx: &TenantContext, limit: Option<u64>) -> LevelSpec {
+    let until_ms = ctx.expires_at_unix_ms();
     LevelSpec {
         key: LevelKey::Context(ctx.tenant(), ctx.id()),
-        tokens: Bound::Lifetime {
-            limit,
-            until_ms: ctx.expires_at_unix_ms(),
+        tokens: match limit {
+            Some(limit) => Bound::Lifetime { limit, until_ms },
+            None => Bound::LifetimeUnlimited { until_ms },
         },
         cost: Bound::Unlimited,
         requests: None,
     }
+}
+
+/// What a reservation holds.
+enum Held {
+    /// A hold in the ledger.
+    Ledger(Hold),
+    /// Nothing in the ledger (admitted against the fail-open allowance):
+    /// the levels to charge once the call is settled.
+    Unaccounted(Arc<[LevelSpec]>),
 }
 
 /// What a settlement charged.
@@ -338,12 +417,13 @@ pub struct Settlement {
 ///
 /// Settle it with the actual usage after the call, or release it if the
 /// call did not happen. Dropping it releases it: in process at once, on
-/// Redis through the ledger's background task (and, should that fail, when
-/// the hold's TTL passes).
+/// Redis through the ledger's background task (and, should the process die
+/// first, the hold is charged at its estimate when its lease expires:
+/// crashing never costs less than finishing).
 #[must_use = "a reservation is released when dropped; settle it after the call"]
 pub struct Reservation {
-    ledger: Arc<dyn Ledger>,
-    hold: Option<Hold>,
+    quotas: Quotas,
+    hold: Option<Held>,
     ctx: TenantContext,
     rate: ModelRate,
     model: String,
@@ -356,7 +436,7 @@ impl std::fmt::Debug for Reservation {
             .field("tenant", &self.ctx.tenant())
             .field("model", &self.model)
             .field("reserved", &self.reserved)
-            .field("accounted", &self.hold.is_some())
+            .field("accounted", &self.is_accounted())
             .finish()
     }
 }
@@ -367,9 +447,11 @@ impl Reservation {
         self.reserved
     }
 
-    /// False when the ledger was down and the tier fails open.
+    /// False when the ledger was down and the call was admitted against the
+    /// tenant's fail-open allowance (its usage is charged to the ledger
+    /// when it is back).
     pub fn is_accounted(&self) -> bool {
-        self.hold.is_some()
+        matches!(self.hold, Some(Held::Ledger(_)))
     }
 
     /// The context it was made for.
@@ -390,26 +472,40 @@ impl Reservation {
     /// does by default): then this returns once it is queued, and the
     /// ledger applies it before any later operation of this process,
     /// retrying across Redis failures until it is applied exactly once.
-    /// [`Quotas::flush`] waits for it.
+    /// [`Quotas::flush`] waits for it. An unaccounted reservation's usage
+    /// is handed to the ledger the same way.
     ///
     /// # Errors
     ///
+    /// [`Error::AmountOutOfRange`]: the usage is beyond [`MAX_AMOUNT`](crate::MAX_AMOUNT); the
+    /// ledger is charged [`MAX_AMOUNT`](crate::MAX_AMOUNT) (every budget the call passed
+    /// through is spent) and the hold ends all the same.
     /// [`Error::LedgerUnavailable`]: the usage was not recorded and the hold
-    /// stays until its TTL passes (only from a ledger that does not defer,
-    /// or one whose background task has stopped).
+    /// stays until it expires, when it is charged at its estimate (only from
+    /// a ledger that does not defer, or one whose background task has
+    /// stopped).
     pub async fn settle(mut self, actual: Usage) -> Result<Settlement> {
-        let charged = self.rate.amount(actual.input_tokens, actual.output_tokens);
-        let overrun = charged.exceeds(&self.reserved);
-        if let Some(hold) = self.hold.take() {
-            self.ledger
-                .settle(&hold, charged)
-                .instrument(self.ctx.span())
-                .await?;
+        let usage = self.rate.amount(actual.input_tokens, actual.output_tokens);
+        let in_range = usage.bounded("the settled usage");
+        let charged = usage.saturated();
+        let overrun = usage.exceeds(&self.reserved);
+        match self.hold.take() {
+            Some(Held::Ledger(hold)) => {
+                self.quotas
+                    .inner
+                    .ledger
+                    .settle(hold, charged)
+                    .instrument(self.ctx.span())
+                    .await?;
+            }
+            Some(Held::Unaccounted(levels)) => self.charge_unaccounted(levels, charged),
+            None => {}
         }
         if overrun {
             tracing::warn!(parent: &self.ctx.span(), model = %self.model, reserved = self.reserved.tokens,
-                charged = charged.tokens, "usage exceeded its reservation");
+                charged = usage.tokens, "usage exceeded its reservation");
         }
+        in_range?;
         Ok(Settlement {
             charged,
             reserved: self.reserved,
@@ -417,29 +513,64 @@ impl Reservation {
         })
     }
 
+    /// Hands an unaccounted call's usage to the ledger.
+    fn charge_unaccounted(&self, levels: Arc<[LevelSpec]>, charged: Amount) {
+        let tenant = self.ctx.tenant();
+        self.quotas
+            .inner
+            .fail_open
+            .ended(tenant, self.reserved, charged);
+        self.ctx.audit_allowed(
+            "quota.settle.unaccounted",
+            &format!(
+                "{}: {} tokens, {} cost queued for the ledger",
+                self.model, charged.tokens, charged.cost_micros
+            ),
+        );
+        self.quotas.inner.ledger.charge_detached(levels, charged);
+    }
+
     /// Ends the reservation without charging (the call did not happen).
     /// Deferred like [`Reservation::settle`] on a ledger that defers.
     ///
     /// # Errors
     ///
-    /// [`Error::LedgerUnavailable`]: the hold stays until its TTL passes
-    /// (only from a ledger that does not defer, or one whose background
-    /// task has stopped).
+    /// [`Error::LedgerUnavailable`]: the hold stays until it expires, when
+    /// it is charged at its estimate (only from a ledger that does not
+    /// defer, or one whose background task has stopped).
     pub async fn release(mut self) -> Result<()> {
-        if let Some(hold) = self.hold.take() {
-            self.ledger
-                .release(&hold)
-                .instrument(self.ctx.span())
-                .await?;
+        match self.hold.take() {
+            Some(Held::Ledger(hold)) => {
+                self.quotas
+                    .inner
+                    .ledger
+                    .release(hold)
+                    .instrument(self.ctx.span())
+                    .await
+            }
+            Some(Held::Unaccounted(_)) => {
+                self.quotas.inner.fail_open.ended(
+                    self.ctx.tenant(),
+                    self.reserved,
+                    Amount::default(),
+                );
+                Ok(())
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Some(hold) = self.hold.take() {
-            self.ledger.release_detached(hold);
+        match self.hold.take() {
+            Some(Held::Ledger(hold)) => self.quotas.inner.ledger.release_detached(hold),
+            Some(Held::Unaccounted(_)) => self.quotas.inner.fail_open.ended(
+                self.ctx.tenant(),
+                self.reserved,
+                Amount::default(),
+            ),
+            None => {}
         }
     }
 }
@@ -458,7 +589,7 @@ impl Drop for Reservation {
 /// # let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
 /// let root = issuer.context().tenant(TenantId::random()).principal(PrincipalId::new("alice")?)
 ///     .capabilities(Capabilities::unrestricted().with_token_budget(1_000)).issue()?;
-/// let quotas = Quotas::builder().build()?;
+/// let quotas = Quotas::builder(&issuer.authority()).build()?;
 /// let handle = TenantQuota::builder().quotas(&quotas).tenant(&root).build()?;
 ///
 /// let sub = root.delegate(AgentId::new("researcher")?).token_budget(800).issue()?;
@@ -500,16 +631,19 @@ impl TenantQuotaBuilder<WantsTenant> {
 }
 
 impl TenantQuotaBuilder<Scoped> {
-    /// Checks the context and builds the handle.
+    /// Admits the context (issued under the quotas' authority, valid now)
+    /// and builds the handle.
     ///
     /// # Errors
     ///
-    /// [`Error::Context`]; [`Error::InvalidConfiguration`] without quotas.
+    /// [`Error::Context`] (including
+    /// [`tenant_core::Error::ForeignAuthority`]);
+    /// [`Error::InvalidConfiguration`] without quotas.
     pub fn build(self) -> Result<TenantQuota> {
         let quotas = self
             .quotas
             .ok_or_else(|| Error::InvalidConfiguration("TenantQuota needs .quotas(..)".into()))?;
-        let ctx = self.state.into_checked_context()?;
+        let ctx = self.state.into_admitted_context(&quotas.inner.authority)?;
         Ok(TenantQuota { quotas, ctx })
     }
 }
@@ -547,14 +681,16 @@ impl TenantQuota {
     }
 
     /// A handle for a sub-agent's context, which must descend from this
-    /// one. Registers this context's budget first, so the child draws from
+    /// one. Registers this context's pool first, so the child draws from
     /// it.
     ///
     /// # Errors
     ///
-    /// [`tenant_core::Error::NotDescendant`] (as [`Error::Context`]) and the
-    /// errors of [`Quotas::register`].
+    /// [`tenant_core::Error::NotDescendant`] or
+    /// [`tenant_core::Error::ForeignAuthority`] (as [`Error::Context`]) and
+    /// the errors of [`Quotas::register`].
     pub async fn delegate(&self, child: &TenantContext) -> Result<TenantQuota> {
+        self.quotas.admit(child, "quota.delegate", "context pool")?;
         self.ctx.check_descendant(child)?;
         self.quotas.register(&self.ctx).await?;
         Ok(TenantQuota {

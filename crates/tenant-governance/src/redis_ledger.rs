@@ -1,83 +1,52 @@
-//! [`RedisLedger`]: quota state in Redis, shared by every replica.
+//! [`RedisLedger`]: quota state in Redis, shared by every replica, on a
+//! single server or a Redis Cluster.
 //!
 //! Operations go to Redis in batches, each one call of a Lua script
-//! (`redis_ledger.lua`), so a reservation checks all levels and holds the
-//! amount at all of them atomically on the server, whichever process sends
-//! it. The script reads the server clock (`TIME`) for periods and hold
-//! expiry, so replicas with skewed clocks still agree.
+//! (`redis_ledger.lua`) per key group, so a reservation checks all levels
+//! and holds the amount at all of them atomically on the server, whichever
+//! process sends it. The script reads the server clock (`TIME`) for periods
+//! and leases, so replicas with skewed clocks still agree. It validates a
+//! whole batch before it writes anything: one operation's invalid input is
+//! skipped on its own and cannot change, strand or double-charge another's.
 //!
-//! **Batches.** A background task sends every operation waiting when the
-//! previous call has returned as the next call (group commit, at most 128
-//! operations, one call in flight, so a process's operations apply in the
-//! order it queued them). `redis_batch.rs` encodes a batch so the script does little per operation: settlements and releases
-//! on the same levels are summed into one adjustment, reservations with the
-//! same levels share one list of them, numbers travel packed.
+//! **Batches** (`redis_batcher.rs`): a background task sends every operation
+//! waiting when the previous batch has returned as the next batch (group
+//! commit, one batch in flight), taking operations from per-tenant queues in
+//! turn; `redis_batch.rs` encodes each group's part so the script does
+//! little per operation.
+//!
+//! **Admission** (`redis_admission.rs`): a tenant may have at most
+//! [`RedisLedgerBuilder::max_pending_per_tenant`] operations pending in the
+//! process; beyond that its calls get [`Error::Overloaded`] at once, and
+//! other tenants are served as before. Operations time out on the wire
+//! ([`RedisLedgerBuilder::op_timeout`] per script call), never in the queue.
 //!
 //! **Deferred settlement.** By default settle and release return once
-//! queued: the call's round trip is the reservation's alone, and the
-//! settlement rides with the next batch (a batch holding only such work
-//! waits up to 1 ms for an operation someone waits for). Any later
-//! operation of the same ledger sees it. Deferred work of a batch whose
-//! outcome is unknown (Redis down, timeout) is re-sent, before anything
-//! else, until Redis answers; the ledger numbers its batches of deferred
-//! work, and the script keeps the last number applied per ledger, so a
-//! re-sent batch that had been applied is skipped: each settlement counts
-//! exactly once. Work still queued when the runtime stops is lost, so call
-//! [`Quotas::flush`](crate::Quotas::flush) on shutdown.
-//! [`RedisLedgerBuilder::acknowledged_settlement`] makes settle and release
-//! wait for Redis instead.
+//! queued and ride with the next batch; a failed batch's settlements are
+//! re-sent until applied, exactly once. If the process dies before they are
+//! applied, its holds are charged at their estimates when its lease
+//! expires: a settlement that is lost is *re-derived* as the estimate,
+//! which is never less than the usage when the call's output was capped at
+//! it. A settlement above its estimate therefore waits until Redis has
+//! applied it.
 //!
-//! **Holds and crashes.** Holds are not stored one by one. Each ledger
-//! has an *instance*: a random id with a lease (its member in the sorted
-//! set `<prefix>:leases`, scored by expiry and refreshed every
-//! `lease_ttl / 3`) and one hash `<prefix>:held:<id>` with the amounts its
-//! outstanding holds hold at each level, one field per level and resource,
-//! changed with `HINCRBY` by the net amount of each batch. The client keeps
-//! the [`Hold`] (whose id carries the instance id) and sends its amount
-//! back at settle or release. A batch first *sweeps* instances whose lease
-//! has expired: their held amounts are subtracted from the levels, their
-//! hash deleted and a tombstone set, so reservations of a process that died
-//! stop counting `lease_ttl` after its last refresh. A settle or release of
-//! a hold whose instance was swept charges usage only: nothing is ever
-//! subtracted twice. A live process rotates to a new instance id when a
-//! batch fails (its outcome is unknown), when its instance was swept, and
-//! once its first hold's TTL has passed; an old instance keeps its lease
-//! until the TTL of its last hold has passed and is then left to expire, so
-//! a hold whose release never reached Redis stops counting after its TTL
-//! plus `lease_ttl`, as a crashed one does.
-//! Dropping a [`Reservation`] cannot run async code, so
-//! [`Ledger::release_detached`] queues its release as deferred work.
+//! **Holds and crashes** (`redis_instances.rs`): holds are not stored one
+//! by one. Each ledger holds under an *instance* (a random id) with a lease
+//! per key group; an instance whose lease expires (its process died or
+//! stalled) is swept by the next batch that reserves or reads usage in that
+//! group, and its holds are *charged* at their amounts, never handed back.
 //!
-//! **Cost.** Per batch and level key: one `GET` and one `SET` of the
-//! level's state (ten packed doubles) and at most two `HINCRBY` on the
-//! instance's hash; per batch one `TIME`, one `ZRANGEBYSCORE` (sweep, when
-//! the batch reserves), one `ZSCORE` per instance (a `ZADD` when its lease
-//! is refreshed), and a `GET` and `SET` of the writer's last batch number
-//! when the batch carries deferred work. Scripts run with `EVALSHA` over
-//! the connection manager's one multiplexed connection.
-//!
-//! **Failure.** Every call runs under `op_timeout`; a connection error,
-//! timeout or script error is [`Error::LedgerUnavailable`] for whoever
-//! waits on it. While deferred work of a failed call is being re-sent,
-//! operations someone waits for fail at once and are dropped. The connection manager reconnects by itself, and the script
-//! is re-loaded after a Redis restart (`NOSCRIPT` is handled), so service
-//! resumes without restarting the process.
-//!
-//! Keys: `<prefix>:lv:<level key>` per level, `<prefix>:leases`,
-//! `<prefix>:held:<instance>`, `<prefix>:gone:<instance>` and
-//! `<prefix>:applied:<ledger>`. The script touches keys named in a swept
-//! instance's hash, so it targets a single Redis primary, not Redis
-//! Cluster.
+//! **Cluster** (`redis_layout.rs`): each tenant's levels share one hash
+//! tag, so a reservation without a platform limit is one atomic call. With a
+//! platform limit, the platform's level lives in a slot of its own and a
+//! reservation is made in two steps (see [`RedisLedgerBuilder::cluster`]).
 //!
 //! [`Reservation`]: crate::Reservation
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use tokio::sync::{mpsc, oneshot};
 
@@ -85,40 +54,85 @@ use crate::error::{Error, Result};
 use crate::ledger::{
     duration_ms, now_ms, Hold, HoldRequest, Ledger, LevelSpec, LevelUsage, Resource,
 };
-use crate::pricing::Amount;
-use crate::redis_batch::{encode, Answer, InstanceArg, Job, Marker, Op};
+use crate::pricing::{Amount, MAX_AMOUNT};
+use crate::redis_admission::Admission;
+use crate::redis_batch::{Answer, Job, Op};
+use crate::redis_batcher::{batch_task, unavailable, Shared, MAX_BATCH};
+use crate::redis_conn::Connector;
+use crate::redis_instances::Instances;
+use crate::redis_layout::{Layout, Part};
 
-const SCRIPT: &str = include_str!("redis_ledger.lua");
+/// The ledger script.
+pub(crate) const SCRIPT: &str = include_str!("redis_ledger.lua");
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "tg";
 
+/// Default bound on a tenant's pending ledger operations in one process.
+pub const DEFAULT_MAX_PENDING_PER_TENANT: usize = 256;
+
+/// Where the ledger's Redis is.
+#[derive(Debug, Clone)]
+enum Target {
+    None,
+    Single(String),
+    Cluster(Vec<String>),
+}
+
 /// Configures a [`RedisLedger`].
 #[derive(Debug, Clone)]
 pub struct RedisLedgerBuilder {
-    url: Option<String>,
+    target: Target,
     prefix: String,
     op_timeout: Duration,
     hold_ttl: Duration,
     lease_ttl: Duration,
     acknowledged: bool,
+    max_pending: usize,
 }
 
 impl RedisLedgerBuilder {
-    /// The server, e.g. `redis://127.0.0.1:6379`.
+    /// A single server (or a primary behind Sentinel), e.g.
+    /// `redis://127.0.0.1:6379`.
     pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(url.into());
+        self.target = Target::Single(url.into());
         self
     }
 
-    /// Prefix of every key (default [`DEFAULT_PREFIX`]).
+    /// A Redis Cluster, reached through any of `nodes` (URLs of masters or
+    /// replicas; the rest of the cluster is discovered).
+    ///
+    /// Every key of one tenant carries the same hash tag, so a tenant's
+    /// levels (tenant, agents, contexts) live in one slot and a reservation
+    /// is one atomic script call, as on a single server. The platform's
+    /// level, shared by all tenants, lives in a slot of its own: when a
+    /// platform limit is set, a reservation first holds at the platform,
+    /// then at the tenant's levels, and releases the platform hold if the
+    /// tenant's levels refuse. Each level is still never passed (see
+    /// the crate's governance guide for the invariant); a crash between the
+    /// two steps leaves a platform hold that is charged when the lease
+    /// expires, so the platform can only be over-charged, never
+    /// over-spent. Every replica must use the same mode and prefix.
+    pub fn cluster<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.target = Target::Cluster(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Prefix of every key (default [`DEFAULT_PREFIX`]; no `{` or `}`,
+    /// which would change the cluster slot of the keys).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
-    /// Upper bound on one ledger operation, connection included (default
-    /// 500 ms). Past it the operation fails with `LedgerUnavailable`.
+    /// Upper bound on one script call on the wire, connection included
+    /// (default 500 ms). Past it the call's operations fail with
+    /// `LedgerUnavailable` (and its deferred work is re-sent). Time spent
+    /// waiting in the process's own queue does not count.
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
         self
@@ -130,14 +144,23 @@ impl RedisLedgerBuilder {
         self
     }
 
-    /// How long this ledger's holds keep counting after its last lease
-    /// refresh (default 30 s; refreshed every third of it, at least 30 ms).
-    /// When the process dies, its reservations stop counting this long
-    /// after its last refresh. Keep it well above the longest stall the
-    /// process may see (a process that misses its refreshes for this long
-    /// loses its holds: over-admission, never lost accounting).
+    /// How long this ledger's holds keep counting as holds after its last
+    /// lease refresh (default 30 s; refreshed every third of it, at least
+    /// 30 ms). When the process dies (or stalls this long), its
+    /// reservations are charged at their estimates this long after its last
+    /// refresh; a late settlement of a stalled process then adds only what
+    /// its usage exceeds the estimate by.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Most operations one tenant may have pending (queued or on the wire)
+    /// in this process (default [`DEFAULT_MAX_PENDING_PER_TENANT`]); the
+    /// next one is refused with [`Error::Overloaded`]. Settlements and
+    /// releases do not count.
+    pub fn max_pending_per_tenant(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
         self
     }
 
@@ -145,303 +168,120 @@ impl RedisLedgerBuilder {
     /// (default `false`).
     ///
     /// By default they are *deferred*: they return once queued, and the
-    /// ledger applies them with its next batch, before any operation queued
-    /// after them (so this process reads its own settlements, and its next
-    /// reservation sees the hold gone). A batch whose outcome is unknown
-    /// (Redis down, timeout) has its deferred work re-sent until Redis takes
-    /// it, under a marker that makes it apply exactly once. That takes one
-    /// round trip off every call's path; the price is that work still
-    /// queued when the runtime stops is lost, so call
-    /// [`Quotas::flush`](crate::Quotas::flush) on shutdown.
+    /// ledger applies them with its next batch, before any operation of the
+    /// same tenant queued after them (so this process reads its own
+    /// settlements, and its next reservation sees the hold gone). A batch
+    /// whose outcome is unknown (Redis down, timeout) has its deferred work
+    /// re-sent until Redis takes it, under a marker that makes it apply
+    /// exactly once. A settlement above its hold's amount waits for Redis
+    /// all the same (so a crash cannot lose the excess). Call
+    /// [`Quotas::flush`](crate::Quotas::flush) on shutdown; deferred work
+    /// lost with the process is charged at the holds' estimates when the
+    /// lease expires.
     ///
     /// With `true`, they wait for Redis and return its errors; a settlement
-    /// that fails is not retried.
+    /// that fails is not retried (its hold is charged at its estimate when
+    /// it expires).
     pub fn acknowledged_settlement(mut self, acknowledged: bool) -> Self {
         self.acknowledged = acknowledged;
         self
     }
 
     /// Connects lazily (the first operation connects) and starts the
-    /// background release and lease-refresh tasks. Must be called inside a
+    /// background batch and lease-refresh tasks. Must be called inside a
     /// Tokio runtime.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfiguration`] for a missing or malformed URL.
+    /// [`Error::InvalidConfiguration`] for a missing or malformed URL, or a
+    /// prefix with `{` or `}`.
     pub fn build(self) -> Result<RedisLedger> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::InvalidConfiguration("RedisLedger must be built inside a Tokio runtime".into())
         })?;
-        let url = self
-            .url
-            .ok_or_else(|| Error::InvalidConfiguration("RedisLedger needs a url".into()))?;
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| Error::InvalidConfiguration(format!("bad Redis url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.op_timeout))
-            .set_response_timeout(Some(self.op_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        if self.prefix.contains(['{', '}']) {
+            return Err(Error::InvalidConfiguration(
+                "the RedisLedger prefix must not contain '{' or '}'".into(),
+            ));
+        }
+        let (connector, layout) = match &self.target {
+            Target::None => {
+                return Err(Error::InvalidConfiguration(
+                    "RedisLedger needs .url(..) or .cluster(..)".into(),
+                ))
+            }
+            Target::Single(url) => (
+                Connector::single(url, self.op_timeout),
+                Layout::single(&self.prefix),
+            ),
+            Target::Cluster(nodes) => (
+                Connector::cluster(nodes, self.op_timeout),
+                Layout::cluster(&self.prefix),
+            ),
+        };
+        let connector = connector.map_err(Error::InvalidConfiguration)?;
+        let lease_ms = duration_ms(self.lease_ttl);
         let (tx, rx) = mpsc::unbounded_channel();
-        let inner = Arc::new(Inner {
-            conn,
+        let shared = Arc::new(Shared {
+            connector,
             script: Script::new(SCRIPT),
-            leases_key: format!("{}:leases", self.prefix),
-            prefix: self.prefix,
+            layout,
             op_timeout: self.op_timeout,
-            lease_ms: duration_ms(self.lease_ttl),
-            instances: Mutex::new(Instances::new()),
+            lease_ms,
+            instances: Mutex::new(Instances::new(lease_ms)),
         });
-        runtime.spawn(batch_task(Arc::clone(&inner), rx, tx.downgrade()));
+        runtime.spawn(batch_task(Arc::clone(&shared), rx, tx.downgrade()));
         runtime.spawn(refresh_task(self.lease_ttl / 3, tx.downgrade()));
         Ok(RedisLedger {
-            inner,
+            shared,
             jobs: tx,
+            admission: Admission::new(self.max_pending),
             hold_ttl: self.hold_ttl,
             deferred: !self.acknowledged,
+            id: uuid::Uuid::new_v4().as_u64_pair().0,
+            prefix: self.prefix,
         })
     }
 }
 
-struct Inner {
-    conn: ConnectionManager,
-    script: Script,
-    prefix: String,
-    leases_key: String,
-    op_timeout: Duration,
-    lease_ms: u64,
-    instances: Mutex<Instances>,
-}
-
-/// One ledger instance id, as the client sees it.
-struct Instance {
-    /// Whether a batch naming it got a reply (then the script must never
-    /// register it again: the client may hold holds whose amounts a sweep
-    /// has subtracted).
-    established: bool,
-    /// When new holds move to a fresh instance (the first hold's expiry).
-    rotate_at_ms: u64,
-    /// Until when its lease is refreshed (the last hold's expiry), once it
-    /// is no longer the current instance.
-    keep_until_ms: u64,
-    /// When its lease was last extended (client clock).
-    refreshed_ms: u64,
-}
-
-/// The current instance (new holds) and older ones whose holds may still
-/// be outstanding.
-struct Instances {
-    current: u64,
-    all: HashMap<u64, Instance>,
-}
-
-impl Instances {
-    fn new() -> Self {
-        let mut s = Self {
-            current: 0,
-            all: HashMap::new(),
-        };
-        s.rotate();
-        s
-    }
-
-    fn rotate(&mut self) {
-        let id = loop {
-            let id = uuid::Uuid::new_v4().as_u64_pair().0;
-            if !self.all.contains_key(&id) {
-                break id;
-            }
-        };
-        self.all.insert(
-            id,
-            Instance {
-                established: false,
-                rotate_at_ms: u64::MAX,
-                keep_until_ms: 0,
-                refreshed_ms: 0,
-            },
-        );
-        self.current = id;
-    }
-}
-
-/// Most operations sent in one script call.
-const MAX_BATCH: usize = 128;
-
-/// Quota state in Redis, shared across processes (see the module docs).
+/// Quota state in Redis, shared across processes (see the module docs and
+/// the governance guide).
 ///
 /// ```no_run
-/// # async fn demo(ctx: tenant_core::TenantContext) -> Result<(), tenant_governance::Error> {
+/// # async fn demo(ctx: tenant_core::TenantContext, authority: tenant_core::PlatformAuthority)
+/// # -> Result<(), tenant_governance::Error> {
 /// use tenant_governance::{Estimate, Quotas, RedisLedger, Usage};
 /// let ledger = RedisLedger::builder()
-///     .url("redis://127.0.0.1:6379")
+///     .url("redis://127.0.0.1:6379") // or .cluster(["redis://10.0.0.1:7000", ...])
 ///     .prefix("quota")
 ///     .build()?;
-/// let quotas = Quotas::builder().ledger(ledger).build()?;
+/// let quotas = Quotas::builder(&authority).ledger(ledger).build()?;
 /// let reservation = quotas.reserve(&ctx, &Estimate::new("gpt-4o", 1_200, 800)).await?;
-/// // ... the LLM call ...
+/// // ... the LLM call, with max_tokens = 800 ...
 /// reservation.settle(Usage::new(1_200, 350)).await?; // queued, applied with the next batch
 /// // On shutdown, before the runtime stops:
 /// quotas.flush().await?;
 /// # Ok(()) }
 /// ```
 pub struct RedisLedger {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
     jobs: mpsc::UnboundedSender<Job>,
+    admission: Arc<Admission>,
     hold_ttl: Duration,
     /// Settle and release return once queued.
     deferred: bool,
+    /// Holds this ledger issued carry it.
+    id: u64,
+    prefix: String,
 }
 
 impl std::fmt::Debug for RedisLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLedger")
-            .field("prefix", &self.inner.prefix)
+            .field("prefix", &self.prefix)
+            .field("cluster", &self.shared.layout.is_cluster())
             .finish_non_exhaustive()
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::LedgerUnavailable {
-        reason: format!("redis: {e}"),
-    }
-}
-
-/// Group commit, one script call at a time: every operation waiting when
-/// the previous call has returned goes into the next (at most
-/// [`MAX_BATCH`]). One call at a time keeps the process's operations in
-/// order: a settlement or release queued before a reservation is applied
-/// before it.
-///
-/// When a call fails, its outcome is unknown. Waiting callers get the
-/// error; the deferred settlements and releases are re-sent, alone and
-/// under the batch's number, before anything else, until Redis answers
-/// (the script skips them if that batch was applied after all). Meanwhile
-/// operations that someone waits for fail at once, and deferred ones wait.
-async fn batch_task(
-    inner: Arc<Inner>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    requeue: mpsc::WeakUnboundedSender<Job>,
-) {
-    let mut retry: Option<Retry> = None;
-    // Deferred work queued while a failed batch was being re-sent: it goes
-    // first once that is done, in order.
-    let mut backlog: Vec<Job> = Vec::new();
-    // This ledger's id as a writer of deferred work, and its last batch
-    // number (see `Marker`).
-    let writer = uuid::Uuid::new_v4().as_u64_pair().0;
-    let mut batches = 0u64;
-    loop {
-        if let Some(mut r) = retry.take() {
-            match inner.run_batch(&r.jobs, Some(r.marker)).await {
-                Ok(_) => tracing::info!(
-                    operations = r.jobs.len(),
-                    attempts = r.attempts + 1,
-                    "deferred quota settlements applied after a Redis failure"
-                ),
-                Err(e) if rx.is_closed() && r.attempts >= RETRIES_AFTER_CLOSE => {
-                    tracing::error!(operations = r.jobs.len(), error = %e,
-                        "ledger dropped and Redis still failing: deferred quota settlements lost; their holds expire with the ledger's lease");
-                }
-                Err(e) => {
-                    set_aside(&mut rx, &mut backlog, &e);
-                    tokio::time::sleep(retry_backoff(r.attempts)).await;
-                    r.attempts += 1;
-                    retry = Some(r);
-                }
-            }
-            continue;
-        }
-        let mut jobs: Vec<Job> = backlog.drain(..backlog.len().min(MAX_BATCH)).collect();
-        if jobs.is_empty() {
-            if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
-                return;
-            }
-        } else {
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-        }
-        if jobs.iter().all(|j| j.reply.is_none()) {
-            // Nobody waits for these: let the next operation someone waits
-            // for (typically the caller's next reservation) join them, so
-            // they cost no script call of their own.
-            if let Ok(Some(job)) = tokio::time::timeout(LINGER, rx.recv()).await {
-                jobs.push(job);
-                while jobs.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
-                    }
-                }
-            }
-        }
-        let marker = jobs.iter().any(Job::is_deferred).then(|| {
-            batches += 1;
-            Marker {
-                writer,
-                batch: batches,
-            }
-        });
-        match inner.run_batch(&jobs, marker).await {
-            Ok(answers) => deliver(jobs, Ok(answers), &requeue),
-            Err(e) => {
-                let (deferred, rest): (Vec<Job>, Vec<Job>) =
-                    jobs.into_iter().partition(Job::is_deferred);
-                if let (Some(m), false) = (marker, deferred.is_empty()) {
-                    tracing::warn!(operations = deferred.len(), error = %e,
-                        "Redis failed under deferred quota settlements; re-sending them");
-                    retry = Some(Retry {
-                        jobs: deferred,
-                        marker: m,
-                        attempts: 0,
-                    });
-                }
-                deliver(rest, Err(e), &requeue);
-            }
-        }
-    }
-}
-
-/// While a failed batch's deferred work is being re-sent (Redis is failing),
-/// answers whoever waits at once with the failure instead of letting their
-/// operations pile up (and run, unwanted, once Redis is back), and keeps
-/// the deferred work, in order, for afterwards.
-fn set_aside(rx: &mut mpsc::UnboundedReceiver<Job>, backlog: &mut Vec<Job>, error: &str) {
-    while let Ok(job) = rx.try_recv() {
-        if job.is_deferred() {
-            backlog.push(job);
-        } else if let Some(tx) = job.reply {
-            let _ = tx.send(Err(unavailable(format!(
-                "{error} (re-sending deferred settlements)"
-            ))));
-        }
-        // Lease refreshes are dropped: the next batch refreshes what is due.
-    }
-}
-
-/// How long a batch of deferred work only waits for company.
-const LINGER: Duration = Duration::from_millis(1);
-
-/// Deferred work of a failed batch, waiting to be re-sent.
-struct Retry {
-    jobs: Vec<Job>,
-    marker: Marker,
-    attempts: u32,
-}
-
-/// Once the ledger is dropped, how many more times deferred work is re-sent
-/// before it is given up (with an error log).
-const RETRIES_AFTER_CLOSE: u32 = 20;
-
-/// 10 ms, doubling, at most 200 ms (so service resumes soon after Redis
-/// does; reservations wait behind the re-sent work).
-fn retry_backoff(attempts: u32) -> Duration {
-    Duration::from_millis(10u64.saturating_mul(1 << attempts.min(5)).min(200))
 }
 
 /// Sends a lease refresh through the batch task every `every`, until the
@@ -452,365 +292,354 @@ async fn refresh_task(every: Duration, jobs: mpsc::WeakUnboundedSender<Job>) {
     loop {
         tick.tick().await;
         let Some(tx) = jobs.upgrade() else { return };
-        if tx
-            .send(Job {
-                op: Op::Refresh,
-                reply: None,
-            })
-            .is_err()
-        {
+        if tx.send(Job::new(Op::Refresh, 0)).is_err() {
             return;
         }
     }
 }
 
-/// Hands each job its answer.
-fn deliver(
-    jobs: Vec<Job>,
-    result: std::result::Result<Vec<Answer>, String>,
-    requeue: &mpsc::WeakUnboundedSender<Job>,
-) {
-    for (i, job) in jobs.into_iter().enumerate() {
-        let r = match &result {
-            Ok(answers) => answers
-                .get(i)
-                .copied()
-                .ok_or_else(|| unavailable("short script reply")),
-            Err(e) => Err(unavailable(e)),
-        };
-        // Deferred work needs no answer (and reaches here only once applied:
-        // a failed batch re-sends it), nor do lease refreshes.
-        let Some(tx) = job.reply else { continue };
-        if let Err(Ok(answer)) = tx.send(r) {
-            // The caller gave up (timeout, cancellation) after its
-            // reservation was granted: release it now rather than leave it
-            // to its instance's expiry.
-            if let (Op::Reserve { hold, .. }, Answer::Done) = (job.op, answer) {
-                if let Some(q) = requeue.upgrade() {
-                    let _ = q.send(Job {
-                        op: Op::Release { hold },
-                        reply: None,
-                    });
-                }
-            }
-        }
-    }
+/// How a multi-step reservation ended.
+enum Reserved {
+    Granted,
+    /// An instance was gone: retry under a new one.
+    LeaseGone,
 }
 
-impl Inner {
-    fn instances(&self) -> MutexGuard<'_, Instances> {
-        // A panic while the lock was held cannot leave the map invalid.
-        self.instances
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The instance a new hold of `ttl` goes to.
-    fn instance_for_hold(&self, ttl: Duration) -> u64 {
-        let now = now_ms();
-        let expiry = now.saturating_add(duration_ms(ttl));
-        let mut inst = self.instances();
-        if inst
-            .all
-            .get(&inst.current)
-            .is_none_or(|c| now >= c.rotate_at_ms)
-        {
-            inst.rotate();
-        }
-        let id = inst.current;
-        if let Some(c) = inst.all.get_mut(&id) {
-            c.rotate_at_ms = c.rotate_at_ms.min(expiry);
-            c.keep_until_ms = c.keep_until_ms.max(expiry);
-        }
-        id
-    }
-
-    /// The instances a batch names: those of its holds, then those whose
-    /// lease is due for a refresh. Each with (fresh, refresh).
-    fn batch_instances(&self, jobs: &[Job], now: u64) -> Vec<InstanceArg> {
-        let mut inst = self.instances();
-        let current = inst.current;
-        // Old instances whose last hold has expired are left to expire.
-        inst.all
-            .retain(|id, i| *id == current || now < i.keep_until_ms);
-        let due = self.lease_ms / 3;
-        let mut out: Vec<(u64, bool, bool)> = Vec::new();
-        let mut add = |id: u64, inst: &Instances| {
-            if out.iter().any(|(i, _, _)| *i == id) {
-                return;
-            }
-            let (fresh, refresh) = inst.all.get(&id).map_or((false, false), |i| {
-                (
-                    !i.established,
-                    i.established && now.saturating_sub(i.refreshed_ms) >= due,
-                )
-            });
-            out.push((id, fresh, refresh));
-        };
-        for job in jobs {
-            if let Some(id) = job.op.instance() {
-                add(id, &inst);
-            }
-        }
-        for (id, i) in &inst.all {
-            if i.established && now.saturating_sub(i.refreshed_ms) >= due {
-                add(*id, &inst);
-            }
-        }
-        out
-    }
-
-    /// Records what a batch learnt about its instances.
-    fn batch_done(&self, names: &[InstanceArg], live: Option<&str>, now: u64) {
-        let mut inst = self.instances();
-        let Some(live) = live else {
-            // Unknown outcome: holds granted by it may be held in Redis
-            // without the client knowing. New holds go to a new instance;
-            // the old one expires after its last hold's TTL.
-            inst.rotate();
-            return;
-        };
-        for ((id, fresh, refresh), flag) in names.iter().zip(live.split(' ')) {
-            if flag == "1" {
-                if let Some(i) = inst.all.get_mut(id) {
-                    i.established = true;
-                    if *fresh || *refresh {
-                        i.refreshed_ms = now;
-                    }
-                }
-            } else {
-                // Swept (or never registered): it holds nothing any more.
-                inst.all.remove(id);
-                if *id == inst.current {
-                    inst.rotate();
-                }
-            }
-        }
-    }
-
-    /// One script call for `jobs`; one answer per job.
-    async fn run_batch(
-        &self,
-        jobs: &[Job],
-        marker: Option<Marker>,
-    ) -> std::result::Result<Vec<Answer>, String> {
-        let now = now_ms();
-        let names = self.batch_instances(jobs, now);
-        match self.call_script(jobs, &names, marker, now).await {
-            Ok((answers, live)) => {
-                self.batch_done(&names, Some(&live), now);
-                Ok(answers)
-            }
-            Err(e) => {
-                self.batch_done(&names, None, now);
-                Err(e)
-            }
-        }
-    }
-
-    async fn call_script(
-        &self,
-        jobs: &[Job],
-        names: &[InstanceArg],
-        marker: Option<Marker>,
-        now: u64,
-    ) -> std::result::Result<(Vec<Answer>, String), String> {
-        let batch = encode(jobs, names, marker, &self.prefix, now)?;
-        let mut inv = self.script.prepare_invoke();
-        inv.key(self.leases_key.as_str());
-        for k in &batch.keys {
-            inv.key(k.as_str());
-        }
-        inv.arg(self.lease_ms)
-            .arg(self.prefix.as_str())
-            .arg(u8::from(batch.sweep))
-            .arg(&batch.instances[..])
-            .arg(&batch.specs[..])
-            .arg(&batch.ops[..]);
-        match batch.marker {
-            Some(m) => inv.arg(format!("{:016x}", m.writer)).arg(m.batch),
-            None => inv.arg("").arg(0u8),
-        };
-        inv.arg(&batch.retention[..]);
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> =
-            match tokio::time::timeout(self.op_timeout, inv.invoke_async(&mut conn)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => return Err("operation timed out".to_owned()),
-            };
-        batch.decode(jobs.len(), reply)
-    }
+fn stopped() -> Error {
+    unavailable("ledger task stopped (its runtime has shut down)")
 }
 
 impl RedisLedger {
     /// Defaults: prefix [`DEFAULT_PREFIX`], 500 ms operation timeout, 10 min
-    /// hold TTL, 30 s lease.
+    /// hold TTL, 30 s lease, [`DEFAULT_MAX_PENDING_PER_TENANT`] pending
+    /// operations per tenant, deferred settlement.
     pub fn builder() -> RedisLedgerBuilder {
         RedisLedgerBuilder {
-            url: None,
+            target: Target::None,
             prefix: DEFAULT_PREFIX.to_owned(),
             op_timeout: Duration::from_millis(500),
             hold_ttl: Duration::from_secs(600),
             lease_ttl: Duration::from_secs(30),
             acknowledged: false,
+            max_pending: DEFAULT_MAX_PENDING_PER_TENANT,
         }
     }
 
-    /// Whether the server answers `PING` now.
+    /// Whether the server (a cluster node) answers `PING` now.
     pub async fn ping(&self) -> bool {
-        let mut conn = self.inner.conn.clone();
-        let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut conn);
+        let ping = async {
+            let mut conn = self.shared.connector.get().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
         matches!(
-            tokio::time::timeout(self.inner.op_timeout, ping).await,
+            tokio::time::timeout(self.shared.op_timeout, ping).await,
             Ok(Ok(_))
         )
     }
 
-    /// Queues `op` for the batch task without waiting for it.
-    fn defer(&self, op: Op) -> Result<()> {
-        self.jobs
-            .send(Job { op, reply: None })
-            .map(drop)
-            .map_err(|_| unavailable("ledger task stopped (its runtime has shut down)"))
+    /// Queues `job` without waiting for it.
+    fn send(&self, job: Job) -> Result<()> {
+        self.jobs.send(job).map_err(|_| stopped())
     }
 
-    /// Queues `op` for the batch task and waits for its answer, at most
-    /// `op_timeout` (queueing included).
-    async fn submit(&self, op: Op) -> Result<Answer> {
+    /// Queues `op` in `group` for someone who waits, after admitting it for
+    /// its tenant, and returns where its answer comes.
+    fn enqueue(
+        &self,
+        op: Op,
+        group: u16,
+        durable: bool,
+    ) -> Result<oneshot::Receiver<Result<Answer>>> {
+        let permit = if durable {
+            None
+        } else {
+            Some(self.admission.admit(op.tenant())?)
+        };
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Job {
-                op,
-                reply: Some(tx),
-            })
-            .map_err(|_| unavailable("ledger task stopped (its runtime has shut down)"))?;
-        match tokio::time::timeout(self.inner.op_timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(unavailable("ledger task stopped")),
-            Err(_) => Err(unavailable("operation timed out")),
+        let mut job = Job::new(op, group);
+        job.reply = Some(tx);
+        job.durable = durable;
+        job.permit = permit;
+        self.send(job)?;
+        Ok(rx)
+    }
+
+    /// Queues `op` and waits for its answer. Nothing times out in the
+    /// queue: the batch task answers every operation it sends within the
+    /// operation timeout of sending it.
+    async fn submit(&self, op: Op, group: u16) -> Result<Answer> {
+        let rx = self.enqueue(op, group, false)?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// A hold this ledger issued, else [`Error::UnknownHold`].
+    fn own(&self, hold: &Hold) -> Result<()> {
+        if hold.ledger == self.id {
+            Ok(())
+        } else {
+            Err(Error::UnknownHold)
+        }
+    }
+
+    /// The parts of `hold`, one per key group (the hold itself when it has
+    /// one group).
+    fn parts(&self, hold: Hold) -> Vec<(u16, Hold)> {
+        let parts = self.shared.layout.split(&hold.levels);
+        if let [only] = parts.as_slice() {
+            return vec![(only.group, hold)];
+        }
+        parts
+            .into_iter()
+            .map(|p| (p.group, hold.part(p.levels)))
+            .collect()
+    }
+
+    /// Ends `hold` in every group: `Settle` of `actual`, or `Release`.
+    async fn end(&self, hold: Hold, actual: Option<Amount>) -> Result<()> {
+        let wait = !self.deferred || actual.is_some_and(|a| a.exceeds(&hold.amount));
+        let mut answers = Vec::new();
+        for (group, part) in self.parts(hold) {
+            let op = match actual {
+                Some(actual) => Op::Settle { hold: part, actual },
+                None => Op::Release { hold: part },
+            };
+            if wait {
+                // Acknowledged: not re-sent on failure. An overrun: re-sent,
+                // but the caller learns whether Redis has it.
+                let rx = {
+                    let (tx, rx) = oneshot::channel();
+                    let mut job = Job::new(op, group);
+                    job.reply = Some(tx);
+                    job.durable = self.deferred;
+                    self.send(job)?;
+                    rx
+                };
+                answers.push(rx);
+            } else {
+                let mut job = Job::new(op, group);
+                job.durable = true;
+                self.send(job)?;
+            }
+        }
+        for rx in answers {
+            rx.await.map_err(|_| stopped())??;
+        }
+        Ok(())
+    }
+
+    /// Reserves `hold` part by part, releasing the parts already held when
+    /// a later one is refused or fails, or when the caller gives up between
+    /// two parts.
+    async fn reserve_parts(
+        &self,
+        request: &HoldRequest,
+        hold: &Hold,
+        parts: &[Part],
+        ttl: Duration,
+    ) -> Result<Reserved> {
+        let mut granted = GrantedParts {
+            jobs: &self.jobs,
+            parts: Vec::new(),
+        };
+        for part in parts {
+            let op = Op::Reserve {
+                hold: hold.part(Arc::clone(&part.levels)),
+                ttl,
+            };
+            match self.submit(op, part.group).await {
+                Ok(Answer::Done) => granted
+                    .parts
+                    .push((part.group, hold.part(Arc::clone(&part.levels)))),
+                Ok(Answer::LeaseGone) => return Ok(Reserved::LeaseGone),
+                Ok(Answer::Refused {
+                    level,
+                    retry_after,
+                    resource,
+                }) => return Err(refusal(request, part, level, retry_after, resource)),
+                Ok(Answer::Invalid) => {
+                    return Err(Error::InvalidConfiguration(
+                        "the ledger script found the reservation invalid".into(),
+                    ))
+                }
+                Ok(Answer::Usage(_)) => return Err(unavailable("unexpected script reply")),
+                Err(e) => return Err(e),
+            }
+        }
+        granted.parts.clear();
+        Ok(Reserved::Granted)
+    }
+}
+
+/// The parts of a reservation granted so far; released when dropped unless
+/// the whole reservation was granted (then the list is empty).
+struct GrantedParts<'a> {
+    jobs: &'a mpsc::UnboundedSender<Job>,
+    parts: Vec<(u16, Hold)>,
+}
+
+impl Drop for GrantedParts<'_> {
+    fn drop(&mut self) {
+        for (group, hold) in self.parts.drain(..) {
+            let mut job = Job::new(Op::Release { hold }, group);
+            job.durable = true;
+            // If the task is gone, the part is charged when it expires.
+            let _ = self.jobs.send(job);
         }
     }
 }
 
-/// Hold ids: the instance id, then a per-process counter.
-fn new_hold(instance: u64, request: &HoldRequest) -> Hold {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    Hold {
-        id: uuid::Uuid::from_u64_pair(instance, COUNTER.fetch_add(1, Ordering::Relaxed)),
-        levels: Arc::clone(&request.levels),
-        amount: request.amount,
+/// The error for a refusal of level `level` (1-based in `part`).
+fn refusal(
+    request: &HoldRequest,
+    part: &Part,
+    level: usize,
+    retry_after: Option<Duration>,
+    resource: u8,
+) -> Error {
+    let Some(spec) = level
+        .checked_sub(1)
+        .and_then(|i| request.levels.get(part.index(i)))
+    else {
+        return unavailable("script named an unknown level");
+    };
+    let resource = match resource {
+        1 => Resource::Tokens,
+        2 => Resource::Cost,
+        3 => Resource::Requests,
+        4 => return Error::AncestorNotRegistered,
+        _ => {
+            return Error::AmountOutOfRange {
+                what: "the amount held at one level",
+                value: request.amount.tokens.max(request.amount.cost_micros),
+                max: MAX_AMOUNT,
+            }
+        }
+    };
+    Error::QuotaExceeded {
+        level: spec.key.level(),
+        resource,
+        retry_after,
     }
 }
 
 #[async_trait]
 impl Ledger for RedisLedger {
     async fn reserve(&self, request: &HoldRequest) -> Result<Hold> {
+        request.validate()?;
         let ttl = if request.ttl.is_zero() {
             self.hold_ttl
         } else {
             request.ttl
         };
-        // `LeaseGone`: the instance was swept (its lease expired, or Redis
-        // lost it); the batch task has moved to a new one, so try again.
-        let mut attempts = 0;
-        let (hold, answer) = loop {
-            let hold = new_hold(self.inner.instance_for_hold(ttl), request);
-            let answer = self
-                .submit(Op::Reserve {
-                    hold: hold.clone(),
-                    ttl,
-                })
-                .await?;
-            attempts += 1;
-            if answer != Answer::LeaseGone || attempts == 3 {
-                break (hold, answer);
+        let parts = self.shared.layout.split(&request.levels);
+        // `LeaseGone`: the instance was swept (its lease expired); the
+        // batch task has moved to a new one, so try again.
+        for _ in 0..3 {
+            let instance = self.shared.instances().for_hold(ttl, now_ms());
+            let hold = Hold::issued(self.id, instance, request);
+            match self.reserve_parts(request, &hold, &parts, ttl).await? {
+                Reserved::Granted => return Ok(hold),
+                Reserved::LeaseGone => continue,
             }
-        };
-        match answer {
-            Answer::Done => Ok(hold),
-            Answer::Refused {
-                level,
-                retry_after,
-                resource,
-            } => {
-                let level = level
-                    .checked_sub(1)
-                    .and_then(|i| request.levels.get(i))
-                    .map(|l| l.key.level())
-                    .ok_or_else(|| unavailable("script named an unknown level"))?;
-                let resource = match resource {
-                    1 => Resource::Tokens,
-                    2 => Resource::Cost,
-                    _ => Resource::Requests,
-                };
-                Err(Error::QuotaExceeded {
-                    level,
-                    resource,
-                    retry_after,
-                })
-            }
-            Answer::LeaseGone => Err(unavailable(
-                "the ledger instance kept losing its lease; is the process stalling?",
-            )),
-            Answer::Usage(_) => Err(unavailable("unexpected script reply")),
         }
+        Err(unavailable(
+            "the ledger instance kept losing its lease; is the process stalling?",
+        ))
     }
 
-    async fn settle(&self, hold: &Hold, actual: Amount) -> Result<()> {
-        let op = Op::Settle {
-            hold: hold.clone(),
-            actual,
-        };
-        if self.deferred {
-            return self.defer(op);
-        }
-        self.submit(op).await.map(drop)
+    async fn settle(&self, hold: Hold, actual: Amount) -> Result<()> {
+        self.own(&hold)?;
+        let in_range = actual.bounded("the settled usage");
+        self.end(hold, Some(actual.saturated())).await?;
+        in_range.map(drop)
     }
 
-    async fn release(&self, hold: &Hold) -> Result<()> {
-        let op = Op::Release { hold: hold.clone() };
-        if self.deferred {
-            return self.defer(op);
-        }
-        self.submit(op).await.map(drop)
+    async fn release(&self, hold: Hold) -> Result<()> {
+        self.own(&hold)?;
+        self.end(hold, None).await
     }
 
     async fn flush(&self) -> Result<()> {
-        self.submit(Op::Flush).await.map(drop)
+        let (tx, rx) = oneshot::channel();
+        let mut job = Job::new(Op::Flush, 0);
+        job.reply = Some(tx);
+        self.send(job)?;
+        rx.await.map_err(|_| stopped())?.map(drop)
     }
 
     fn release_detached(&self, hold: Hold) {
-        if let Err(e) = self.jobs.send(Job {
-            op: Op::Release { hold },
-            reply: None,
-        }) {
-            if let Op::Release { hold } = e.0.op {
-                tracing::warn!(hold = %hold.id, "ledger task gone; the hold expires with its instance");
+        if self.own(&hold).is_err() {
+            tracing::warn!(hold = %hold.id, "a hold this ledger did not issue was dropped into it; ignored");
+            return;
+        }
+        for (group, part) in self.parts(hold) {
+            let mut job = Job::new(Op::Release { hold: part }, group);
+            job.durable = true;
+            if self.send(job).is_err() {
+                tracing::warn!("ledger task gone; the hold is charged when its lease expires");
+            }
+        }
+    }
+
+    fn charge_detached(&self, levels: Arc<[LevelSpec]>, amount: Amount) {
+        let amount = amount.saturated();
+        for (group, part) in self.parts(Hold::unheld(self.id, levels)) {
+            let mut job = Job::new(
+                Op::Settle {
+                    hold: part,
+                    actual: amount,
+                },
+                group,
+            );
+            job.durable = true;
+            if self.send(job).is_err() {
+                tracing::error!(
+                    tokens = amount.tokens,
+                    "ledger task gone; a fail-open charge is lost"
+                );
             }
         }
     }
 
     async fn register(&self, level: &LevelSpec) -> Result<()> {
-        self.submit(Op::Register {
-            level: level.clone(),
-            ttl: self.hold_ttl,
-        })
+        level.validate()?;
+        let group = self.shared.layout.group_of(&level.key);
+        self.submit(
+            Op::Register {
+                level: level.clone(),
+                ttl: self.hold_ttl,
+            },
+            group,
+        )
         .await
         .map(drop)
     }
 
     async fn usage(&self, level: &LevelSpec) -> Result<LevelUsage> {
+        let group = self.shared.layout.group_of(&level.key);
         match self
-            .submit(Op::Usage {
-                level: level.clone(),
-                ttl: self.hold_ttl,
-            })
+            .submit(
+                Op::Usage {
+                    level: level.clone(),
+                    ttl: self.hold_ttl,
+                },
+                group,
+            )
             .await?
         {
             Answer::Usage(u) => Ok(u),
+            Answer::Invalid => Err(Error::InvalidConfiguration(
+                "the ledger script found the usage read invalid".into(),
+            )),
             _ => Err(unavailable("unexpected script reply")),
         }
     }
 }
+
+// The batch bound must fit the script's `u16` counts.
+const _: () = assert!(MAX_BATCH < u16::MAX as usize);
+// Amounts that pass `bounded` are exact doubles.
+const _: () = assert!(MAX_AMOUNT < (1u64 << 53));

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use tenant_core::{TenantContext, TenantId};
+use tenant_core::{PlatformAuthority, TenantContext, TenantId};
 
 use crate::error::{Error, Result};
 use crate::ledger::{QuotaLevel, Resource};
@@ -130,10 +130,10 @@ type Shard = RwLock<HashMap<TenantId, Cell, Hasher>>;
 /// use tenant_core::*;
 /// use tenant_governance::{RateLimit, RequestRateLimiter};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let limiter = RequestRateLimiter::builder()
+/// let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
+/// let limiter = RequestRateLimiter::builder(&issuer.authority())
 ///     .limit(RateLimit { capacity: 2, refill_per_second: 1.0 })
 ///     .build();
-/// let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
 /// let ctx = issuer.context().tenant(TenantId::random())
 ///     .principal(PrincipalId::new("alice")?).issue()?;
 /// assert!(limiter.check(&ctx).is_ok());
@@ -149,6 +149,7 @@ pub struct RequestRateLimiter {
     overrides: HashMap<TenantId, Gcra>,
     clock: quanta::Clock,
     start: u64,
+    authority: PlatformAuthority,
 }
 
 impl std::fmt::Debug for RequestRateLimiter {
@@ -168,6 +169,7 @@ pub struct RequestRateLimiterBuilder {
     capacity: usize,
     limit: RateLimit,
     overrides: HashMap<TenantId, RateLimit>,
+    authority: PlatformAuthority,
 }
 
 impl RequestRateLimiterBuilder {
@@ -217,6 +219,7 @@ impl RequestRateLimiterBuilder {
                 .collect(),
             clock,
             start,
+            authority: self.authority,
         }
     }
 }
@@ -239,11 +242,13 @@ fn exceeded(retry_after: Option<Duration>) -> Error {
 }
 
 impl RequestRateLimiter {
-    /// Defaults: 10 requests of burst refilled at 10 per second,
-    /// [`DEFAULT_SHARDS`](crate::DEFAULT_SHARDS) shards,
+    /// A limiter for contexts issued under `authority`
+    /// (`issuer.authority()`) only. Defaults: 10 requests of burst refilled
+    /// at 10 per second, [`DEFAULT_SHARDS`](crate::DEFAULT_SHARDS) shards,
     /// [`DEFAULT_CAPACITY`](crate::DEFAULT_CAPACITY) tenants.
-    pub fn builder() -> RequestRateLimiterBuilder {
+    pub fn builder(authority: &PlatformAuthority) -> RequestRateLimiterBuilder {
         RequestRateLimiterBuilder {
+            authority: authority.clone(),
             shards: crate::DEFAULT_SHARDS,
             capacity: crate::DEFAULT_CAPACITY,
             limit: RateLimit {
@@ -254,18 +259,23 @@ impl RequestRateLimiter {
         }
     }
 
-    /// Takes one request from `ctx`'s tenant, after checking the context
-    /// (proof, expiry, revocation).
+    /// Takes one request from `ctx`'s tenant, after admitting the context
+    /// (issued under the limiter's authority; proof, expiry, revocation).
     ///
     /// # Errors
     ///
-    /// [`Error::Context`]; [`Error::QuotaExceeded`] at the tenant level for
-    /// the request rate, with the time until one request is available
-    /// (`None` when the limit never refills); [`Error::LedgerUnavailable`]
-    /// when the limiter is full of rate-limited tenants.
+    /// [`Error::Context`] (including
+    /// [`tenant_core::Error::ForeignAuthority`]); [`Error::QuotaExceeded`]
+    /// at the tenant level for the request rate, with the time until one
+    /// request is available (`None` when the limit never refills);
+    /// [`Error::LedgerUnavailable`] when the limiter is full of
+    /// rate-limited tenants.
     pub fn check(&self, ctx: &TenantContext) -> Result<()> {
         let _span = ctx.span().entered();
-        ctx.check()?;
+        if let Err(e) = self.authority.admit(ctx) {
+            ctx.audit_denied("quota.request_rate", "requests", &e);
+            return Err(e.into());
+        }
         let r = self.check_verified(ctx);
         if let Err(e) = &r {
             ctx.audit_denied("quota.request_rate", "requests", e);
@@ -274,18 +284,24 @@ impl RequestRateLimiter {
     }
 
     /// Takes one request from `ctx`'s tenant without re-verifying the
-    /// context, for callers that have already checked it in this request
-    /// (e.g. right after [`Quotas::reserve`](crate::Quotas::reserve) or
+    /// context's proof, expiry and revocation, for callers that have
+    /// already checked them in this request (e.g. right after
+    /// [`Quotas::reserve`](crate::Quotas::reserve) or
     /// [`ModelGate`](crate::ModelGate) authorization). It still takes the
     /// context, never a raw tenant id, so the key cannot come from caller
-    /// input. This is the operation the benchmark compares with
-    /// `governor`'s keyed check.
+    /// input, and it still refuses a context of another authority (one
+    /// pointer comparison). This is the operation the benchmark compares
+    /// with `governor`'s keyed check.
     ///
     /// # Errors
     ///
-    /// As [`RequestRateLimiter::check`], without the context error.
+    /// As [`RequestRateLimiter::check`]; the only context error is
+    /// [`tenant_core::Error::ForeignAuthority`].
     #[inline]
     pub fn check_verified(&self, ctx: &TenantContext) -> Result<()> {
+        if !self.authority.issued(ctx) {
+            return Err(tenant_core::Error::ForeignAuthority.into());
+        }
         let tenant = &ctx.tenant();
         let now = self.clock.delta_as_nanos(self.start, self.clock.raw());
         let shard = self.shard_of(tenant);

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tenant_core::{TenantContext, TenantId};
+use tenant_core::{PlatformAuthority, TenantContext, TenantId};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -92,6 +92,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     policy: Policy,
+    authority: PlatformAuthority,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -106,7 +107,10 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 /// use tenant_governance::{FairScheduler, Lane, Policy};
 /// # let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
 /// # let ctx = issuer.context().tenant(TenantId::random()).principal(PrincipalId::new("a")?).issue()?;
-/// let scheduler = FairScheduler::builder().policy(Policy::default()).capacity(32).build();
+/// let scheduler = FairScheduler::builder(&issuer.authority())
+///     .policy(Policy::default())
+///     .capacity(32)
+///     .build();
 /// let permit = scheduler.admit(&ctx, Lane::Interactive).await?;
 /// // ... call the model ...
 /// drop(permit); // frees the slot for the next tenant in line
@@ -134,6 +138,7 @@ impl fmt::Debug for FairScheduler {
 pub struct FairSchedulerBuilder {
     policy: Policy,
     capacity: usize,
+    authority: PlatformAuthority,
 }
 
 impl FairSchedulerBuilder {
@@ -161,17 +166,20 @@ impl FairSchedulerBuilder {
                     tenants: HashMap::new(),
                 }),
                 policy: self.policy,
+                authority: self.authority,
             }),
         }
     }
 }
 
 impl FairScheduler {
-    /// Default policy, capacity 64.
-    pub fn builder() -> FairSchedulerBuilder {
+    /// A scheduler for contexts issued under `authority`
+    /// (`issuer.authority()`) only; default policy, capacity 64.
+    pub fn builder(authority: &PlatformAuthority) -> FairSchedulerBuilder {
         FairSchedulerBuilder {
             policy: Policy::default(),
             capacity: 64,
+            authority: authority.clone(),
         }
     }
 
@@ -181,12 +189,14 @@ impl FairScheduler {
     ///
     /// # Errors
     ///
-    /// [`Error::Context`] for an invalid context; [`Error::QueueFull`] when
-    /// the tenant already has `max_queued` requests waiting in that lane.
+    /// [`Error::Context`] for an invalid context or one not issued under
+    /// the scheduler's authority ([`tenant_core::Error::ForeignAuthority`]);
+    /// [`Error::QueueFull`] when the tenant already has `max_queued`
+    /// requests waiting in that lane.
     pub async fn admit(&self, ctx: &TenantContext, lane: Lane) -> Result<SchedulerPermit> {
         let span = ctx.span();
         async {
-            if let Err(e) = ctx.check() {
+            if let Err(e) = self.shared.authority.admit(ctx) {
                 ctx.audit_denied("schedule.admit", &lane.to_string(), &e);
                 return Err(e.into());
             }

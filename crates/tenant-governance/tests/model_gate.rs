@@ -19,7 +19,7 @@ impl UsageSink for Collect {
 }
 
 fn gate(issuer: &ContextIssuer, ctx: &TenantContext, policy: Policy) -> ModelGate {
-    ModelGate::builder()
+    ModelGate::builder(&issuer.authority())
         .policy(policy)
         .salt_key(issuer.subkey(Purpose::CacheSalt))
         .tenant(ctx)
@@ -183,7 +183,7 @@ fn an_expired_or_revoked_context_cannot_use_the_gate() {
         Err(Error::Context(tenant_core::Error::ContextRevoked))
     ));
     assert!(g.cache_salt(None).is_err());
-    let err = ModelGate::builder()
+    let err = ModelGate::builder(&issuer.authority())
         .salt_key(issuer.subkey(Purpose::CacheSalt))
         .tenant(&ctx)
         .build()
@@ -199,10 +199,10 @@ fn a_gate_needs_a_cache_salt_subkey() {
     let issuer = issuer();
     let ctx = root(&issuer, TenantId::random(), None);
     assert!(matches!(
-        ModelGate::builder().tenant(&ctx).build(),
+        ModelGate::builder(&issuer.authority()).tenant(&ctx).build(),
         Err(Error::InvalidConfiguration(_))
     ));
-    let wrong = ModelGate::builder()
+    let wrong = ModelGate::builder(&issuer.authority())
         .salt_key(issuer.subkey(Purpose::Vault))
         .tenant(&ctx)
         .build();
@@ -215,7 +215,7 @@ fn usage_events_carry_tenant_lineage_model_tokens_multiplier_and_cost() {
     let parent = root(&issuer, TenantId::random(), None);
     let child = sub_agent(&parent, "researcher", 1_000);
     let sink = Arc::new(Collect(Mutex::new(Vec::new())));
-    let g = ModelGate::builder()
+    let g = ModelGate::builder(&issuer.authority())
         .rates(
             ModelRates::new().with(
                 "large",
@@ -239,4 +239,32 @@ fn usage_events_carry_tenant_lineage_model_tokens_multiplier_and_cost() {
     assert_eq!((event.input_multiplier, event.output_multiplier), (1, 5));
     assert_eq!(event.weighted_tokens, 2_500);
     assert_eq!(event.cost_micros, 7_500);
+}
+
+#[test]
+fn a_context_of_another_issuer_gets_no_gate_and_meters_nothing() {
+    let issuer = issuer();
+    let rogue = support::issuer();
+    let real = root(&issuer, TenantId::random(), None);
+    let forged = root(&rogue, real.tenant(), None);
+    let sink = Arc::new(Collect(Mutex::new(Vec::new())));
+    let build = |ctx: &TenantContext| {
+        ModelGate::builder(&issuer.authority())
+            .salt_key(issuer.subkey(Purpose::CacheSalt))
+            .sink(sink.clone())
+            .tenant(ctx)
+            .build()
+    };
+    assert!(matches!(
+        build(&forged),
+        Err(Error::Context(tenant_core::Error::ForeignAuthority))
+    ));
+    // Nor through delegation from a real gate.
+    let gate = build(&real).unwrap();
+    let forged_child = sub_agent(&forged, "w", 10);
+    assert!(matches!(
+        gate.delegate(&forged_child),
+        Err(Error::Context(tenant_core::Error::ForeignAuthority))
+    ));
+    assert!(sink.0.lock().unwrap().is_empty());
 }

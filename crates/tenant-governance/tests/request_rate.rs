@@ -32,7 +32,9 @@ fn limit(capacity: u32, refill_per_second: f64) -> RateLimit {
 fn a_tenant_gets_its_burst_then_a_typed_refusal_with_the_refill_time() {
     let issuer = issuer();
     let a = ctx(&issuer);
-    let limiter = RequestRateLimiter::builder().limit(limit(3, 1.0)).build();
+    let limiter = RequestRateLimiter::builder(&issuer.authority())
+        .limit(limit(3, 1.0))
+        .build();
     for _ in 0..3 {
         limiter.check(&a).unwrap();
     }
@@ -50,7 +52,9 @@ fn a_tenant_gets_its_burst_then_a_typed_refusal_with_the_refill_time() {
 fn one_tenant_exhausting_its_rate_does_not_touch_another_tenants() {
     let issuer = issuer();
     let (a, b) = (ctx(&issuer), ctx(&issuer));
-    let limiter = RequestRateLimiter::builder().limit(limit(2, 0.0)).build();
+    let limiter = RequestRateLimiter::builder(&issuer.authority())
+        .limit(limit(2, 0.0))
+        .build();
     limiter.check(&a).unwrap();
     limiter.check(&a).unwrap();
     assert!(matches!(
@@ -68,7 +72,7 @@ fn one_tenant_exhausting_its_rate_does_not_touch_another_tenants() {
 fn per_tenant_overrides_apply() {
     let issuer = issuer();
     let (a, b) = (ctx(&issuer), ctx(&issuer));
-    let limiter = RequestRateLimiter::builder()
+    let limiter = RequestRateLimiter::builder(&issuer.authority())
         .limit(limit(1, 0.0))
         .tenant_limit(b.tenant(), limit(3, 0.0))
         .build();
@@ -85,7 +89,11 @@ fn sixty_four_threads_racing_one_tenant_never_get_more_than_the_capacity() {
     let issuer = issuer();
     for _ in 0..20 {
         let a = ctx(&issuer);
-        let limiter = Arc::new(RequestRateLimiter::builder().limit(limit(50, 0.0)).build());
+        let limiter = Arc::new(
+            RequestRateLimiter::builder(&issuer.authority())
+                .limit(limit(50, 0.0))
+                .build(),
+        );
         let admitted = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..64)
             .map(|_| {
@@ -111,7 +119,7 @@ fn sixty_four_threads_racing_one_tenant_never_get_more_than_the_capacity() {
 fn memory_is_bounded_idle_tenants_are_evicted_and_busy_ones_fail_closed() {
     let issuer = issuer();
     // One shard of two tenants; a fast refill makes a tenant idle quickly.
-    let limiter = RequestRateLimiter::builder()
+    let limiter = RequestRateLimiter::builder(&issuer.authority())
         .shards(1)
         .capacity(2)
         .limit(limit(1, 1000.0))
@@ -123,7 +131,7 @@ fn memory_is_bounded_idle_tenants_are_evicted_and_busy_ones_fail_closed() {
     assert!(limiter.len() <= 2);
 
     // Tenants that are rate-limited right now cannot be forgotten.
-    let slow = RequestRateLimiter::builder()
+    let slow = RequestRateLimiter::builder(&issuer.authority())
         .shards(1)
         .capacity(2)
         .limit(limit(1, 0.001))
@@ -141,8 +149,35 @@ fn memory_is_bounded_idle_tenants_are_evicted_and_busy_ones_fail_closed() {
 fn a_revoked_context_is_refused_and_takes_nothing() {
     let issuer = issuer();
     let a = ctx(&issuer);
-    let limiter = RequestRateLimiter::builder().limit(limit(1, 0.0)).build();
+    let limiter = RequestRateLimiter::builder(&issuer.authority())
+        .limit(limit(1, 0.0))
+        .build();
     issuer.revocations().revoke(&a);
     assert!(matches!(limiter.check(&a), Err(Error::Context(_))));
     assert!(limiter.is_empty());
+}
+
+#[test]
+fn a_context_of_another_issuer_is_refused_and_takes_nothing() {
+    let issuer = issuer();
+    let rogue = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
+    let real = ctx(&issuer);
+    let forged = rogue
+        .context()
+        .tenant(real.tenant())
+        .principal(PrincipalId::new("mallory").unwrap())
+        .issue()
+        .unwrap();
+    let limiter = RequestRateLimiter::builder(&issuer.authority())
+        .limit(limit(1, 0.0))
+        .build();
+    for attempt in [limiter.check(&forged), limiter.check_verified(&forged)] {
+        assert!(matches!(
+            attempt,
+            Err(Error::Context(tenant_core::Error::ForeignAuthority))
+        ));
+    }
+    assert!(limiter.is_empty());
+    // The real tenant still has its one request.
+    limiter.check(&real).unwrap();
 }

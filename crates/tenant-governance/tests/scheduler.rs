@@ -63,7 +63,10 @@ async fn a_tenant_submitting_100x_more_work_cannot_push_the_other_below_its_weig
                 TenantPolicy::new().weight(heavy_w).max_queued(10_000),
             )
             .tenant(light.tenant(), TenantPolicy::new().weight(light_w));
-        let scheduler = FairScheduler::builder().policy(policy).capacity(1).build();
+        let scheduler = FairScheduler::builder(&issuer.authority())
+            .policy(policy)
+            .capacity(1)
+            .build();
         // 4_000 vs 40 requests; the window (the first 40 admissions) ends
         // before the light tenant could run out of work at its share.
         let window = 40;
@@ -82,7 +85,9 @@ async fn a_tenant_submitting_100x_more_work_cannot_push_the_other_below_its_weig
 async fn interactive_work_of_a_tenant_is_admitted_before_its_batch_work() {
     let issuer = issuer();
     let ctx = root(&issuer, TenantId::random(), None);
-    let scheduler = FairScheduler::builder().capacity(1).build();
+    let scheduler = FairScheduler::builder(&issuer.authority())
+        .capacity(1)
+        .build();
     let gate = scheduler.admit(&ctx, Lane::Interactive).await.unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -117,7 +122,10 @@ async fn a_tenant_never_has_more_than_its_max_in_flight() {
     let a = root(&issuer, TenantId::random(), None);
     let b = root(&issuer, TenantId::random(), None);
     let policy = Policy::new(TenantPolicy::new().max_in_flight(2));
-    let scheduler = FairScheduler::builder().policy(policy).capacity(10).build();
+    let scheduler = FairScheduler::builder(&issuer.authority())
+        .policy(policy)
+        .capacity(10)
+        .build();
     let p1 = scheduler.admit(&a, Lane::Interactive).await.unwrap();
     let _p2 = scheduler.admit(&a, Lane::Interactive).await.unwrap();
     let third = tokio::time::timeout(
@@ -142,7 +150,9 @@ async fn a_full_queue_refuses_with_queue_full() {
     let issuer = issuer();
     let a = root(&issuer, TenantId::random(), None);
     let policy = Policy::new(TenantPolicy::new().max_in_flight(1).max_queued(2));
-    let scheduler = FairScheduler::builder().policy(policy).build();
+    let scheduler = FairScheduler::builder(&issuer.authority())
+        .policy(policy)
+        .build();
     let _p = scheduler.admit(&a, Lane::Batch).await.unwrap();
     let mut waiting = Vec::new();
     for _ in 0..2 {
@@ -174,7 +184,9 @@ async fn a_revoked_context_is_not_admitted_and_takes_no_slot() {
     let parent = root(&issuer, TenantId::random(), None);
     let child = sub_agent(&parent, "w", 10);
     issuer.revocations().revoke(&parent);
-    let scheduler = FairScheduler::builder().capacity(1).build();
+    let scheduler = FairScheduler::builder(&issuer.authority())
+        .capacity(1)
+        .build();
     let err = scheduler
         .admit(&child, Lane::Interactive)
         .await
@@ -184,4 +196,26 @@ async fn a_revoked_context_is_not_admitted_and_takes_no_slot() {
         Error::Context(tenant_core::Error::ContextRevoked)
     ));
     assert_eq!((scheduler.in_flight(), scheduler.queued()), (0, 0));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_context_of_another_issuer_is_not_admitted_and_takes_no_slot() {
+    let issuer = issuer();
+    let rogue = support::issuer();
+    let real = root(&issuer, TenantId::random(), None);
+    let forged = root(&rogue, real.tenant(), None);
+    let scheduler = FairScheduler::builder(&issuer.authority())
+        .capacity(1)
+        .build();
+    let err = scheduler
+        .admit(&forged, Lane::Interactive)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Context(tenant_core::Error::ForeignAuthority)
+    ));
+    assert_eq!((scheduler.in_flight(), scheduler.queued()), (0, 0));
+    // The real tenant's capacity is untouched.
+    let _p = scheduler.admit(&real, Lane::Interactive).await.unwrap();
 }

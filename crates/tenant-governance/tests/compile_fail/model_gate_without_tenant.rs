@@ -4,5 +4,5 @@ use tenant_governance::ModelGate;
 
 fn main() {
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
-    let _gate = ModelGate::builder().salt_key(issuer.subkey(Purpose::CacheSalt)).build();
+    let _gate = ModelGate::builder(&issuer.authority()).salt_key(issuer.subkey(Purpose::CacheSalt)).build();
 }

@@ -9,6 +9,55 @@ pub fn issuer() -> ContextIssuer {
     ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()))
 }
 
+/// The same issuer in every process of a test (its contexts travel to
+/// child processes as signed tokens).
+pub fn fixed_issuer() -> ContextIssuer {
+    ContextIssuer::new(MasterKey::from_bytes(KeyId::new("k1").unwrap(), [7u8; 32]))
+}
+
+/// This test binary, re-run as a child process for the ignored test
+/// `name`, with `env` set and stdin and stdout piped.
+pub fn spawn_child(name: &str, env: &[(&str, String)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Reads the child's output until a line containing `marker`.
+pub fn wait_for(child: &mut std::process::Child, marker: &str) -> bool {
+    use std::io::BufRead;
+    let Some(stdout) = child.stdout.as_mut() else {
+        return false;
+    };
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) if line.contains(marker) => return true,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// `kill -9`, then reap.
+pub fn kill_9(child: &mut std::process::Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 pub fn root(issuer: &ContextIssuer, tenant: TenantId, budget: Option<u64>) -> TenantContext {
     let mut caps = Capabilities::unrestricted();
     caps = match budget {
