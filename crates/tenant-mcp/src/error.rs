@@ -81,6 +81,14 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The tenant's request rate for tool calls is spent (see
+    /// `McpServerBuilder::request_rate`, feature `governance`).
+    #[error("the tenant's tool-call rate is exhausted")]
+    RateLimited {
+        /// When one more call will be allowed, if it ever will.
+        retry_after: Option<Duration>,
+    },
+
     /// A remote server alias is malformed.
     #[error("invalid server alias `{alias}`: {reason}")]
     InvalidAlias {
@@ -154,7 +162,9 @@ impl Error {
             Error::UnknownSession => StatusCode::NOT_FOUND,
             Error::MalformedRequest(_) => StatusCode::BAD_REQUEST,
             Error::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::TooManySessions { .. } | Error::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -191,6 +201,7 @@ impl Error {
             Error::MalformedRequest(_) => "malformed_request",
             Error::RequestTooLarge { .. } => "request_too_large",
             Error::TooManySessions { .. } => "too_many_sessions",
+            Error::RateLimited { .. } => "rate_limited",
             _ => "internal_error",
         }
     }

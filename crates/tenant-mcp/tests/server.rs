@@ -562,11 +562,73 @@ async fn an_oversized_body_is_refused_before_anything_runs() {
             &s.resource,
             Some(&token),
             None,
-            request(1, "tools/call", json!({"name": "echo", "arguments": {"text": big}})),
+            request(
+                1,
+                "tools/call",
+                json!({"name": "echo", "arguments": {"text": big}}),
+            ),
         )
         .await,
     )
     .await;
     assert_eq!((status, reason.as_str()), (413, "request_too_large"));
     assert_eq!(p.runs(), runs);
+}
+
+#[cfg(feature = "governance")]
+#[tokio::test]
+async fn tool_calls_past_the_tenants_request_rate_are_refused_and_other_tenants_are_unaffected() {
+    use std::sync::Arc;
+    use tenant_governance::{RateLimit, RequestRateLimiter};
+
+    let p = Platform::new("k1");
+    let (a, b) = two_tenants(&p);
+    let limiter = Arc::new(
+        RequestRateLimiter::builder(&p.issuer.authority())
+            .limit(RateLimit {
+                capacity: 2,
+                refill_per_second: 0.01,
+            })
+            .build(),
+    );
+    let s = serve("/mcp", p.server().request_rate(&limiter)).await;
+    let token_a = idp_token(a, "alice", &s.resource, json!({}));
+    let token_b = idp_token(b, "bob", &s.resource, json!({}));
+    let sa = open_session(&s.resource, &token_a).await;
+    let sb = open_session(&s.resource, &token_b).await;
+    let add = |id| {
+        request(
+            id,
+            "tools/call",
+            json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
+        )
+    };
+    for id in 0..2 {
+        let ok = message(post(&s.resource, Some(&token_a), Some(&sa), add(id)).await).await;
+        assert!(ok["result"].is_object(), "{ok}");
+    }
+    let runs = p.runs();
+    let response = post(&s.resource, Some(&token_a), Some(&sa), add(3)).await;
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    let (status, _, reason) = refusal(response).await;
+    assert_eq!((status, reason.as_str()), (429, "rate_limited"));
+    assert!(retry_after.is_some_and(|s| s >= 1));
+    assert_eq!(p.runs(), runs, "the refused call did not run");
+    // Listing is not a tool call; B has its own rate.
+    let listed = message(
+        post(
+            &s.resource,
+            Some(&token_a),
+            Some(&sa),
+            request(4, "tools/list", json!({})),
+        )
+        .await,
+    )
+    .await;
+    assert!(!names(&listed).is_empty());
+    let ok = message(post(&s.resource, Some(&token_b), Some(&sb), add(5)).await).await;
+    assert!(ok["result"].is_object(), "{ok}");
 }

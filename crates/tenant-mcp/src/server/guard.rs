@@ -87,7 +87,8 @@ async fn admit(shared: &Shared, request: Request) -> Result<Admitted> {
             .map_err(|_| Error::RequestTooLarge {
                 limit: shared.max_body,
             })?;
-        check_calls(&executor, &bytes)?;
+        let calls = check_calls(&executor, &bytes)?;
+        shared.charge(&ctx, calls)?;
         if session.is_none() && is_initialize(&bytes) && !shared.sessions.has_room(&ctx).await {
             return Err(Error::TooManySessions {
                 limit: shared.sessions_per_tenant,
@@ -197,8 +198,9 @@ fn is_initialize(body: &[u8]) -> bool {
 }
 
 /// Refuses a `tools/call` of any tool outside the context's view before the
-/// MCP service runs it (the executor checks again when it does).
-fn check_calls(executor: &ToolExecutor, body: &[u8]) -> Result<()> {
+/// MCP service runs it (the executor checks again when it does). Returns
+/// how many calls the body holds.
+fn check_calls(executor: &ToolExecutor, body: &[u8]) -> Result<usize> {
     let calls: Vec<String> = messages(body)
         .iter()
         .filter(|m| m.get("method").and_then(Value::as_str) == Some("tools/call"))
@@ -206,15 +208,16 @@ fn check_calls(executor: &ToolExecutor, body: &[u8]) -> Result<()> {
         .map(str::to_owned)
         .collect();
     if calls.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let view = executor.list()?;
+    let count = calls.len();
     for tool in calls {
         if !view.iter().any(|t| t.name == tool) {
             return Err(Error::InsufficientScope { tool });
         }
     }
-    Ok(())
+    Ok(count)
 }
 
 /// Binds a session the request created; forgets one it closed.
@@ -248,6 +251,15 @@ fn refusal(shared: &Shared, e: &Error) -> Response {
         .to_string(),
     )
         .into_response();
+    if let Error::RateLimited {
+        retry_after: Some(after),
+    } = e
+    {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         let mut challenge = format!(
             "Bearer resource_metadata=\"{}\"",

@@ -50,9 +50,35 @@ pub(crate) struct Shared {
     sessions: SessionBindings,
     sessions_per_tenant: usize,
     max_body: usize,
+    #[cfg(feature = "governance")]
+    request_rate: Option<Arc<tenant_governance::RequestRateLimiter>>,
 }
 
 impl Shared {
+    /// Takes `calls` tool calls from the tenant's request rate, if one is
+    /// configured.
+    #[cfg(feature = "governance")]
+    fn charge(&self, ctx: &TenantContext, calls: usize) -> Result<()> {
+        let Some(limiter) = &self.request_rate else {
+            return Ok(());
+        };
+        for _ in 0..calls {
+            limiter.check(ctx).map_err(|e| match e {
+                tenant_governance::Error::Context(e) => Error::Context(e),
+                tenant_governance::Error::QuotaExceeded { retry_after, .. } => {
+                    Error::RateLimited { retry_after }
+                }
+                _ => Error::RateLimited { retry_after: None },
+            })?;
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "governance"))]
+    fn charge(&self, _ctx: &TenantContext, _calls: usize) -> Result<()> {
+        Ok(())
+    }
+
     /// The executor of one request's context.
     fn executor(&self, ctx: &TenantContext) -> Result<ToolExecutor> {
         let t = &self.tools;
@@ -213,6 +239,8 @@ pub struct McpServerBuilder {
     max_body: Option<usize>,
     sessions_per_tenant: Option<usize>,
     session_idle: Option<Duration>,
+    #[cfg(feature = "governance")]
+    request_rate: Option<Arc<tenant_governance::RequestRateLimiter>>,
 }
 
 impl fmt::Debug for McpServerBuilder {
@@ -316,6 +344,16 @@ impl McpServerBuilder {
         self
     }
 
+    /// Charges every `tools/call` to the calling tenant's request rate; a
+    /// call past it is refused with 429 (`rate_limited`, with
+    /// `Retry-After`) before it runs. The limiter must serve the registry's
+    /// authority.
+    #[cfg(feature = "governance")]
+    pub fn request_rate(mut self, limiter: &Arc<tenant_governance::RequestRateLimiter>) -> Self {
+        self.request_rate = Some(limiter.clone());
+        self
+    }
+
     /// How long an idle session lives (default 5 minutes).
     pub fn session_idle_timeout(mut self, idle: Duration) -> Self {
         self.session_idle = Some(idle);
@@ -402,6 +440,8 @@ impl McpServerBuilder {
             sessions: SessionBindings::new(manager, sessions_per_tenant),
             sessions_per_tenant,
             max_body,
+            #[cfg(feature = "governance")]
+            request_rate: self.request_rate,
         });
         Ok(McpServer {
             shared,
