@@ -632,3 +632,45 @@ async fn tool_calls_past_the_tenants_request_rate_are_refused_and_other_tenants_
     let ok = message(post(&s.resource, Some(&token_b), Some(&sb), add(5)).await).await;
     assert!(ok["result"].is_object(), "{ok}");
 }
+
+#[tokio::test]
+async fn the_guard_and_the_mcp_service_read_the_same_body() {
+    let p = Platform::new("k1");
+    let (_, b) = two_tenants(&p);
+    let s = serve("/mcp", p.server()).await;
+    let token_b = idp_token(b, "bob", &s.resource, json!({}));
+    let session = open_session(&s.resource, &token_b).await;
+    let raw = |body: &str| {
+        http()
+            .post(&s.resource)
+            .bearer_auth(&token_b)
+            .header("mcp-session-id", &session)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+    };
+    let runs = p.runs();
+    // A duplicated member: whichever one the guard reads is the one run.
+    let hidden = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
+                     "params":{"name":"add","name":"echo","arguments":{"a":1,"b":2}}}"#;
+    let (status, _, reason) = refusal(raw(hidden).await.unwrap()).await;
+    assert_eq!((status, reason.as_str()), (403, "insufficient_scope"));
+    let method_swap = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","method":"tools/call",
+                          "params":{"name":"echo","arguments":{}}}"#;
+    let (status, _, _) = refusal(raw(method_swap).await.unwrap()).await;
+    assert_eq!(status, 403);
+    // The other way round the service gets a listing, and nothing runs.
+    let listing = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","method":"tools/list",
+                      "params":{"name":"echo","arguments":{}}}"#;
+    let listed = message(raw(listing).await.unwrap()).await;
+    assert_eq!(names(&listed), ["add"]);
+    assert_eq!(p.runs(), runs);
+    let allowed = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call",
+                      "params":{"name":"echo","name":"add","arguments":{"a":1,"b":2}}}"#;
+    let sum = message(raw(allowed).await.unwrap()).await;
+    assert_eq!(sum["result"]["content"][0]["text"], "3");
+    // Not JSON at all.
+    let (status, _, reason) = refusal(raw("{not json").await.unwrap()).await;
+    assert_eq!((status, reason.as_str()), (400, "malformed_request"));
+}

@@ -47,6 +47,7 @@ impl Endpoint {
             let config = StreamableHttpClientTransportConfig::with_uri(self.resource.as_str())
                 .auth_header(bearer.expose_secret())
                 .max_json_response_size(MAX_RESPONSE_BYTES)
+                .max_sse_event_size(MAX_RESPONSE_BYTES)
                 .reinit_on_expired_session(false);
             let transport = StreamableHttpClientTransport::with_client(http, config);
             let session = ().serve(transport).await.map_err(init_error)?;
@@ -129,7 +130,7 @@ fn init_error(e: ClientInitializeError) -> Error {
 
 fn service_error(e: ServiceError) -> Error {
     match e {
-        ServiceError::McpError(data) => Error::Remote(format!("{}", data.message)),
+        ServiceError::McpError(data) => Error::Remote(data.message.chars().take(2048).collect()),
         other => challenge(other.auth_challenge(), other.is_authorization_required())
             .unwrap_or_else(|| Error::Remote(other.to_string())),
     }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::Value;
 use tenant_core::{Scoped, TenantContext, TenantId, WantsTenant};
-use tenant_tools::{EgressClient, EgressPolicy, ToolInfo, ToolRegistry, Vault, MAX_TOOL_NAME_LEN};
+use tenant_tools::{
+    EgressClient, EgressPolicy, Redactor, ToolInfo, ToolRegistry, Vault, MAX_TOOL_NAME_LEN,
+};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
@@ -583,6 +585,10 @@ impl McpClient {
         };
         let bearer = self.listing_credential(server)?;
         let listed = endpoint.list(&bearer).await?;
+        // A definition that repeats the credential would put it in front of
+        // the model in every tool listing.
+        let credential = Redactor::new();
+        credential.remember(&bearer);
         let integrations = match &server.auth {
             RemoteAuth::MintedToken => Vec::new(),
             RemoteAuth::VaultBearer { integration } => vec![integration.clone()],
@@ -607,6 +613,11 @@ impl McpClient {
                 )));
             }
             let schema = Value::Object((*tool.input_schema).clone());
+            if credential.contains_secret(description.as_bytes())
+                || credential.contains_secret(schema.to_string().as_bytes())
+            {
+                return Err(refused("its definition repeats the credential".into()));
+            }
             let schema = remote_schema::check_schema(&schema)
                 .map_err(refused)?
                 .as_json()

@@ -87,14 +87,26 @@ async fn admit(shared: &Shared, request: Request) -> Result<Admitted> {
             .map_err(|_| Error::RequestTooLarge {
                 limit: shared.max_body,
             })?;
-        let calls = check_calls(&executor, &bytes)?;
+        // The body is parsed once here and the MCP service gets it
+        // re-serialised from that parse, so both read the same messages
+        // (a duplicated member cannot mean one thing here and another
+        // there).
+        let parsed: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| Error::MalformedRequest("the body is not a JSON-RPC message"))?;
+        let messages = match &parsed {
+            Value::Array(items) => items.as_slice(),
+            one => std::slice::from_ref(one),
+        };
+        let calls = check_calls(&executor, messages)?;
         shared.charge(&ctx, calls)?;
-        if session.is_none() && is_initialize(&bytes) && !shared.sessions.has_room(&ctx).await {
+        if session.is_none() && is_initialize(messages) && !shared.sessions.has_room(&ctx).await {
             return Err(Error::TooManySessions {
                 limit: shared.sessions_per_tenant,
             });
         }
-        Body::from(bytes)
+        let canonical = serde_json::to_vec(&parsed)
+            .map_err(|_| Error::MalformedRequest("the body is not a JSON-RPC message"))?;
+        Body::from(canonical)
     } else {
         body
     };
@@ -181,18 +193,8 @@ fn session_id(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(id.to_owned()))
 }
 
-/// The JSON-RPC messages of a POST body (one, or a batch).
-fn messages(body: &[u8]) -> Vec<Value> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(items)) => items,
-        Ok(one) => vec![one],
-        // Not JSON: the MCP service answers with its own parse error.
-        Err(_) => Vec::new(),
-    }
-}
-
-fn is_initialize(body: &[u8]) -> bool {
-    messages(body)
+fn is_initialize(messages: &[Value]) -> bool {
+    messages
         .iter()
         .any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"))
 }
@@ -200,8 +202,8 @@ fn is_initialize(body: &[u8]) -> bool {
 /// Refuses a `tools/call` of any tool outside the context's view before the
 /// MCP service runs it (the executor checks again when it does). Returns
 /// how many calls the body holds.
-fn check_calls(executor: &ToolExecutor, body: &[u8]) -> Result<usize> {
-    let calls: Vec<String> = messages(body)
+fn check_calls(executor: &ToolExecutor, messages: &[Value]) -> Result<usize> {
+    let calls: Vec<String> = messages
         .iter()
         .filter(|m| m.get("method").and_then(Value::as_str) == Some("tools/call"))
         .filter_map(|m| m.pointer("/params/name").and_then(Value::as_str))
