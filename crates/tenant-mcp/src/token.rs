@@ -38,11 +38,14 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
 /// - `tenant_id`, `sub` (the principal) and `agent` are the context's;
 /// - it lives at most the minter's lifetime ([`DEFAULT_TOKEN_TTL`], at most
 ///   [`MAX_TOKEN_TTL`]) and never past the context's expiry;
-/// - its capability claims (`tools`, `collections`, `memory_namespaces`,
-///   `models`, `token_budget`) never exceed the context's, so a verifier
-///   that narrows by them (such as `tenant_core::ClaimVerifier`) grants no
-///   more than the caller holds; remote tool calls carry exactly the one
-///   tool being called;
+/// - its capability claims never exceed the context's, so a verifier that
+///   narrows by them (such as `tenant_core::ClaimVerifier`) grants no more
+///   than the caller holds: [`mint`](Self::mint) carries the context's
+///   `tools`, `collections`, `memory_namespaces`, `models` and
+///   `token_budget` (for a server that names them as this platform does);
+///   a remote tool call carries exactly the one tool called, in the remote
+///   server's names, and the budget — the remote's names for anything else
+///   are not this platform's to narrow, nor its own to learn;
 /// - a random `jti` lets the remote revoke it.
 ///
 /// The signing key is derived from the platform master key
@@ -210,17 +213,27 @@ impl TokenMinter {
             .tools()
             .names()
             .map(|names| names.map(str::to_owned).collect());
-        self.mint_with_tools(ctx, resource, tools)
+        self.sign_for(ctx, resource, tools, true)
     }
 
     /// A token for `ctx` at `resource` whose `tools` claim lists exactly
     /// `tools` (names on the remote server, which the caller has already
-    /// checked `ctx` may use), or no `tools` claim for `None`.
-    pub(crate) fn mint_with_tools(
+    /// checked `ctx` may use) and that names no other scope.
+    pub(crate) fn mint_for_remote(
+        &self,
+        ctx: &TenantContext,
+        resource: &ResourceUrl,
+        tools: Vec<String>,
+    ) -> Result<SecretString> {
+        self.sign_for(ctx, resource, Some(tools), false)
+    }
+
+    fn sign_for(
         &self,
         ctx: &TenantContext,
         resource: &ResourceUrl,
         tools: Option<Vec<String>>,
+        scopes: bool,
     ) -> Result<SecretString> {
         self.inner.authority.admit(ctx)?;
         let now = SystemTime::now()
@@ -247,11 +260,12 @@ impl TokenMinter {
             claims.insert("tools".into(), tools.into());
         }
         let caps = ctx.capabilities();
-        for kind in [
+        let kinds = [
             ScopeKind::Collections,
             ScopeKind::MemoryNamespaces,
             ScopeKind::Models,
-        ] {
+        ];
+        for kind in kinds.into_iter().filter(|_| scopes) {
             if let Some(names) = caps.scope(kind).names() {
                 let names: Vec<Value> = names.map(Value::from).collect();
                 claims.insert(kind.name().into(), names.into());
@@ -321,10 +335,14 @@ mod tests {
         // The context expires in 20 s, before the minter's 60 s.
         let exp = claims["exp"].as_u64().unwrap();
         assert!(exp <= ctx.expires_at_unix_ms() / 1000);
-        let one = minter
-            .mint_with_tools(&ctx, &resource, Some(vec!["b".into()]))
-            .unwrap();
-        assert_eq!(payload(&one)["tools"], json!(["b"]));
+        let one = payload(
+            &minter
+                .mint_for_remote(&ctx, &resource, vec!["b".into()])
+                .unwrap(),
+        );
+        assert_eq!(one["tools"], json!(["b"]));
+        assert!(one.get("collections").is_none());
+        assert_eq!(one["token_budget"], 10);
     }
 
     #[test]

@@ -110,7 +110,12 @@ impl RemoteServer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.import.extend(tools.into_iter().map(Into::into));
+        for tool in tools {
+            let tool = tool.into();
+            if !self.import.contains(&tool) {
+                self.import.push(tool);
+            }
+        }
         self
     }
 
@@ -459,8 +464,9 @@ impl McpClient {
         })
     }
 
-    /// The tenant's servers with at least one imported tool this context
-    /// may use, and those tools.
+    /// The tenant's servers with at least one imported tool this context's
+    /// capabilities allow, and those tools (the tenant's policy applies on
+    /// top, in the executor).
     ///
     /// # Errors
     ///
@@ -655,7 +661,7 @@ impl McpClient {
                     .minter
                     .as_ref()
                     .ok_or(Error::MissingConfiguration("token minter"))?;
-                minter.mint_with_tools(&self.ctx, &server.resource, Some(server.import.clone()))
+                minter.mint_for_remote(&self.ctx, &server.resource, server.import.clone())
             }
             RemoteAuth::VaultBearer { integration } => {
                 let vault = inner

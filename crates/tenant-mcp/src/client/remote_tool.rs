@@ -85,10 +85,10 @@ impl Tool for RemoteTool {
                     .as_ref()
                     .ok_or(tenant_tools::Error::MissingConfiguration("token minter"))?;
                 let token = minter
-                    .mint_with_tools(
+                    .mint_for_remote(
                         ctx,
                         &registration.endpoint.resource,
-                        Some(vec![self.remote_name.clone()]),
+                        vec![self.remote_name.clone()],
                     )
                     .map_err(|e| self.failed(e))?;
                 call.redactor().remember(&token);
