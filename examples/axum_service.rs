@@ -24,9 +24,10 @@ use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
 use tenant_sdk::axum_extract::{Tenant, TenantAuth};
-use tenant_sdk::memory::{MemoryAdmin, MemoryStore, MessageRole, NewMessage, ThreadId};
+use tenant_sdk::memory::{
+    MemoryAdmin, MemoryPlatform, MemoryStore, MessageRole, NewMessage, ThreadId,
+};
 use tenant_sdk::retrieval::{
     CollectionSpec, Document, EdgeBackend, HashEmbedder, Retrieval, RetrievalClient, SearchQuery,
 };
@@ -42,8 +43,7 @@ const DIMS: usize = 64;
 struct Platform {
     auth: Arc<TenantAuth>,
     retrieval: Retrieval,
-    app_pool: PgPool,
-    pg_key: Subkey,
+    memory: MemoryPlatform,
     registry: ToolRegistry,
     vault: Arc<MemoryVault>,
     policies: ToolPolicies,
@@ -101,8 +101,7 @@ impl Platform {
 
     fn memory(&self, ctx: &TenantContext) -> Result<MemoryStore, ApiError> {
         Ok(MemoryStore::builder()
-            .pool(&self.app_pool)
-            .key(&self.pg_key)
+            .platform(&self.memory)
             .tenant(ctx)
             .build()?)
     }
@@ -150,7 +149,7 @@ async fn ask(
     let memory = app.0.memory(&ctx)?;
     let thread = match body.thread {
         Some(id) => id,
-        None => memory.create_thread(json!({})).await?.id,
+        None => memory.create_thread("chat", json!({})).await?.id,
     };
     memory
         .append_message(
@@ -250,9 +249,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .connect(&app_url)
         .await?;
     let pg_key = issuer.subkey(Purpose::Postgres);
-    let admin = MemoryAdmin::new(&owner_pool, &pg_key)?;
+    let admin = MemoryAdmin::new(&owner_pool, &pg_key, &issuer.authority())?;
+    let memory = MemoryPlatform::new(&app_pool, &pg_key, &issuer.authority())?;
     admin.migrate(tenant_testkit::APP_ROLE).await?;
     admin.install_key().await?;
+    memory.verify().await?;
 
     let shard_dir = tempfile::tempdir()?;
     let retrieval = Retrieval::builder(EdgeBackend::open(shard_dir.path())?)
@@ -293,8 +294,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let state = AppState(Arc::new(Platform {
         auth: Arc::new(TenantAuth::new(verifier, issuer)),
         retrieval,
-        app_pool,
-        pg_key,
+        memory,
         registry,
         vault: Arc::new(MemoryVault::new()),
         policies,

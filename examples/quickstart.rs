@@ -12,7 +12,7 @@ use std::time::Duration;
 use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
-use tenant_sdk::memory::{MemoryAdmin, MemoryStore, MessageRole, NewMessage};
+use tenant_sdk::memory::{MemoryAdmin, MemoryPlatform, MemoryStore, MessageRole, NewMessage};
 use tenant_sdk::retrieval::{
     CollectionSpec, Document, EdgeBackend, HashEmbedder, Retrieval, RetrievalClient, SearchQuery,
 };
@@ -75,9 +75,11 @@ async fn main() -> AnyResult<()> {
         .connect(&app_url)
         .await?;
     let pg_key = issuer.subkey(Purpose::Postgres);
-    let admin = MemoryAdmin::new(&owner_pool, &pg_key)?;
+    let admin = MemoryAdmin::new(&owner_pool, &pg_key, &issuer.authority())?;
     admin.migrate(tenant_testkit::APP_ROLE).await?;
     admin.install_key().await?;
+    let memory_platform = MemoryPlatform::new(&app_pool, &pg_key, &issuer.authority())?;
+    memory_platform.verify().await?;
 
     // Retrieval: an embedded qdrant-edge shard on local disk, one shared
     // (Pool) collection with sealed text.
@@ -137,8 +139,7 @@ async fn main() -> AnyResult<()> {
                 .tenant(ctx)
                 .build()?,
             memory: MemoryStore::builder()
-                .pool(&app_pool)
-                .key(&pg_key)
+                .platform(&memory_platform)
                 .tenant(ctx)
                 .build()?,
             tools: ToolExecutor::builder()
@@ -170,7 +171,10 @@ async fn main() -> AnyResult<()> {
             .enumerate()
             .map(|(i, t)| Document::new(format!("doc-{i}"), embed.embed_one(t), *t));
         h.docs.upsert(docs).await?;
-        let thread = h.memory.create_thread(json!({"title": "briefing"})).await?;
+        let thread = h
+            .memory
+            .create_thread("chat", json!({"title": "briefing"}))
+            .await?;
         h.memory
             .append_message(
                 thread.id,

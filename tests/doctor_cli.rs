@@ -25,7 +25,12 @@ async fn doctor_flags_an_unprotected_tenant_table() {
     let pg = TestPostgres::start().unwrap();
     let owner = PgPoolOptions::new().connect(pg.owner_url()).await.unwrap();
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k").unwrap()));
-    let admin = MemoryAdmin::new(&owner, &issuer.subkey(Purpose::Postgres)).unwrap();
+    let admin = MemoryAdmin::new(
+        &owner,
+        &issuer.subkey(Purpose::Postgres),
+        &issuer.authority(),
+    )
+    .unwrap();
     admin.migrate(APP_ROLE).await.unwrap();
 
     let (code, report) = doctor(pg.app_url());

@@ -8,8 +8,9 @@
 //!
 //! `cargo bench -p tenant-memory --bench scoped_read -- --warm-up-time 1 --measurement-time 3`
 //! (`MEMBENCH_SPLIT=1` adds the diagnostic `direct_rls` / `direct_plain` runs;
-//! `MEMBENCH_FUNCTION=1` measures the policy as it was before migration 0005,
-//! calling `tenant_sdk.current_tenant()` instead of reading the verifier view.)
+//! `MEMBENCH_FUNCTION=1` measures a policy that calls the `SECURITY DEFINER`
+//! function `tenant_sdk.current_tenant()` instead of reading the verifier
+//! views.)
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ const CLIENTS: usize = 8;
 const GROUP: &str = "memory_scoped_read";
 
 const RAW_SQL: &str = "SELECT m.* FROM ( \
-        SELECT seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+        SELECT seq, role, content, (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM public.plain_messages WHERE tenant_id = $1 AND thread_id = $2 \
         ORDER BY seq DESC LIMIT $3) AS m \
      ORDER BY m.seq";
@@ -103,12 +104,12 @@ async fn setup() -> Setup {
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("bench").unwrap()));
     let key = issuer.subkey(Purpose::Postgres);
     let owner = PgPool::connect(db.owner_url()).await.unwrap();
-    let admin = MemoryAdmin::new(&owner, &key).unwrap();
+    let admin = MemoryAdmin::new(&owner, &key, &issuer.authority()).unwrap();
     admin.migrate(tenant_testkit::APP_ROLE).await.unwrap();
     admin.install_key().await.unwrap();
     if std::env::var("MEMBENCH_FUNCTION").is_ok() {
-        // Diagnostic: the policy as it was before migration 0005, calling
-        // the SECURITY DEFINER function on every statement.
+        // Diagnostic: a policy calling the SECURITY DEFINER function on
+        // every statement instead of the views.
         sqlx::raw_sql(
             "ALTER POLICY tenant_isolation ON tenant_memory.messages \
                USING (tenant_id = (SELECT tenant_sdk.current_tenant())) \
@@ -119,7 +120,7 @@ async fn setup() -> Setup {
         .unwrap();
     }
     sqlx::raw_sql(
-        "CREATE TABLE public.plain_messages (LIKE tenant_memory.messages INCLUDING ALL);
+        "CREATE TABLE public.plain_messages (LIKE tenant_memory.messages INCLUDING ALL EXCLUDING GENERATED);
          GRANT SELECT, INSERT ON public.plain_messages TO tenant_app;",
     )
     .execute(&owner)
@@ -149,11 +150,12 @@ async fn setup() -> Setup {
         let store = MemoryStore::builder()
             .pool(&app)
             .key(&key)
+            .authority(&issuer.authority())
             .tenant(&ctx)
             .build()
             .unwrap();
         for th in 0..5 {
-            let thread = store.create_thread(json!({})).await.unwrap();
+            let thread = store.create_thread("chat", json!({})).await.unwrap();
             let batch = (0..100)
                 .map(|i| {
                     NewMessage::new(
@@ -237,7 +239,7 @@ fn bench(c: &mut Criterion) {
         ] {
             let sql: &'static str = Box::leak(format!("SELECT m.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+        SELECT seq, role, content, (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM {table} \
         WHERE tenant_id = $2 AND thread_id = $3 AND b.bound IS NOT NULL \
         ORDER BY seq DESC \

@@ -6,13 +6,14 @@ use std::fmt;
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Row, Transaction};
-use tenant_core::{KeyId, Subkey, TenantContext, TenantId};
+use sqlx::{Connection, PgPool, Postgres, Row, Transaction};
+use tenant_core::{KeyId, PlatformAuthority, Subkey, TenantContext, TenantId};
 use tracing::Instrument;
 
-use crate::binding::PostgresKey;
+use crate::binding::{PostgresKey, Reach};
 use crate::error::{Error, Result};
-use crate::store::{MemoryStore, BIND_SQL};
+use crate::platform::check_key_authority;
+use crate::store::{MemoryStore, BIND_SQL, WORKER_BIND_SQL};
 
 /// Where sqlx records the applied migrations of this crate (its own table,
 /// so other crates' migrations in the same database do not collide).
@@ -33,11 +34,14 @@ fn migrator() -> sqlx::migrate::Migrator {
 }
 
 /// Owner-side operations. Takes a pool that connects as the role that owns
-/// (or will own) the memory tables — never the application pool.
+/// (or will own) the memory tables — never the application pool — and the
+/// platform's authority: erasure and export act only for contexts it
+/// admits.
 #[derive(Clone)]
 pub struct MemoryAdmin {
     pool: PgPool,
     key: PostgresKey,
+    authority: PlatformAuthority,
 }
 
 impl fmt::Debug for MemoryAdmin {
@@ -94,6 +98,44 @@ impl MemoryStore {
     }
 }
 
+/// See [`MemoryAdmin::distribute`]. The verifier functions read the key
+/// reference table from inside shard queries on the workers, which Citus
+/// allows only with nested execution on (the table has a local copy on
+/// every node, so the nested read is local).
+const DISTRIBUTE_SQL: &str = r#"
+ALTER FUNCTION tenant_sdk.current_tenant() SET citus.allow_nested_distributed_execution = on;
+ALTER FUNCTION tenant_sdk.current_grants() SET citus.allow_nested_distributed_execution = on;
+DO $distribute$
+DECLARE
+    t text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'tenant_sdk.context_keys'::regclass) THEN
+        PERFORM create_reference_table('tenant_sdk.context_keys');
+    END IF;
+    FOREACH t IN ARRAY ARRAY['threads', 'messages', 'kv', 'checkpoints'] LOOP
+        EXECUTE format('ALTER POLICY tenant_isolation ON tenant_memory.%I '
+            'USING (tenant_id = tenant_sdk.current_tenant() '
+            'AND scope_keys OPERATOR(pg_catalog.&&) tenant_sdk.current_grants()) '
+            'WITH CHECK (scope_keys OPERATOR(pg_catalog.&&) tenant_sdk.current_grants())', t);
+        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                        WHERE logicalrelid = format('tenant_memory.%I', t)::regclass) THEN
+            IF t = 'threads' THEN
+                PERFORM create_distributed_table('tenant_memory.threads', 'tenant_id');
+            ELSE
+                PERFORM create_distributed_table(format('tenant_memory.%I', t), 'tenant_id',
+                                                 colocate_with => 'tenant_memory.threads');
+            END IF;
+        END IF;
+    END LOOP;
+END
+$distribute$;
+"#;
+
+/// The path migrations run under: every name in a view, default or check
+/// constraint binds to a built-in at creation, whatever the owner's own
+/// `search_path` holds (functions pin their own path).
+const PINNED_PATH_SQL: &str = "SET search_path = pg_catalog, pg_temp";
+
 async fn migrate(owner_pool: &PgPool, app_role: &str) -> Result<()> {
     let row = sqlx::query(
         "SELECT r.rolsuper, r.rolbypassrls, r.rolname = current_user AS is_self \
@@ -122,33 +164,45 @@ async fn migrate(owner_pool: &PgPool, app_role: &str) -> Result<()> {
     if row.try_get::<bool, _>("rolbypassrls")? {
         return Err(unsafe_role("it has BYPASSRLS"));
     }
-    migrator().run(owner_pool).await?;
+    let mut conn = owner_pool.acquire().await?;
+    // The session's path is pinned for the migrations; the connection is
+    // closed afterwards rather than returned with that setting.
+    conn.close_on_drop();
+    sqlx::raw_sql(PINNED_PATH_SQL).execute(&mut *conn).await?;
+    migrator().run(&mut *conn).await?;
     sqlx::query("SELECT tenant_sdk.grant_app_role($1)")
         .bind(app_role)
-        .execute(owner_pool)
+        .execute(&mut *conn)
         .await?;
+    conn.detach().close().await?;
     tracing::info!(target: tenant_core::AUDIT_TARGET, action = "memory.migrate", app_role, "migrated");
     Ok(())
 }
 
 impl MemoryAdmin {
-    /// The owner pool and the PostgreSQL subkey
-    /// (`issuer.subkey(Purpose::Postgres)`).
+    /// The owner pool, the PostgreSQL subkey
+    /// (`issuer.subkey(Purpose::Postgres)`) and the platform authority
+    /// (`issuer.authority()`).
     ///
     /// # Errors
     ///
-    /// [`Error::WrongKeyPurpose`] for a subkey of another purpose.
-    pub fn new(owner_pool: &PgPool, key: &Subkey) -> Result<Self> {
+    /// [`Error::WrongKeyPurpose`] for a subkey of another purpose;
+    /// [`Error::KeyNotFromAuthority`].
+    pub fn new(owner_pool: &PgPool, key: &Subkey, authority: &PlatformAuthority) -> Result<Self> {
+        let key = PostgresKey::from_subkey(key)?;
+        check_key_authority(&key, authority)?;
         Ok(Self {
             pool: owner_pool.clone(),
-            key: PostgresKey::from_subkey(key)?,
+            key,
+            authority: authority.clone(),
         })
     }
 
     /// Runs the embedded migrations (`migrations/*.sql`, recorded in
-    /// [`MIGRATIONS_TABLE`]) and grants `app_role` its privileges. Refuses
-    /// an `app_role` that is the owner itself, a superuser or `BYPASSRLS`.
-    /// Idempotent.
+    /// [`MIGRATIONS_TABLE`]) with `search_path` pinned to `pg_catalog`, and
+    /// grants `app_role` its privileges (revoking `TEMPORARY` on the
+    /// database). Refuses an `app_role` that is the owner itself, a
+    /// superuser or `BYPASSRLS`. Idempotent.
     ///
     /// # Errors
     ///
@@ -166,15 +220,19 @@ impl MemoryAdmin {
     /// [`Error::KeyIdConflict`] if different key material is installed
     /// under the same id.
     pub async fn install_key(&self) -> Result<()> {
+        let (inner_prefix, outer_pad) = self.key.pads();
         let same: bool = sqlx::query_scalar(
             "WITH ins AS ( \
-                INSERT INTO tenant_sdk.context_keys (key_id, secret) VALUES ($1, $2) \
-                ON CONFLICT (key_id) DO NOTHING RETURNING secret) \
-             SELECT coalesce((SELECT secret = $2 FROM ins), \
-                             (SELECT secret = $2 FROM tenant_sdk.context_keys WHERE key_id = $1))",
+                INSERT INTO tenant_sdk.context_keys (key_id, inner_prefix, outer_pad) \
+                VALUES ($1, $2, $3) \
+                ON CONFLICT (key_id) DO NOTHING RETURNING inner_prefix, outer_pad) \
+             SELECT coalesce((SELECT inner_prefix = $2 AND outer_pad = $3 FROM ins), \
+                             (SELECT inner_prefix = $2 AND outer_pad = $3 \
+                                FROM tenant_sdk.context_keys WHERE key_id = $1))",
         )
         .bind(self.key.key_id())
-        .bind(&self.key.secret()[..])
+        .bind(&inner_prefix[..])
+        .bind(&outer_pad[..])
         .fetch_one(&self.pool)
         .await?;
         if !same {
@@ -184,6 +242,29 @@ impl MemoryAdmin {
             .bind(self.key.key_id())
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Distributes the memory tables on Citus (run on the coordinator, after
+    /// [`migrate`](Self::migrate); idempotent): the key table becomes a
+    /// reference table (a copy on every node, so workers verify locally);
+    /// the policies switch to calling `tenant_sdk.current_tenant()` and
+    /// `tenant_sdk.current_grants()` (Citus distributes no policy with a
+    /// subquery; the functions reach the workers with the policies); and
+    /// threads, messages, kv and checkpoints are distributed by `tenant_id`,
+    /// co-located. Use the application pool with
+    /// [`MemoryPlatform::on_citus`](crate::MemoryPlatform::on_citus).
+    ///
+    /// # Errors
+    ///
+    /// Database errors (e.g. the database is not a Citus coordinator).
+    pub async fn distribute(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        conn.close_on_drop();
+        sqlx::raw_sql(PINNED_PATH_SQL).execute(&mut *conn).await?;
+        sqlx::raw_sql(DISTRIBUTE_SQL).execute(&mut *conn).await?;
+        conn.detach().close().await?;
+        tracing::info!(target: tenant_core::AUDIT_TARGET, action = "memory.distribute", "distributed");
         Ok(())
     }
 
@@ -209,23 +290,33 @@ impl MemoryAdmin {
         ctx: &TenantContext,
         begin: &'static str,
     ) -> Result<Transaction<'static, Postgres>> {
-        ctx.check()?;
+        self.authority.admit(ctx)?;
         let mut tx = self.pool.begin_with(begin).await?;
+        let bound = self.key.sign_context(ctx, Reach::WholeTenant);
         sqlx::query(BIND_SQL)
-            .bind(self.key.sign_context(ctx).as_str())
+            .bind(bound.as_str())
+            .execute(&mut *tx)
+            .await?;
+        // On Citus the binding must reach the worker of the tenant's shards
+        // too; on a single node this is one more cheap statement.
+        sqlx::query(WORKER_BIND_SQL)
+            .bind(bound.as_str())
+            .bind(ctx.tenant().as_uuid())
             .execute(&mut *tx)
             .await?;
         Ok(tx)
     }
 
-    /// Deletes every row of `ctx`'s tenant from the memory tables, in one
-    /// transaction, then verifies (after commit, in a new transaction) that
-    /// none remain. The tenant comes from a verified context, never a raw id.
+    /// Deletes every row of `ctx`'s tenant from the memory tables (every
+    /// namespace, every principal's private threads), in one transaction,
+    /// then verifies (after commit, in a new transaction) that none remain.
+    /// The tenant comes from a context the platform's authority admits,
+    /// never a raw id.
     ///
     /// # Errors
     ///
-    /// [`Error::Context`] for an invalid context; [`Error::ErasureIncomplete`]
-    /// if rows remain.
+    /// [`Error::Context`] for a context the authority does not admit;
+    /// [`Error::ErasureIncomplete`] if rows remain.
     pub async fn erase_tenant(&self, ctx: &TenantContext) -> Result<ErasureReport> {
         async {
             let tenant = ctx.tenant();
@@ -262,12 +353,14 @@ impl MemoryAdmin {
         .await
     }
 
-    /// Every row of `ctx`'s tenant in the memory tables, in one consistent
-    /// snapshot (`REPEATABLE READ READ ONLY`).
+    /// Every row of `ctx`'s tenant in the memory tables (every namespace,
+    /// every principal), in one consistent snapshot (`REPEATABLE READ READ
+    /// ONLY`), without the `tenant_id` and `scope_keys` columns.
     ///
     /// # Errors
     ///
-    /// [`Error::Context`] for an invalid context; database errors.
+    /// [`Error::Context`] for a context the authority does not admit;
+    /// database errors.
     pub async fn export_tenant(&self, ctx: &TenantContext) -> Result<TenantExport> {
         async {
             let tenant = ctx.tenant();
@@ -280,7 +373,7 @@ impl MemoryAdmin {
             let mut tables = BTreeMap::new();
             for table in TABLES {
                 let sql = format!(
-                    "SELECT to_jsonb(t) - 'tenant_id' AS row FROM {table} t \
+                    "SELECT to_jsonb(t) - 'tenant_id' - 'scope_keys' AS row FROM {table} t \
                      WHERE tenant_id = $1 ORDER BY to_jsonb(t)::text"
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -86,20 +86,25 @@ impl Checkpoint {
     }
 }
 
+/// Takes the thread's next checkpoint number (per thread: no counter is
+/// shared between tenants) and its namespace and audience.
+const BUMP_SQL: &str = "UPDATE tenant_memory.threads SET last_checkpoint = last_checkpoint + 1 \
+     WHERE tenant_id = $1 AND id = $2 RETURNING last_checkpoint, namespace, audience";
+
 const PUT_SQL: &str = "INSERT INTO tenant_memory.checkpoints \
-        (tenant_id, thread_id, namespace, checkpoint_id, parent_id, state, metadata) \
-     SELECT $2, $3, $4, $5, $6, $7, $8 \
-     FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
+        (tenant_id, thread_id, namespace, checkpoint_id, parent_id, state, metadata, \
+         seq, thread_namespace, audience) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (tenant_id, thread_id, namespace, checkpoint_id) \
      DO UPDATE SET parent_id = EXCLUDED.parent_id, state = EXCLUDED.state, metadata = EXCLUDED.metadata \
      RETURNING namespace, checkpoint_id, parent_id, state, metadata, \
-        (extract(epoch FROM created_at) * 1000)::int8 AS created_ms";
+        (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms";
 
 const GET_SQL: &str =
     "SELECT c.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
         SELECT namespace, checkpoint_id, parent_id, state, metadata, \
-               (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+               (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM tenant_memory.checkpoints \
         WHERE tenant_id = $2 AND thread_id = $3 AND namespace = $4 AND checkpoint_id = $5 \
           AND b.bound IS NOT NULL \
@@ -109,10 +114,10 @@ const LIST_SQL: &str =
     "SELECT c.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
         SELECT namespace, checkpoint_id, parent_id, state, metadata, \
-               (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+               (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM tenant_memory.checkpoints \
         WHERE tenant_id = $2 AND thread_id = $3 AND namespace = $4 AND b.bound IS NOT NULL \
-        ORDER BY ord DESC \
+        ORDER BY seq DESC \
         LIMIT $5) AS c";
 
 impl MemoryStore {
@@ -120,7 +125,7 @@ impl MemoryStore {
     ///
     /// # Errors
     ///
-    /// [`Error::ThreadNotFound`] if the handle's tenant has no such thread;
+    /// [`Error::ThreadNotFound`] if the context sees no such thread;
     /// [`Error::NamespaceNotAllowed`] for a namespace the context lacks.
     pub async fn put_checkpoint(
         &self,
@@ -134,18 +139,30 @@ impl MemoryStore {
             if let Some(parent) = &checkpoint.parent_id {
                 names::validate("parent checkpoint id", parent)?;
             }
+            let tenant = self.ctx.tenant();
+            let mut tx = self.begin_bound().await?;
+            let (seq, thread_namespace, audience): (i64, String, String) = sqlx::query_as(BUMP_SQL)
+                .persistent(self.prepared())
+                .bind(tenant.as_uuid())
+                .bind(thread.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(Error::ThreadNotFound)?;
             let row = sqlx::query(PUT_SQL)
-                .bind(self.bound())
-                .bind(self.ctx.tenant().as_uuid())
+                .persistent(self.prepared())
+                .bind(tenant.as_uuid())
                 .bind(thread.as_uuid())
                 .bind(namespace)
                 .bind(&checkpoint.id)
                 .bind(&checkpoint.parent_id)
                 .bind(checkpoint.state)
                 .bind(checkpoint.metadata)
-                .fetch_one(self.pool())
-                .await
-                .map_err(thread_missing)?;
+                .bind(seq)
+                .bind(thread_namespace)
+                .bind(audience)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
             Checkpoint::from_row(thread, &row)
         })
         .await
@@ -165,14 +182,17 @@ impl MemoryStore {
         self.run(async {
             self.allow_namespace("memory.checkpoint", namespace)?;
             names::validate("checkpoint id", id)?;
+            let mut ex = self.exec().await?;
             let row = sqlx::query(GET_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(thread.as_uuid())
                 .bind(namespace)
                 .bind(id)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *ex)
                 .await?;
+            ex.finish().await?;
             row.as_ref()
                 .map(|r| Checkpoint::from_row(thread, r))
                 .transpose()
@@ -210,28 +230,21 @@ impl MemoryStore {
     ) -> Result<Vec<Checkpoint>> {
         self.run(async {
             self.allow_namespace("memory.list_checkpoints", namespace)?;
+            let mut ex = self.exec().await?;
             let rows = sqlx::query(LIST_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(thread.as_uuid())
                 .bind(namespace)
                 .bind(page_limit(limit))
-                .fetch_all(self.pool())
+                .fetch_all(&mut *ex)
                 .await?;
+            ex.finish().await?;
             rows.iter()
                 .map(|r| Checkpoint::from_row(thread, r))
                 .collect()
         })
         .await
     }
-}
-
-/// A foreign-key violation on the thread means "no such thread here".
-fn thread_missing(error: sqlx::Error) -> Error {
-    if let sqlx::Error::Database(db) = &error {
-        if db.code().as_deref() == Some("23503") {
-            return Error::ThreadNotFound;
-        }
-    }
-    error.into()
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 
 use crate::error::Result;
+use crate::predicate;
 
 /// The tenant column [`doctor`] looks for.
 pub const DEFAULT_TENANT_COLUMN: &str = "tenant_id";
@@ -36,10 +37,25 @@ pub enum Problem {
     NoUsingPolicy,
     /// No policy checks writes with `WITH CHECK`.
     NoWithCheckPolicy,
-    /// A policy is keyed neither on `tenant_sdk.verified_context` nor on
-    /// `tenant_sdk.current_tenant()` (e.g. on a raw
-    /// `current_setting`, which any role can set).
+    /// A permissive policy's predicate is not `tenant_id = <the SDK's
+    /// verified tenant>` (possibly AND-ed with more conditions): keyed on a
+    /// raw `current_setting` (which any role can set), on another function,
+    /// or with an `OR` escape. Checked by parsing the predicate.
     PolicyNotKeyedOnSignedContext,
+    /// A unique or foreign-key constraint does not lead with the tenant
+    /// column: its violations reveal other tenants' values.
+    ConstraintNotLedByTenant,
+    /// The connected role may `TRUNCATE` a tenant table (TRUNCATE ignores
+    /// row-level security).
+    TruncateAllowed,
+    /// The connected role may create temporary tables (session state that
+    /// outlives a transaction on a pooled connection).
+    TempAllowed,
+    /// The connected role may create objects in the database or a schema
+    /// (functions and operators that shadow built-ins, tables outside RLS).
+    CreateAllowed,
+    /// A role- or database-level default sets the context setting.
+    ContextSettingDefault,
     /// A view runs with its owner's rights (no `security_invoker`), so
     /// selecting from it bypasses the callers' row-level security.
     ViewWithoutSecurityInvoker,
@@ -49,7 +65,8 @@ pub enum Problem {
     RoleIsSuperuser,
     /// The connected role has `BYPASSRLS`.
     RoleBypassesRls,
-    /// The connected role owns tenant tables (and can disable RLS on them).
+    /// The connected role owns tenant tables (and can disable RLS on them,
+    /// and is not bound by it unless `FORCE`d).
     RoleOwnsTenantTables,
     /// The connected role can read the context verification keys.
     ContextKeysReadable,
@@ -80,6 +97,14 @@ pub struct RoleReport {
     /// Whether it can `SELECT` from `tenant_sdk.context_keys` (`None`: the
     /// table does not exist, migrations have not run).
     pub can_read_context_keys: Option<bool>,
+    /// Whether it may create temporary tables in the database.
+    pub can_create_temp: bool,
+    /// Whether it may create schemas in the database.
+    pub can_create_in_database: bool,
+    /// Schemas it may create objects in.
+    pub creatable_schemas: Vec<String>,
+    /// Whether a role- or database-level default sets `tenant_sdk.*`.
+    pub context_setting_default: bool,
 }
 
 /// A policy on a tenant table.
@@ -188,8 +213,30 @@ const SYSTEM_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schem
 
 const ROLE_SQL: &str = "SELECT current_user::text AS name, r.rolsuper, r.rolbypassrls, \
         CASE WHEN to_regclass('tenant_sdk.context_keys') IS NULL THEN NULL \
-             ELSE has_table_privilege('tenant_sdk.context_keys', 'SELECT') END AS keys_readable \
+             ELSE has_table_privilege('tenant_sdk.context_keys', 'SELECT') END AS keys_readable, \
+        has_database_privilege(current_database(), 'TEMPORARY') AS temp, \
+        has_database_privilege(current_database(), 'CREATE') AS create_db, \
+        ARRAY(SELECT n.nspname::text FROM pg_namespace n \
+               WHERE has_schema_privilege(n.oid, 'CREATE') \
+                 AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%' \
+               ORDER BY 1) AS create_schemas, \
+        EXISTS (SELECT 1 FROM pg_db_role_setting s, unnest(s.setconfig) AS c(setting) \
+                 WHERE (s.setrole = 0 OR pg_has_role(current_user, s.setrole, 'MEMBER')) \
+                   AND (s.setdatabase = 0 OR s.setdatabase = \
+                        (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())) \
+                   AND c.setting LIKE 'tenant\\_sdk.%') AS setting_default \
      FROM pg_roles r WHERE r.rolname = current_user";
+
+const CONSTRAINTS_SQL: &str = "SELECT c.conname::text AS name \
+     FROM pg_constraint c \
+     WHERE c.conrelid = $1::oid AND c.contype IN ('p', 'u', 'f', 'x') \
+       AND c.conkey[1] <> (SELECT a.attnum FROM pg_attribute a \
+                            WHERE a.attrelid = $1::oid AND a.attname = $2) \
+     UNION \
+     SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+     WHERE x.indrelid = $1::oid AND x.indisunique AND x.indkey[0] <> \
+           (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attname = $2) \
+     ORDER BY 1";
 
 const POLICIES_SQL: &str = "SELECT p.polname::text AS name, \
         CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' \
@@ -204,7 +251,8 @@ fn tables_sql() -> String {
         "SELECT c.oid::int8 AS oid, n.nspname::text AS schema, c.relname::text AS name, \
             pg_get_userbyid(c.relowner)::text AS owner, \
             c.relrowsecurity, c.relforcerowsecurity, \
-            pg_has_role(current_user, c.relowner, 'USAGE') AS owned \
+            pg_has_role(current_user, c.relowner, 'USAGE') AS owned, \
+            has_table_privilege(c.oid, 'TRUNCATE') AS truncate \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p') AND {SYSTEM_SCHEMAS} \
            AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
@@ -246,28 +294,45 @@ pub async fn doctor(pool: &PgPool) -> Result<DoctorReport> {
 /// Database errors.
 pub async fn doctor_with_column(pool: &PgPool, tenant_column: &str) -> Result<DoctorReport> {
     let mut findings = Vec::new();
+    // One transaction with a pinned path: pg_get_expr then qualifies every
+    // name outside pg_catalog, so the predicate parser sees where it lives.
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql("SET LOCAL search_path = pg_catalog")
+        .execute(&mut *tx)
+        .await?;
+    let conn = &mut *tx;
 
-    let row = sqlx::query(ROLE_SQL).fetch_one(pool).await?;
+    let row = sqlx::query(ROLE_SQL).fetch_one(&mut *conn).await?;
     let mut role = RoleReport {
         name: row.try_get("name")?,
         superuser: row.try_get("rolsuper")?,
         bypass_rls: row.try_get("rolbypassrls")?,
         owns_tenant_tables: false,
         can_read_context_keys: row.try_get("keys_readable")?,
+        can_create_temp: row.try_get("temp")?,
+        can_create_in_database: row.try_get("create_db")?,
+        creatable_schemas: row.try_get("create_schemas")?,
+        context_setting_default: row.try_get("setting_default")?,
     };
 
     let mut tables = Vec::new();
     for row in sqlx::query(sqlx::AssertSqlSafe(tables_sql()))
         .bind(tenant_column)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?
     {
         let oid: i64 = row.try_get("oid")?;
         let owned: bool = row.try_get("owned")?;
         role.owns_tenant_tables |= owned;
+        let unled: Vec<String> = sqlx::query_scalar(CONSTRAINTS_SQL)
+            .bind(oid)
+            .bind(tenant_column)
+            .fetch_all(&mut *conn)
+            .await?;
+        let truncate: bool = row.try_get("truncate")?;
         let policies = sqlx::query(POLICIES_SQL)
             .bind(oid)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
             .iter()
             .map(|p| {
@@ -288,13 +353,24 @@ pub async fn doctor_with_column(pool: &PgPool, tenant_column: &str) -> Result<Do
             rls_forced: row.try_get("relforcerowsecurity")?,
             policies,
         };
-        table_findings(&table, &mut findings);
+        table_findings(&table, tenant_column, &mut findings);
+        let object = format!("{}.{}", table.schema, table.name);
+        for constraint in unled {
+            findings.push(finding(
+                Severity::Error,
+                format!("{object} ({constraint})"),
+                Problem::ConstraintNotLedByTenant,
+            ));
+        }
+        if truncate {
+            findings.push(finding(Severity::Error, object, Problem::TruncateAllowed));
+        }
         tables.push(table);
     }
 
     let mut views = Vec::new();
     for row in sqlx::query(sqlx::AssertSqlSafe(views_sql()))
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?
     {
         let options: Vec<String> = row.try_get("options")?;
@@ -321,6 +397,7 @@ pub async fn doctor_with_column(pool: &PgPool, tenant_column: &str) -> Result<Do
         views.push(view);
     }
 
+    tx.rollback().await?;
     role_findings(&role, &mut findings);
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     Ok(DoctorReport {
@@ -340,7 +417,7 @@ fn finding(severity: Severity, object: String, problem: Problem) -> Finding {
     }
 }
 
-fn table_findings(table: &TableReport, findings: &mut Vec<Finding>) {
+fn table_findings(table: &TableReport, tenant_column: &str, findings: &mut Vec<Finding>) {
     let object = format!("{}.{}", table.schema, table.name);
     let mut add = |severity, problem| findings.push(finding(severity, object.clone(), problem));
     if !table.rls_enabled {
@@ -354,36 +431,36 @@ fn table_findings(table: &TableReport, findings: &mut Vec<Finding>) {
         add(Severity::Warning, Problem::NoPolicy);
         return;
     }
-    let reads = |p: &&PolicyReport| matches!(p.command.as_str(), "ALL" | "SELECT");
+    // Permissive policies are OR-ed: every one that applies must be keyed on
+    // the verified tenant. Restrictive ones can only narrow.
+    let permissive = || table.policies.iter().filter(|p| p.permissive);
+    let reads =
+        |p: &&PolicyReport| matches!(p.command.as_str(), "ALL" | "SELECT" | "UPDATE" | "DELETE");
     let writes = |p: &&PolicyReport| matches!(p.command.as_str(), "ALL" | "INSERT" | "UPDATE");
-    if !table
-        .policies
-        .iter()
-        .filter(reads)
-        .any(|p| p.using.is_some())
-    {
+    if !permissive().filter(reads).any(|p| p.using.is_some()) {
         add(Severity::Error, Problem::NoUsingPolicy);
     }
-    if !table
-        .policies
-        .iter()
-        .filter(writes)
-        .any(|p| p.with_check.is_some())
-    {
+    // Without WITH CHECK, ALL and UPDATE policies check writes with USING.
+    let check = |p: &PolicyReport| p.with_check.clone().or_else(|| p.using.clone());
+    if !permissive().filter(writes).any(|p| check(p).is_some()) {
         add(Severity::Error, Problem::NoWithCheckPolicy);
     }
-    let signed = |e: &Option<String>| {
-        e.as_deref().is_none_or(|e| {
-            e.contains("tenant_sdk.verified_context") || e.contains("current_tenant()")
-        })
+    let scoped = sdk_memory_table(table);
+    let keyed = |e: Option<String>| {
+        e.is_none_or(|e| predicate::keyed_on_verified_tenant(&e, tenant_column, scoped))
     };
-    if !table
-        .policies
-        .iter()
-        .all(|p| signed(&p.using) && signed(&p.with_check))
-    {
+    let all_keyed = permissive()
+        .all(|p| (!reads(&p) || keyed(p.using.clone())) && (!writes(&p) || keyed(check(p))));
+    if !all_keyed {
         add(Severity::Error, Problem::PolicyNotKeyedOnSignedContext);
     }
+}
+
+/// The SDK's own memory tables, whose policies may use the scope-key form.
+fn sdk_memory_table(table: &TableReport) -> bool {
+    crate::platform::MEMORY_TABLES
+        .iter()
+        .any(|(schema, name)| table.schema == *schema && table.name == *name)
 }
 
 fn role_findings(role: &RoleReport, findings: &mut Vec<Finding>) {
@@ -402,27 +479,38 @@ fn role_findings(role: &RoleReport, findings: &mut Vec<Finding>) {
             Problem::RoleBypassesRls,
         ));
     }
+    let mut add = |problem| findings.push(finding(Severity::Error, object.clone(), problem));
     if role.owns_tenant_tables {
-        findings.push(finding(
-            Severity::Warning,
-            object.clone(),
-            Problem::RoleOwnsTenantTables,
-        ));
+        add(Problem::RoleOwnsTenantTables);
     }
     if role.can_read_context_keys == Some(true) {
+        add(Problem::ContextKeysReadable);
+    }
+    if role.can_create_temp {
+        add(Problem::TempAllowed);
+    }
+    if role.context_setting_default {
+        add(Problem::ContextSettingDefault);
+    }
+    if role.can_create_in_database {
+        add(Problem::CreateAllowed);
+    }
+    for schema in &role.creatable_schemas {
         findings.push(finding(
-            Severity::Warning,
-            object,
-            Problem::ContextKeysReadable,
+            Severity::Error,
+            format!("schema {schema}"),
+            Problem::CreateAllowed,
         ));
     }
 }
 
-/// The SDK's own verifier view (migration 0005) runs with its owner's
+/// The SDK's own verifier views (migration 0001) run with their owner's
 /// rights on purpose: to read the verification keys for the application
-/// role. It reads no tenant table, so it bypasses no row-level security.
+/// role. They read no tenant table, so they bypass no row-level security.
 fn is_sdk_verifier(view: &ViewReport) -> bool {
-    view.schema == "tenant_sdk" && view.name == "verified_context" && !view.materialized
+    view.schema == "tenant_sdk"
+        && matches!(view.name.as_str(), "verified_context" | "bound_tenant")
+        && !view.materialized
 }
 
 fn is_security_invoker(option: &str) -> bool {

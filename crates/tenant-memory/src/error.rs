@@ -4,13 +4,14 @@ use std::fmt;
 
 /// Why PostgreSQL refused the tenant context bound to a transaction.
 ///
-/// Raised by `tenant_sdk.current_tenant()` (see `migrations/0001` and
-/// `0004`; the policies' verifier view `0005` defers every failure to it) with its
-/// own SQLSTATE, so the reason survives the trip through the database.
+/// Raised by `tenant_sdk.current_tenant()` (migration 0001; the policies'
+/// verifier views defer every failure to it) with its own SQLSTATE, so the
+/// reason survives the trip through the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub enum ContextRejection {
-    /// The bound value is not `v1:<key>:<tenant>:<expiry>:<mac>` (SQLSTATE `TSM01`).
+    /// The bound value is not `<mac> v2 <tenant> <expiry> <key> <grant>...`
+    /// (SQLSTATE `TSM01`).
     Malformed,
     /// The key id is not installed, or has been retired (SQLSTATE `TSK01`).
     UnknownKey,
@@ -125,6 +126,32 @@ pub enum Error {
     /// The SQL tool refused a statement before sending it.
     #[error("SQL not allowed: {0}")]
     SqlNotAllowed(&'static str),
+    /// The SQL tool refused a statement because it names an object outside
+    /// its allowlist (a relation, function, type, operator or construct).
+    #[error("SQL not allowed: {kind} `{name}` is not on the SQL tool's allowlist")]
+    SqlObjectNotAllowed {
+        /// What kind of object.
+        kind: SqlObjectKind,
+        /// Its name as written (schema-qualified where it was).
+        name: String,
+    },
+    /// The context's capabilities do not include the SQL tool
+    /// ([`SQL_TOOL_CAPABILITY`](crate::SQL_TOOL_CAPABILITY) in its tools).
+    #[error("the tenant context may not use the SQL tool (tool capability `{0}` missing)")]
+    SqlToolNotPermitted(&'static str),
+    /// A thread cannot be deleted because data the context may not touch
+    /// (checkpoints in other memory namespaces) still belongs to it.
+    #[error("thread not deleted: it holds data in memory namespaces this context may not touch")]
+    ThreadHasUnreachableData,
+    /// The PostgreSQL subkey and the platform authority come from different
+    /// master keys.
+    #[error("the PostgreSQL subkey (key id `{key_id}`) is not from the platform authority's key `{authority_key_id}`")]
+    KeyNotFromAuthority {
+        /// The subkey's key id.
+        key_id: String,
+        /// The authority's signing key id.
+        authority_key_id: String,
+    },
     /// The connected role is not safe as the application role.
     #[error("unsafe application role `{role}`: {reason}")]
     UnsafeAppRole {
@@ -173,6 +200,34 @@ impl From<sqlx::Error> for Error {
             "57014" => Error::StatementTimeout,
             _ => Error::Database(error),
         }
+    }
+}
+
+/// What kind of object the SQL tool refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum SqlObjectKind {
+    /// A table or view (catalog and statistics views included).
+    Relation,
+    /// A function (signalling, settings, admin, large-object, sleep, ...).
+    Function,
+    /// A type named in a cast.
+    Type,
+    /// An operator outside `pg_catalog`.
+    Operator,
+    /// A statement or expression form (cursor, locking clause, XML, ...).
+    Construct,
+}
+
+impl fmt::Display for SqlObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SqlObjectKind::Relation => "relation",
+            SqlObjectKind::Function => "function",
+            SqlObjectKind::Type => "type",
+            SqlObjectKind::Operator => "operator",
+            SqlObjectKind::Construct => "construct",
+        })
     }
 }
 

@@ -64,14 +64,14 @@ impl KvEntry {
 
 const GET_SQL: &str = "SELECT e.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT namespace, key, value, version, (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
+        SELECT namespace, key, value, version, (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms \
         FROM tenant_memory.kv \
         WHERE tenant_id = $2 AND namespace = $3 AND key = $4 AND b.bound IS NOT NULL \
         OFFSET 0) AS e";
 
 const LIST_SQL: &str = "SELECT e.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT namespace, key, value, version, (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
+        SELECT namespace, key, value, version, (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms \
         FROM tenant_memory.kv \
         WHERE tenant_id = $2 AND namespace = $3 AND key > $4 AND starts_with(key, $5) \
           AND b.bound IS NOT NULL \
@@ -86,7 +86,7 @@ const CREATE_SQL: &str = "INSERT INTO tenant_memory.kv (tenant_id, namespace, ke
 const UPSERT_SQL: &str = "INSERT INTO tenant_memory.kv (tenant_id, namespace, key, value, version) \
      SELECT $2, $3, $4, $5, 1 FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      ON CONFLICT (tenant_id, namespace, key) \
-     DO UPDATE SET value = EXCLUDED.value, version = kv.version + 1, updated_at = now() \
+     DO UPDATE SET value = EXCLUDED.value, version = kv.version + 1, updated_at = EXCLUDED.updated_at \
      RETURNING version";
 
 const SWAP_SQL: &str =
@@ -111,13 +111,16 @@ impl MemoryStore {
         self.run(async {
             self.allow_namespace("memory.kv_get", namespace)?;
             names::validate("key", key)?;
+            let mut ex = self.exec().await?;
             let row = sqlx::query(GET_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(namespace)
                 .bind(key)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *ex)
                 .await?;
+            ex.finish().await?;
             row.as_ref().map(KvEntry::from_row).transpose()
         })
         .await
@@ -148,14 +151,17 @@ impl MemoryStore {
                     } else {
                         UPSERT_SQL
                     };
+                    let mut ex = self.exec_write().await?;
                     let version: Option<i64> = sqlx::query_scalar(sql)
+                        .persistent(self.prepared())
                         .bind(self.bound())
                         .bind(tenant.as_uuid())
                         .bind(namespace)
                         .bind(key)
                         .bind(value)
-                        .fetch_optional(self.pool())
+                        .fetch_optional(&mut *ex)
                         .await?;
+                    ex.finish().await?;
                     match version {
                         Some(v) => Ok(v),
                         None => Err(Error::VersionConflict {
@@ -167,6 +173,7 @@ impl MemoryStore {
                 Expected::Version(v) => {
                     let mut tx = self.begin_bound().await?;
                     let version: Option<i64> = sqlx::query_scalar(SWAP_SQL)
+                        .persistent(self.prepared())
                         .bind(tenant.as_uuid())
                         .bind(namespace)
                         .bind(key)
@@ -206,6 +213,7 @@ impl MemoryStore {
             names::validate("key", key)?;
             let mut tx = self.begin_bound().await?;
             let done = sqlx::query(DELETE_SQL)
+                .persistent(self.prepared())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(namespace)
                 .bind(key)
@@ -244,15 +252,18 @@ impl MemoryStore {
         self.run(async {
             self.allow_namespace("memory.kv_list", namespace)?;
             names::validate_prefix("key prefix", prefix)?;
+            let mut ex = self.exec().await?;
             let rows = sqlx::query(LIST_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(namespace)
                 .bind(after.unwrap_or(""))
                 .bind(prefix)
                 .bind(page_limit(limit))
-                .fetch_all(self.pool())
+                .fetch_all(&mut *ex)
                 .await?;
+            ex.finish().await?;
             rows.iter().map(KvEntry::from_row).collect()
         })
         .await
@@ -270,6 +281,7 @@ impl MemoryStore {
         key: &str,
     ) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(VERSION_SQL)
+            .persistent(self.prepared())
             .bind(self.ctx.tenant().as_uuid())
             .bind(namespace)
             .bind(key)

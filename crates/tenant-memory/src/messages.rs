@@ -116,18 +116,18 @@ pub struct MessagePage {
 
 const BUMP_SQL: &str = "UPDATE tenant_memory.threads \
      SET last_seq = last_seq + $3, updated_at = now() \
-     WHERE tenant_id = $1 AND id = $2 RETURNING last_seq";
+     WHERE tenant_id = $1 AND id = $2 RETURNING last_seq, namespace, audience";
 
 const INSERT_SQL: &str =
-    "INSERT INTO tenant_memory.messages (tenant_id, thread_id, seq, role, content) \
-     SELECT $1, $2, $3 + m.ord, m.role, m.content \
+    "INSERT INTO tenant_memory.messages (tenant_id, thread_id, seq, namespace, audience, role, content) \
+     SELECT $1, $2, $3 + m.ord, $6, $7, m.role, m.content \
      FROM unnest($4::text[], $5::jsonb[]) WITH ORDINALITY AS m(role, content, ord) \
-     RETURNING seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms";
+     RETURNING seq, role, content, (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms";
 
 const PAGE_SQL: &str =
     "SELECT m.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+        SELECT seq, role, content, (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM tenant_memory.messages \
         WHERE tenant_id = $2 AND thread_id = $3 AND seq > $4 AND b.bound IS NOT NULL \
         ORDER BY seq \
@@ -137,7 +137,7 @@ const PAGE_SQL: &str =
 pub(crate) const LAST_SQL: &str =
     "SELECT m.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT seq, role, content, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms \
+        SELECT seq, role, content, (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms \
         FROM tenant_memory.messages \
         WHERE tenant_id = $2 AND thread_id = $3 AND b.bound IS NOT NULL \
         ORDER BY seq DESC \
@@ -180,7 +180,8 @@ impl MemoryStore {
                 .unzip();
             let tenant = self.ctx.tenant();
             let mut tx = self.begin_bound().await?;
-            let last: i64 = sqlx::query_scalar(BUMP_SQL)
+            let (last, namespace, audience): (i64, String, String) = sqlx::query_as(BUMP_SQL)
+                .persistent(self.prepared())
                 .bind(tenant.as_uuid())
                 .bind(thread.as_uuid())
                 .bind(count)
@@ -188,11 +189,14 @@ impl MemoryStore {
                 .await?
                 .ok_or(Error::ThreadNotFound)?;
             let rows = sqlx::query(INSERT_SQL)
+                .persistent(self.prepared())
                 .bind(tenant.as_uuid())
                 .bind(thread.as_uuid())
                 .bind(last - count)
                 .bind(roles)
                 .bind(contents)
+                .bind(namespace)
+                .bind(audience)
                 .fetch_all(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -221,14 +225,17 @@ impl MemoryStore {
     ) -> Result<MessagePage> {
         self.run(async {
             let limit = page_limit(limit);
+            let mut ex = self.exec().await?;
             let rows = sqlx::query(PAGE_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(thread.as_uuid())
                 .bind(after.map_or(0, |c| c.0))
                 .bind(limit + 1)
-                .fetch_all(self.pool())
+                .fetch_all(&mut *ex)
                 .await?;
+            ex.finish().await?;
             let mut messages = rows
                 .iter()
                 .map(|row| Message::from_row(thread, row))
@@ -253,13 +260,16 @@ impl MemoryStore {
     /// [`Error::Context`] for an invalid context, database errors otherwise.
     pub async fn last_messages(&self, thread: ThreadId, n: usize) -> Result<Vec<Message>> {
         self.run(async {
+            let mut ex = self.exec().await?;
             let rows = sqlx::query(LAST_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(thread.as_uuid())
                 .bind(page_limit(n))
-                .fetch_all(self.pool())
+                .fetch_all(&mut *ex)
                 .await?;
+            ex.finish().await?;
             rows.iter()
                 .map(|row| Message::from_row(thread, row))
                 .collect()
@@ -293,7 +303,7 @@ mod tests {
         let issuer = ContextIssuer::new(MasterKey::from_bytes(KeyId::new("k1").unwrap(), [3; 32]));
         let key = issuer.subkey(Purpose::Postgres);
         let owner = PgPool::connect(db.owner_url()).await.unwrap();
-        let admin = MemoryAdmin::new(&owner, &key).unwrap();
+        let admin = MemoryAdmin::new(&owner, &key, &issuer.authority()).unwrap();
         admin.migrate(tenant_testkit::APP_ROLE).await.unwrap();
         admin.install_key().await.unwrap();
         let app = PgPool::connect(db.app_url()).await.unwrap();
@@ -310,16 +320,18 @@ mod tests {
         let store_a = MemoryStore::builder()
             .pool(&app)
             .key(&key)
+            .authority(&issuer.authority())
             .tenant(&a)
             .build()
             .unwrap();
         let store_b = MemoryStore::builder()
             .pool(&app)
             .key(&key)
+            .authority(&issuer.authority())
             .tenant(&b)
             .build()
             .unwrap();
-        let thread = store_a.create_thread(json!({})).await.unwrap();
+        let thread = store_a.create_thread("chat", json!({})).await.unwrap();
         store_a
             .append_message(thread.id, NewMessage::new(MessageRole::User, json!("a")))
             .await

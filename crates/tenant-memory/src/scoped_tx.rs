@@ -4,25 +4,27 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::PgConnection;
 use tenant_core::TenantContext;
 use tracing::Instrument;
 
 use crate::error::Result;
+use crate::session_reset::CallerConnection;
 use crate::store::MemoryStore;
-
-/// Clears the setting at session level too, so nothing survives COMMIT.
-const RESET_SQL: &str = "RESET tenant_sdk.ctx";
 
 /// A PostgreSQL transaction with the store's signed context bound to it
 /// (transaction-locally). Use it as a sqlx executor — `&mut *tx` — for the
 /// application's own tables protected with
 /// [`protect_table`](crate::protect_table): every row it reads or writes
-/// belongs to the context's tenant, whatever the SQL says.
+/// belongs to the context's tenant and namespaces, whatever the SQL says.
 ///
-/// Dropping it without [`commit`](ScopedTx::commit) rolls back. Either way
-/// the binding ends with the transaction, so the pooled connection carries
-/// no tenant into its next use.
+/// Its connection is handed to caller SQL, so it goes back to the pool only
+/// after a reset that removes every kind of session state (`DISCARD ALL`:
+/// cursors, temporary tables, prepared statements, `LISTEN`, advisory locks,
+/// settings), on [`commit`](ScopedTx::commit) and
+/// [`rollback`](ScopedTx::rollback). Dropped without either (an early return,
+/// a cancelled future), the transaction is rolled back by closing the
+/// connection.
 ///
 /// ```no_run
 /// # async fn demo(store: &tenant_memory::MemoryStore) -> tenant_memory::Result<()> {
@@ -34,7 +36,7 @@ const RESET_SQL: &str = "RESET tenant_sdk.ctx";
 /// # Ok(()) }
 /// ```
 pub struct ScopedTx {
-    tx: Transaction<'static, Postgres>,
+    conn: CallerConnection,
     ctx: TenantContext,
 }
 
@@ -46,35 +48,28 @@ impl ScopedTx {
 
     /// The connection, as a sqlx executor (same as `&mut *tx`).
     pub fn executor(&mut self) -> &mut PgConnection {
-        &mut self.tx
+        &mut self.conn
     }
 
-    /// Commits. A session-level `SET tenant_sdk.ctx` made inside the
-    /// transaction would outlive it on commit, so the setting is reset first.
+    /// Commits, then resets the connection.
     ///
     /// # Errors
     ///
-    /// The database's error (e.g. a deferred constraint).
-    pub async fn commit(mut self) -> Result<()> {
+    /// The database's error (e.g. a deferred constraint); the connection is
+    /// then closed.
+    pub async fn commit(self) -> Result<()> {
         let span = self.ctx.span();
-        async {
-            sqlx::query(RESET_SQL).execute(&mut *self.tx).await?;
-            self.tx.commit().await?;
-            Ok(())
-        }
-        .instrument(span)
-        .await
+        self.conn.release(true).instrument(span).await
     }
 
-    /// Rolls back.
+    /// Rolls back, then resets the connection.
     ///
     /// # Errors
     ///
-    /// The database's error.
+    /// The database's error; the connection is then closed.
     pub async fn rollback(self) -> Result<()> {
         let span = self.ctx.span();
-        self.tx.rollback().instrument(span).await?;
-        Ok(())
+        self.conn.release(false).instrument(span).await
     }
 }
 
@@ -82,13 +77,13 @@ impl Deref for ScopedTx {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        &self.tx
+        &self.conn
     }
 }
 
 impl DerefMut for ScopedTx {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.tx
+        &mut self.conn
     }
 }
 
@@ -105,13 +100,15 @@ impl MemoryStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Context`](crate::Error::Context) for an invalid context;
-    /// database errors otherwise.
+    /// [`Error::Context`](crate::Error::Context) for a context the platform's
+    /// authority does not admit; database errors otherwise.
     pub async fn begin(&self) -> Result<ScopedTx> {
         self.run(async {
-            let tx = self.begin_bound().await?;
+            let mut conn = CallerConnection::acquire(self.pool(), self.platform.pooled).await?;
+            conn.begin("BEGIN").await?;
+            self.bind_on(&mut conn).await?;
             Ok(ScopedTx {
-                tx,
+                conn,
                 ctx: self.ctx.clone(),
             })
         })

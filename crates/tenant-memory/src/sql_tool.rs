@@ -2,29 +2,40 @@
 //! signed context as everything else.
 //!
 //! Layers, each enough on its own for a different attack:
-//! 1. the statement must start with `SELECT`, `WITH`, `VALUES` or `TABLE`
-//!    and is sent alone through the extended protocol (one statement only);
-//! 2. it runs as a subquery of `SELECT to_jsonb(q) FROM (...) q LIMIT n`, so
-//!    it cannot be `COMMIT`, `SET`, DDL or a data-modifying `WITH`;
-//! 3. inside a `READ ONLY` transaction with a local `statement_timeout`;
+//! 1. the context must hold the tool capability ([`SQL_TOOL_CAPABILITY`]);
+//! 2. the statement is parsed by the PostgreSQL parser (libpg_query) and
+//!    must be one plain query naming only allowlisted relations, functions,
+//!    types and operators ([`FUNCTIONS`], [`TYPES`]; see `sql_allowlist`);
+//! 3. it runs as a subquery of `SELECT to_jsonb(q) FROM (...) q LIMIT n`,
+//!    with an empty `search_path`, inside a `READ ONLY` transaction with a
+//!    local `statement_timeout`, and the result is capped in rows and bytes;
 //! 4. with the signed context bound, so row-level security returns only the
-//!    tenant's rows; a `set_config` to another tenant fails verification;
-//! 5. the transaction is always rolled back (undoing even session-level
-//!    `set_config(.., false)` calls) and session advisory locks released.
+//!    tenant's rows in the context's namespaces, shared or its principal's;
+//! 5. the transaction is rolled back and the connection reset (`DISCARD
+//!    ALL`) before it returns to the pool, or closed (also when the call is
+//!    cancelled).
 
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use crate::error::{Error, Result};
-use crate::store::{MemoryStore, BIND_SQL};
+use crate::session_reset::CallerConnection;
+use crate::sql_allowlist;
+pub use crate::sql_allowlist::{FUNCTIONS, TYPES};
+use crate::store::MemoryStore;
 
+/// The tool name a context's capabilities must allow
+/// (`Capabilities::with_tools([SQL_TOOL_CAPABILITY])`) to use the SQL tool.
+pub const SQL_TOOL_CAPABILITY: &str = "memory.sql";
 /// Default [`SqlQueryTool::with_statement_timeout`].
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default [`SqlQueryTool::with_max_rows`].
 pub const DEFAULT_MAX_ROWS: usize = 200;
+/// Default [`SqlQueryTool::with_max_bytes`].
+pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
 /// The longest SQL text accepted.
 pub const MAX_SQL_BYTES: usize = 16 * 1024;
 
@@ -34,17 +45,18 @@ pub const MAX_SQL_BYTES: usize = 16 * 1024;
 pub struct SqlRows {
     /// One JSON object per row (column name → value).
     pub rows: Vec<Value>,
-    /// More rows existed than the cap allowed.
+    /// More rows existed than the row or byte cap allowed.
     pub truncated: bool,
 }
 
 /// Read-only SQL for an agent's text-to-SQL tool. Made from a store
-/// ([`MemoryStore::sql_tool`]), so it acts for the store's tenant only.
+/// ([`MemoryStore::sql_tool`]), so it acts for the store's context only.
 #[derive(Clone, Debug)]
 pub struct SqlQueryTool {
     store: MemoryStore,
     statement_timeout: Duration,
     max_rows: usize,
+    max_bytes: usize,
 }
 
 impl SqlQueryTool {
@@ -60,20 +72,28 @@ impl SqlQueryTool {
         self
     }
 
+    /// Returns at most `max_bytes` bytes of JSON rows (at least 1 KiB); the
+    /// cap is applied in the database, so larger results are never sent.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(1024);
+        self
+    }
+
     /// Runs one read-only query and returns its rows as JSON objects.
     ///
     /// # Errors
     ///
-    /// [`Error::SqlNotAllowed`] for anything that is not a single query;
-    /// [`Error::ReadOnlyTransaction`] for a write that got past that;
+    /// [`Error::SqlToolNotPermitted`] without the tool capability;
+    /// [`Error::SqlObjectNotAllowed`] naming a relation, function, type,
+    /// operator or construct outside the allowlist; [`Error::SqlNotAllowed`]
+    /// for anything that is not a single query;
     /// [`Error::StatementTimeout`]; [`Error::BoundContextRejected`] if the
-    /// SQL tampers with the bound context; [`Error::PermissionDenied`] for
-    /// objects the application role may not read.
+    /// bound context does not verify.
     pub async fn query(&self, sql: &str) -> Result<SqlRows> {
         let store = &self.store;
         store
             .run(async {
-                let body = match screen(sql) {
+                let body = match self.screen(sql) {
                     Ok(body) => body,
                     Err(e) => {
                         store.ctx.audit_denied("memory.sql", "sql", &e);
@@ -90,103 +110,103 @@ impl SqlQueryTool {
             .await
     }
 
-    async fn run_read_only(&self, body: &str) -> Result<SqlRows> {
-        let mut conn = self.store.pool().acquire().await?;
-        let result = async {
-            let mut tx = conn
-                .begin_with("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await?;
-            sqlx::query(BIND_SQL)
-                .bind(self.store.bound())
-                .execute(&mut *tx)
-                .await?;
-            let timeout_ms = u64::try_from(self.statement_timeout.as_millis()).unwrap_or(u64::MAX);
-            sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-                .bind(timeout_ms.to_string())
-                .execute(&mut *tx)
-                .await?;
-            let cap = i64::try_from(self.max_rows).unwrap_or(i64::MAX - 1);
-            let wrapped = format!(
-                "SELECT to_jsonb(q) AS row FROM (\n{body}\n) AS q LIMIT {}",
-                cap + 1
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(wrapped))
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?;
-            tx.rollback().await?;
-            let mut rows = rows
-                .iter()
-                .map(|r| r.try_get::<Value, _>("row"))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let truncated = rows.len() > self.max_rows;
-            rows.truncate(self.max_rows);
-            Ok::<_, Error>(SqlRows { rows, truncated })
-        }
-        .await;
-        // Session advisory locks survive ROLLBACK; nothing else the query
-        // could do does (the transaction above is rolled back on drop).
-        if sqlx::query("SELECT pg_advisory_unlock_all()")
-            .execute(&mut *conn)
-            .await
-            .is_err()
+    /// The capability, size and allowlist checks; returns the query text
+    /// without trailing `;`.
+    fn screen<'s>(&self, sql: &'s str) -> Result<&'s str> {
+        if !self
+            .store
+            .ctx
+            .capabilities()
+            .tools()
+            .allows(SQL_TOOL_CAPABILITY)
         {
-            conn.close_on_drop();
+            return Err(Error::SqlToolNotPermitted(SQL_TOOL_CAPABILITY));
         }
+        if sql.len() > MAX_SQL_BYTES {
+            return Err(Error::SqlNotAllowed("longer than 16 KiB"));
+        }
+        if sql.contains('\0') {
+            return Err(Error::SqlNotAllowed("contains a NUL byte"));
+        }
+        let body = sql
+            .trim()
+            .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+        let platform = &self.store.platform;
+        sql_allowlist::check(body, &|schema, table| {
+            platform.sql_table_allowed(schema, table)
+        })?;
+        Ok(body)
+    }
+
+    async fn run_read_only(&self, body: &str) -> Result<SqlRows> {
+        let mut conn =
+            CallerConnection::acquire(self.store.pool(), self.store.platform.pooled).await?;
+        let result = self.run_on(&mut conn, body).await;
+        conn.release(false).await?;
         result
     }
-}
 
-/// Accepts one query and returns its text without trailing `;`.
-fn screen(sql: &str) -> Result<&str> {
-    if sql.len() > MAX_SQL_BYTES {
-        return Err(Error::SqlNotAllowed("longer than 16 KiB"));
-    }
-    if sql.contains('\0') {
-        return Err(Error::SqlNotAllowed("contains a NUL byte"));
-    }
-    let body = sql
-        .trim()
-        .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
-    let first = first_keyword(body).ok_or(Error::SqlNotAllowed("empty statement"))?;
-    if !["select", "with", "values", "table"]
-        .iter()
-        .any(|k| first.eq_ignore_ascii_case(k))
-    {
-        return Err(Error::SqlNotAllowed(
-            "only queries (SELECT, WITH, VALUES, TABLE) are allowed",
-        ));
-    }
-    Ok(body)
-}
-
-/// The first word after leading whitespace, comments and parentheses.
-fn first_keyword(mut sql: &str) -> Option<&str> {
-    loop {
-        sql = sql.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-        if let Some(rest) = sql.strip_prefix("--") {
-            sql = rest.split_once('\n').map_or("", |(_, after)| after);
-        } else if let Some(rest) = sql.strip_prefix("/*") {
-            sql = rest.split_once("*/").map_or("", |(_, after)| after);
-        } else {
-            break;
+    async fn run_on(&self, conn: &mut CallerConnection, body: &str) -> Result<SqlRows> {
+        conn.begin("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        self.store.bind_on(conn).await?;
+        let timeout_ms = u64::try_from(self.statement_timeout.as_millis()).unwrap_or(u64::MAX);
+        sqlx::query(
+            "SELECT set_config('statement_timeout', $1, true), set_config('search_path', '', true)",
+        )
+        .persistent(self.store.prepared())
+        .bind(timeout_ms.to_string())
+        .execute(&mut **conn)
+        .await?;
+        let cap = i64::try_from(self.max_rows).unwrap_or(i64::MAX - 1);
+        let bytes = i64::try_from(self.max_bytes).unwrap_or(i64::MAX);
+        // The running total of the rows' JSON sizes stops the result in the
+        // database; rows past either cap are never sent.
+        let wrapped = format!(
+            "SELECT CASE WHEN r.total <= {bytes} THEN r.row END AS row, r.produced FROM ( \
+                SELECT j.row, count(*) OVER () AS produced, row_number() OVER () AS n, \
+                       sum(pg_catalog.octet_length(j.row::pg_catalog.text)) \
+                           OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS total \
+                FROM (SELECT pg_catalog.to_jsonb(q) AS row FROM (\n{body}\n) AS q LIMIT {}) AS j \
+             ) AS r WHERE r.total <= {bytes} OR r.n = 1",
+            cap + 1
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(wrapped))
+            .persistent(false)
+            .fetch_all(&mut **conn)
+            .await?;
+        let produced = match rows.first() {
+            Some(row) => row.try_get::<i64, _>("produced")?,
+            None => 0,
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // NULL: the first row alone is over the byte cap.
+            if let Some(value) = row.try_get::<Option<Value>, _>("row")? {
+                out.push(value);
+            }
         }
+        let truncated =
+            i64::try_from(out.len()).unwrap_or(i64::MAX) < produced || out.len() > self.max_rows;
+        out.truncate(self.max_rows);
+        Ok(SqlRows {
+            rows: out,
+            truncated,
+        })
     }
-    let end = sql
-        .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .unwrap_or(sql.len());
-    (end > 0).then(|| &sql[..end])
 }
 
 impl MemoryStore {
-    /// A read-only SQL tool for this store's tenant, with the default
-    /// timeout ([`DEFAULT_STATEMENT_TIMEOUT`]) and row cap
-    /// ([`DEFAULT_MAX_ROWS`]).
+    /// A read-only SQL tool for this store's context, with the default
+    /// timeout ([`DEFAULT_STATEMENT_TIMEOUT`]), row cap ([`DEFAULT_MAX_ROWS`])
+    /// and byte cap ([`DEFAULT_MAX_BYTES`]). Queries need the
+    /// [`SQL_TOOL_CAPABILITY`] in the context's tools.
     pub fn sql_tool(&self) -> SqlQueryTool {
         SqlQueryTool {
             store: self.clone(),
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             max_rows: DEFAULT_MAX_ROWS,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 
@@ -198,38 +218,5 @@ impl MemoryStore {
     /// As [`SqlQueryTool::query`].
     pub async fn read_only_sql(&self, sql: &str) -> Result<Vec<Value>> {
         Ok(self.sql_tool().query(sql).await?.rows)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_queries_pass_the_screen() {
-        for ok in [
-            "select 1",
-            "  SELECT 1;;  ",
-            "-- note\nwith x as (select 1) select * from x",
-            "/* c */ (select 1)",
-            "VALUES (1)",
-            "table tenant_memory.threads",
-        ] {
-            assert!(screen(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            " ; ",
-            "delete from tenant_memory.kv",
-            "update x set y = 1",
-            "set tenant_sdk.ctx = 'x'",
-            "reset tenant_sdk.ctx",
-            "commit",
-            "-- select\ndelete from x",
-            "/* select */ drop table x",
-            "selectx 1",
-        ] {
-            assert!(matches!(screen(bad), Err(Error::SqlNotAllowed(_))), "{bad}");
-        }
     }
 }

@@ -66,6 +66,11 @@ impl FromStr for ThreadId {
 pub struct Thread {
     /// Its id.
     pub id: ThreadId,
+    /// The memory namespace it lives in: only contexts allowed that
+    /// namespace see it, its messages and its checkpoints.
+    pub namespace: String,
+    /// Private to its owner: other principals of the tenant do not see it.
+    pub private: bool,
     /// The principal that created it.
     pub owner: String,
     /// Caller metadata (a JSON object by default).
@@ -82,6 +87,8 @@ impl Thread {
     pub(crate) fn from_row(row: &PgRow) -> Result<Self> {
         Ok(Self {
             id: ThreadId(row.try_get("id")?),
+            namespace: row.try_get("namespace")?,
+            private: !row.try_get::<&str, _>("audience")?.is_empty(),
             owner: row.try_get("owner_principal")?,
             metadata: row.try_get("metadata")?,
             message_count: row.try_get("last_seq")?,
@@ -93,27 +100,28 @@ impl Thread {
 
 const UPDATE_SQL: &str = "UPDATE tenant_memory.threads SET metadata = $3, updated_at = now() \
      WHERE tenant_id = $1 AND id = $2 \
-     RETURNING id, owner_principal, metadata, last_seq, \
-     (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
-     (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms";
+     RETURNING id, namespace, audience, owner_principal, metadata, last_seq, \
+     (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms, \
+     (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms";
 
 // Reads bind the signed context in the same statement: the FROM-less
 // subquery `b` runs set_config, and the LATERAL subquery (fenced by
 // OFFSET/LIMIT so it is not flattened) depends on `b.bound`, so it can only
 // run after the binding. See `tests/binding.rs`.
 
-const CREATE_SQL: &str = "INSERT INTO tenant_memory.threads (tenant_id, id, owner_principal, metadata) \
-     SELECT $2, $3, $4, $5 FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
-     RETURNING id, owner_principal, metadata, last_seq, \
-     (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
-     (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms";
+const CREATE_SQL: &str = "INSERT INTO tenant_memory.threads \
+        (tenant_id, id, namespace, audience, owner_principal, metadata) \
+     SELECT $2, $3, $4, $5, $6, $7 FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
+     RETURNING id, namespace, audience, owner_principal, metadata, last_seq, \
+     (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms, \
+     (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms";
 
 const GET_SQL: &str =
     "SELECT t.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT id, owner_principal, metadata, last_seq, \
-               (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
-               (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
+        SELECT id, namespace, audience, owner_principal, metadata, last_seq, \
+               (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms, \
+               (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms \
         FROM tenant_memory.threads \
         WHERE tenant_id = $2 AND id = $3 AND b.bound IS NOT NULL \
         OFFSET 0) AS t";
@@ -121,9 +129,9 @@ const GET_SQL: &str =
 const LIST_SQL: &str =
     "SELECT t.* FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b \
      CROSS JOIN LATERAL ( \
-        SELECT id, owner_principal, metadata, last_seq, \
-               (extract(epoch FROM created_at) * 1000)::int8 AS created_ms, \
-               (extract(epoch FROM updated_at) * 1000)::int8 AS updated_ms \
+        SELECT id, namespace, audience, owner_principal, metadata, last_seq, \
+               (extract(epoch FROM created_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS created_ms, \
+               (extract(epoch FROM updated_at - '1970-01-01 00:00:00+00'::timestamptz) * 1000)::int8 AS updated_ms \
         FROM tenant_memory.threads \
         WHERE tenant_id = $2 AND b.bound IS NOT NULL \
         ORDER BY updated_at DESC, id \
@@ -136,46 +144,85 @@ pub(crate) fn page_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE)
 }
 
+const DELETE_SQL: &str = "SELECT tenant_memory.delete_thread($2) AS deleted \
+     FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b";
+
 impl MemoryStore {
-    /// Creates a thread owned by the context's principal.
+    /// Creates a thread in memory `namespace`, shared with every principal
+    /// of the tenant whose context allows that namespace, owned by the
+    /// context's principal.
     ///
     /// # Errors
     ///
-    /// [`Error::Context`] for an invalid context, database errors otherwise.
-    pub async fn create_thread(&self, metadata: Value) -> Result<Thread> {
+    /// [`Error::NamespaceNotAllowed`] unless the context's capabilities allow
+    /// the namespace; [`Error::Context`] for an invalid context.
+    pub async fn create_thread(&self, namespace: &str, metadata: Value) -> Result<Thread> {
+        self.insert_thread(namespace, metadata, false).await
+    }
+
+    /// Like [`create_thread`](Self::create_thread), but private to the
+    /// context's principal: other principals of the tenant (and their
+    /// agents) see neither the thread nor its messages and checkpoints, in
+    /// the SDK or through SQL.
+    ///
+    /// # Errors
+    ///
+    /// As [`create_thread`](Self::create_thread).
+    pub async fn create_private_thread(&self, namespace: &str, metadata: Value) -> Result<Thread> {
+        self.insert_thread(namespace, metadata, true).await
+    }
+
+    async fn insert_thread(
+        &self,
+        namespace: &str,
+        metadata: Value,
+        private: bool,
+    ) -> Result<Thread> {
         self.run(async {
+            self.allow_namespace("memory.create_thread", namespace)?;
+            let principal = self.ctx.principal().as_str();
+            let mut ex = self.exec_write().await?;
             let row = sqlx::query(CREATE_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(Uuid::new_v4())
-                .bind(self.ctx.principal().as_str())
+                .bind(namespace)
+                .bind(if private { principal } else { "" })
+                .bind(principal)
                 .bind(metadata)
-                .fetch_one(self.pool())
+                .fetch_one(&mut *ex)
                 .await?;
+            ex.finish().await?;
             Thread::from_row(&row)
         })
         .await
     }
 
-    /// The thread with this id, if the handle's tenant has one.
+    /// The thread with this id, if the context can see one: the tenant's,
+    /// in an allowed namespace, shared or the principal's own.
     ///
     /// # Errors
     ///
     /// [`Error::Context`] for an invalid context, database errors otherwise.
     pub async fn thread(&self, id: ThreadId) -> Result<Option<Thread>> {
         self.run(async {
+            let mut ex = self.exec().await?;
             let row = sqlx::query(GET_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(id.0)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *ex)
                 .await?;
+            ex.finish().await?;
             row.as_ref().map(Thread::from_row).transpose()
         })
         .await
     }
 
-    /// The tenant's most recently updated threads, newest first (at most
+    /// The most recently updated threads the context can see (its
+    /// namespaces; shared or its principal's own), newest first (at most
     /// [`MAX_PAGE`]).
     ///
     /// # Errors
@@ -183,12 +230,15 @@ impl MemoryStore {
     /// [`Error::Context`] for an invalid context, database errors otherwise.
     pub async fn list_threads(&self, limit: usize) -> Result<Vec<Thread>> {
         self.run(async {
+            let mut ex = self.exec().await?;
             let rows = sqlx::query(LIST_SQL)
+                .persistent(self.prepared())
                 .bind(self.bound())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(page_limit(limit))
-                .fetch_all(self.pool())
+                .fetch_all(&mut *ex)
                 .await?;
+            ex.finish().await?;
             rows.iter().map(Thread::from_row).collect()
         })
         .await
@@ -203,6 +253,7 @@ impl MemoryStore {
         self.run(async {
             let mut tx = self.begin_bound().await?;
             let row = sqlx::query(UPDATE_SQL)
+                .persistent(self.prepared())
                 .bind(self.ctx.tenant().as_uuid())
                 .bind(id.0)
                 .bind(metadata)
@@ -216,24 +267,33 @@ impl MemoryStore {
         .await
     }
 
-    /// Deletes a thread with its messages and checkpoints.
+    /// Deletes a thread with its messages and checkpoints, in one
+    /// statement. Nothing cascades beyond what the context can see.
     ///
     /// # Errors
     ///
-    /// [`Error::ThreadNotFound`] if the handle's tenant has no such thread.
+    /// [`Error::ThreadNotFound`] if the context sees no such thread;
+    /// [`Error::ThreadHasUnreachableData`] (nothing deleted) while
+    /// checkpoints in namespaces the context may not touch belong to it.
     pub async fn delete_thread(&self, id: ThreadId) -> Result<()> {
         self.run(async {
-            let mut tx = self.begin_bound().await?;
-            let done =
-                sqlx::query("DELETE FROM tenant_memory.threads WHERE tenant_id = $1 AND id = $2")
-                    .bind(self.ctx.tenant().as_uuid())
-                    .bind(id.0)
-                    .execute(&mut *tx)
-                    .await?;
-            if done.rows_affected() == 0 {
+            let mut ex = self.exec_write().await?;
+            let deleted: bool = sqlx::query_scalar(DELETE_SQL)
+                .persistent(self.prepared())
+                .bind(self.bound())
+                .bind(id.0)
+                .fetch_one(&mut *ex)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+                        Error::ThreadHasUnreachableData
+                    }
+                    _ => e.into(),
+                })?;
+            ex.finish().await?;
+            if !deleted {
                 return Err(Error::ThreadNotFound);
             }
-            tx.commit().await?;
             self.ctx
                 .audit_allowed("memory.delete_thread", &id.to_string());
             Ok(())

@@ -42,7 +42,7 @@ async fn keys_rotate_and_retired_keys_stop_verifying_at_once() {
     let new_master = MasterKey::from_bytes(KeyId::new("test-k2").unwrap(), [43; 32]);
     let new_issuer = ContextIssuer::new(new_master);
     let new_key = new_issuer.subkey(Purpose::Postgres);
-    MemoryAdmin::new(&fx.owner, &new_key)
+    MemoryAdmin::new(&fx.owner, &new_key, &new_issuer.authority())
         .unwrap()
         .install_key()
         .await
@@ -57,6 +57,7 @@ async fn keys_rotate_and_retired_keys_stop_verifying_at_once() {
     let new = MemoryStore::builder()
         .pool(&fx.app)
         .key(&new_key)
+        .authority(&new_issuer.authority())
         .tenant(&new_ctx)
         .build()
         .unwrap();
@@ -85,13 +86,19 @@ async fn keys_rotate_and_retired_keys_stop_verifying_at_once() {
     assert_eq!(new.kv_get("ns", "k").await.unwrap().unwrap().version, 1);
 
     // Same id, different material: refused.
-    let impostor =
-        MasterKey::from_bytes(KeyId::new("test-k2").unwrap(), [0; 32]).subkey(Purpose::Postgres);
-    let err = MemoryAdmin::new(&fx.owner, &impostor)
-        .unwrap()
-        .install_key()
-        .await
-        .unwrap_err();
+    let impostor = ContextIssuer::new(MasterKey::from_bytes(
+        KeyId::new("test-k2").unwrap(),
+        [0; 32],
+    ));
+    let err = MemoryAdmin::new(
+        &fx.owner,
+        &impostor.subkey(Purpose::Postgres),
+        &impostor.authority(),
+    )
+    .unwrap()
+    .install_key()
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, Error::KeyIdConflict(ref id) if id == "test-k2"),
         "{err:?}"
@@ -104,7 +111,7 @@ async fn erase_tenant_deletes_everything_of_that_tenant_only_and_verifies() {
     let (a, b) = (fx.tenant(), fx.tenant());
     for ctx in [&a, &b] {
         let store = fx.store(ctx);
-        let thread = store.create_thread(json!({})).await.unwrap();
+        let thread = store.create_thread("chat", json!({})).await.unwrap();
         store
             .append_messages(
                 thread.id,
@@ -205,7 +212,6 @@ async fn doctor_finds_unprotected_tables_and_unsafe_views() {
     assert!(!report.is_healthy());
     assert!(report.has("public.open_notes", Problem::RlsNotEnabled));
     assert!(report.has("public.unforced", Problem::RlsNotForced));
-    assert!(report.has("public.unforced", Problem::NoWithCheckPolicy));
     assert!(report.has("public.unforced", Problem::PolicyNotKeyedOnSignedContext));
     assert!(report.has("public.all_notes", Problem::ViewWithoutSecurityInvoker));
     assert!(!report

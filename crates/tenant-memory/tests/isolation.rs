@@ -78,7 +78,7 @@ async fn apply(stores: &[MemoryStore], model: &mut Model, op: Op) {
     match op {
         Op::CreateThread { tenant } => {
             let thread = stores[tenant]
-                .create_thread(json!({ "tenant": tenant }))
+                .create_thread("chat", json!({ "tenant": tenant }))
                 .await
                 .unwrap();
             model.threads.push((tenant, thread.id));

@@ -17,8 +17,14 @@ async fn threads_are_created_listed_updated_and_deleted() {
     let ctx = fx.tenant();
     let store = fx.store(&ctx);
 
-    let a = store.create_thread(json!({"title": "a"})).await.unwrap();
-    let b = store.create_thread(json!({"title": "b"})).await.unwrap();
+    let a = store
+        .create_thread("chat", json!({"title": "a"}))
+        .await
+        .unwrap();
+    let b = store
+        .create_thread("chat", json!({"title": "b"}))
+        .await
+        .unwrap();
     assert_eq!(a.owner, "alice@example.com");
     assert_eq!(a.message_count, 0);
     assert_eq!(store.thread(a.id).await.unwrap(), Some(a.clone()));
@@ -49,7 +55,7 @@ async fn threads_are_created_listed_updated_and_deleted() {
 async fn messages_append_in_order_and_page_by_cursor() {
     let fx = Fixture::shared().await;
     let store = fx.store(&fx.tenant());
-    let thread = store.create_thread(json!({})).await.unwrap();
+    let thread = store.create_thread("chat", json!({})).await.unwrap();
 
     let first = store.append_message(thread.id, user("m1")).await.unwrap();
     assert_eq!(first.seq, 1);
@@ -95,7 +101,7 @@ async fn messages_append_in_order_and_page_by_cursor() {
 async fn concurrent_appends_get_distinct_gapless_sequence_numbers() {
     let fx = Fixture::shared().await;
     let store = fx.store(&fx.tenant());
-    let thread = store.create_thread(json!({})).await.unwrap();
+    let thread = store.create_thread("chat", json!({})).await.unwrap();
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = store.clone();
@@ -241,7 +247,7 @@ async fn kv_lists_by_prefix_in_key_order_with_paging() {
 async fn checkpoints_put_get_latest_and_list_with_parents() {
     let fx = Fixture::shared().await;
     let store = fx.store(&fx.tenant());
-    let thread = store.create_thread(json!({})).await.unwrap();
+    let thread = store.create_thread("chat", json!({})).await.unwrap();
 
     store
         .put_checkpoint(
@@ -315,7 +321,9 @@ async fn namespaces_outside_the_capabilities_are_refused() {
         .unwrap();
     let err = store.kv_get("secrets", "k").await.unwrap_err();
     assert!(matches!(err, Error::NamespaceNotAllowed { ref namespace } if namespace == "secrets"));
-    let thread = store.create_thread(json!({})).await.unwrap();
+    let err = store.create_thread("chat", json!({})).await.unwrap_err();
+    assert!(matches!(err, Error::NamespaceNotAllowed { ref namespace } if namespace == "chat"));
+    let thread = store.create_thread("prefs", json!({})).await.unwrap();
     let err = store
         .put_checkpoint(thread.id, "graph", NewCheckpoint::new("c", json!(1)))
         .await

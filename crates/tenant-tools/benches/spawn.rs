@@ -84,6 +84,15 @@ fn bwrap_true(workspace: &str) {
     assert!(status.success());
 }
 
+fn context(issuer: &ContextIssuer) -> TenantContext {
+    issuer
+        .context()
+        .tenant(TenantId::random())
+        .principal(PrincipalId::new("bench").unwrap())
+        .issue()
+        .unwrap()
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     ctx: TenantContext,
@@ -102,12 +111,7 @@ fn setup() -> Setup {
         WorkspaceQuota::new(16 << 20, 1024),
     )
     .unwrap();
-    let ctx = issuer
-        .context()
-        .tenant(TenantId::random())
-        .principal(PrincipalId::new("bench").unwrap())
-        .issue()
-        .unwrap();
+    let ctx = context(&issuer);
     let ws = root.create(&ctx).unwrap();
     let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
     let mut config = SandboxConfig::default();
@@ -289,12 +293,7 @@ fn proxy(c: &mut Criterion) {
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
 
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("bench").unwrap()));
-    let ctx = issuer
-        .context()
-        .tenant(TenantId::random())
-        .principal(PrincipalId::new("bench").unwrap())
-        .issue()
-        .unwrap();
+    let ctx = context(&issuer);
     let policy = EgressPolicy::deny_all()
         .allow_internal(&format!("127.0.0.1:{port}"))
         .unwrap();

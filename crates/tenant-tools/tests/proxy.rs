@@ -221,10 +221,9 @@ async fn a_routed_run_may_open_inet_sockets_but_reach_nothing_but_the_proxy() {
 struct Broker {
     _dir: tempfile::TempDir,
     tools: ToolExecutor,
-    ca: TestCa,
 }
 
-async fn broker(port: u16, ca: TestCa, how: CredentialInjection) -> Option<Broker> {
+async fn broker(port: u16, ca: &TestCa, how: CredentialInjection) -> Option<Broker> {
     if !sandbox_support() {
         return None;
     }
@@ -269,34 +268,37 @@ async fn broker(port: u16, ca: TestCa, how: CredentialInjection) -> Option<Broke
         .tenant(&ctx_with_tools(&issuer, tenant, &["curl"]))
         .build()
         .unwrap();
-    Some(Broker {
-        _dir: dir,
-        tools,
-        ca,
-    })
+    Some(Broker { _dir: dir, tools })
 }
 
-/// Everything the process could have seen of the secret: its
-/// environment, its files, its whole output, verbose curl included.
-const LOOK_EVERYWHERE: &str = "env > env.txt; cat /proc/self/environ >> env.txt; \
-     ls -R / > /dev/null 2>&1; grep -rl ghp_ /run /tmp /workspace 2>/dev/null; \
-     curl -sSv --max-time 20 -o body.txt URL; cat env.txt";
+impl Broker {
+    /// Fetches `url` with verbose curl and shows everything the process
+    /// could have seen of the secret: its environment, its files, its whole
+    /// output. Returns the tool's output as text.
+    async fn look_everywhere(&self, url: &str) -> String {
+        let script = format!(
+            "env > env.txt; cat /proc/self/environ >> env.txt; \
+             grep -rl ghp_ /run /tmp /workspace 2>/dev/null; \
+             curl -sSv --max-time 20 -o body.txt {url}; cat env.txt"
+        );
+        let out = self
+            .tools
+            .call("curl", json!({"args": [script]}))
+            .await
+            .unwrap();
+        out.to_string()
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_credential_reaches_the_https_server_but_never_the_process() {
     let ca = TestCa::new();
     let (port, seen) = https_server(&ca, fixed(ok("authorized"))).await;
-    let Some(b) = broker(port, ca, CredentialInjection::Bearer).await else {
+    let Some(b) = broker(port, &ca, CredentialInjection::Bearer).await else {
         return;
     };
-    let _ = &b.ca;
-    let script = LOOK_EVERYWHERE.replace("URL", &format!("https://localhost:{port}/repos"));
-    let out = b
-        .tools
-        .call("curl", json!({"args": [script]}))
-        .await
-        .unwrap();
-    let shown = out.to_string();
+    let url = format!("https://localhost:{port}/repos");
+    let shown = b.look_everywhere(&url).await;
     assert!(shown.contains("HTTP/1.1 200"), "{shown}");
     // The server got it, in the request for the injected host.
     let received = seen.text();
@@ -318,7 +320,7 @@ async fn an_injected_basic_credential_over_plain_http_never_reaches_the_process(
     let (port, seen) = http_server(fixed(ok("authorized"))).await;
     let Some(b) = broker(
         port,
-        TestCa::new(),
+        &TestCa::new(),
         CredentialInjection::Basic {
             username: "bot".into(),
         },
@@ -327,13 +329,8 @@ async fn an_injected_basic_credential_over_plain_http_never_reaches_the_process(
     else {
         return;
     };
-    let script = LOOK_EVERYWHERE.replace("URL", &format!("http://localhost:{port}/"));
-    let out = b
-        .tools
-        .call("curl", json!({"args": [script]}))
-        .await
-        .unwrap();
-    let shown = out.to_string();
+    let url = format!("http://localhost:{port}/");
+    let shown = b.look_everywhere(&url).await;
     let expected = base64_basic("bot", SECRET);
     assert!(
         seen.text()
@@ -369,7 +366,7 @@ async fn a_server_echoing_the_credential_back_is_redacted_from_the_output() {
         }),
     )
     .await;
-    let Some(b) = broker(port, ca, CredentialInjection::Bearer).await else {
+    let Some(b) = broker(port, &ca, CredentialInjection::Bearer).await else {
         return;
     };
     let out = b

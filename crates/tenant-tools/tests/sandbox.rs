@@ -4,6 +4,7 @@
 
 mod fixture;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -661,11 +662,6 @@ fn a_writer_hits_the_workspace_quota_and_the_host_is_untouched() {
     let Some(r) = run_with_quota(WorkspaceQuota::new(4 << 20, 64)) else {
         return;
     };
-    let host_free = |p: &Path| {
-        let s = rustix::fs::statvfs(p).unwrap();
-        s.f_bavail * s.f_frsize
-    };
-    let before = host_free(r.dir.path());
     let out = sandbox_with(|_| {})
         .run(
             &r.ws,
@@ -678,8 +674,19 @@ fn a_writer_hits_the_workspace_quota_and_the_host_is_untouched() {
     assert!(text.contains("INODES_FULL_AT"), "{text}");
     let big = std::fs::metadata(r.ws.path().join("big")).unwrap().len();
     assert!(big <= 4 << 20, "{big} bytes written into a 4 MiB workspace");
-    // The host's file system did not fill (allowing for other activity).
-    assert!(before.saturating_sub(host_free(r.dir.path())) < 2 << 20);
+    // The data went to the workspace's own tmpfs, not the host's file
+    // system, and nothing appeared next to the workspace.
+    let host_dev = std::fs::metadata(r.dir.path()).unwrap().dev();
+    assert_ne!(
+        std::fs::metadata(r.ws.path().join("big")).unwrap().dev(),
+        host_dev
+    );
+    assert_eq!(
+        std::fs::read_dir(r.ws.path().parent().unwrap())
+            .unwrap()
+            .count(),
+        1
+    );
     // The host's own writes hit the same wall, typed.
     assert!(matches!(
         r.ws.write("more", &vec![0u8; 4 << 20]),

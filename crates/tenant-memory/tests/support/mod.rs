@@ -6,13 +6,17 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tenant_core::{
     Capabilities, ContextIssuer, KeyId, MasterKey, PrincipalId, Purpose, Subkey, TenantContext,
     TenantId,
 };
-use tenant_memory::{MemoryAdmin, MemoryStore, TenantExport};
+use tenant_memory::{
+    Expected, MemoryAdmin, MemoryPlatform, MemoryStore, MessageRole, NewCheckpoint, NewMessage,
+    TenantExport,
+};
 use tenant_testkit::{TestDatabase, TestPostgres, APP_ROLE};
 
 /// The master key all tests share, so one installed key serves them all.
@@ -32,6 +36,7 @@ pub struct Fixture {
     pub owner: PgPool,
     pub app: PgPool,
     pub admin: MemoryAdmin,
+    pub platform: MemoryPlatform,
 }
 
 static SHARED_DB: OnceLock<TestDatabase> = OnceLock::new();
@@ -50,7 +55,13 @@ fn migrated_database() -> TestDatabase {
             .unwrap();
         rt.block_on(async {
             let owner = PgPool::connect(&url).await.unwrap();
-            let admin = MemoryAdmin::new(&owner, &issuer().subkey(Purpose::Postgres)).unwrap();
+            let issuer = issuer();
+            let admin = MemoryAdmin::new(
+                &owner,
+                &issuer.subkey(Purpose::Postgres),
+                &issuer.authority(),
+            )
+            .unwrap();
             admin.migrate(APP_ROLE).await.unwrap();
             admin.install_key().await.unwrap();
             owner.close().await;
@@ -98,7 +109,9 @@ impl Fixture {
             .connect(db.app_url())
             .await
             .unwrap();
-        let admin = MemoryAdmin::new(&owner, &key).unwrap();
+        let authority = issuer.authority();
+        let admin = MemoryAdmin::new(&owner, &key, &authority).unwrap();
+        let platform = MemoryPlatform::new(&app, &key, &authority).unwrap();
         Fixture {
             db,
             issuer,
@@ -106,6 +119,7 @@ impl Fixture {
             owner,
             app,
             admin,
+            platform,
         }
     }
 
@@ -124,10 +138,20 @@ impl Fixture {
             .unwrap()
     }
 
+    /// A context of the same tenant as `ctx` for another principal.
+    pub fn principal_of(&self, ctx: &TenantContext, principal: &str) -> TenantContext {
+        self.issuer
+            .context()
+            .tenant(ctx.tenant())
+            .principal(PrincipalId::new(principal).unwrap())
+            .capabilities(Capabilities::unrestricted())
+            .issue()
+            .unwrap()
+    }
+
     pub fn store(&self, ctx: &TenantContext) -> MemoryStore {
         MemoryStore::builder()
-            .pool(&self.app)
-            .key(&self.key)
+            .platform(&self.platform)
             .tenant(ctx)
             .build()
             .unwrap()
@@ -145,15 +169,30 @@ impl Fixture {
     }
 }
 
-/// The signed value `tenant_sdk.ctx` takes for `tenant`, computed
-/// independently of the crate (HMAC-SHA256 over the documented message).
-pub fn sign(key: &Subkey, tenant: TenantId, expires_at_ms: u64) -> String {
+/// The signed value `tenant_sdk.ctx` takes for `tenant` with `grants`,
+/// computed independently of the crate (HMAC-SHA256 over the documented
+/// message).
+pub fn sign_with(key: &Subkey, tenant: TenantId, expires_at_ms: u64, grants: &[String]) -> String {
     use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.expose_bytes()).unwrap();
     let key_id = key.key_id().as_str();
-    mac.update(format!("tenant_sdk/pg-ctx/v1|{key_id}|{tenant}|{expires_at_ms}").as_bytes());
-    let tag = hex::encode(mac.finalize().into_bytes());
-    format!("v1:{key_id}:{tenant}:{expires_at_ms}:{tag}")
+    let mut body = format!("v2 {tenant} {expires_at_ms:015} {key_id}");
+    for grant in grants {
+        body.push(' ');
+        body.push_str(grant);
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.expose_bytes()).unwrap();
+    mac.update(format!("tenant_sdk/pg-ctx/v2|{body}").as_bytes());
+    format!("{} {body}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Like [`sign_with`], granting every namespace's shared rows.
+pub fn sign(key: &Subkey, tenant: TenantId, expires_at_ms: u64) -> String {
+    sign_with(
+        key,
+        tenant,
+        expires_at_ms,
+        &[format!("{tenant}\u{1f}\u{1f}")],
+    )
 }
 
 pub fn now_ms() -> u64 {
@@ -161,4 +200,91 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// Written to the real stderr, past the test harness's capture, so CI logs
+/// show whether a suite ran.
+pub fn announce(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("\n*** {line} ***\n").as_bytes());
+}
+
+/// Every API of one store, repeatedly, asserting it sees only rows tagged
+/// `tag` (its tenant's): threads, messages, kv, checkpoints, the SQL tool
+/// and a scoped transaction.
+pub async fn exercise(store: MemoryStore, tag: String) {
+    let thread = store
+        .create_thread("chat", json!({ "tag": tag }))
+        .await
+        .unwrap();
+    for i in 0..6 {
+        store
+            .append_message(
+                thread.id,
+                NewMessage::new(MessageRole::User, json!([tag, i])),
+            )
+            .await
+            .unwrap();
+        store
+            .kv_put("prefs", &format!("k{i}"), json!(tag), Expected::Any)
+            .await
+            .unwrap();
+        store
+            .put_checkpoint(
+                thread.id,
+                "graph",
+                NewCheckpoint::new(format!("c{i}"), json!(tag)),
+            )
+            .await
+            .unwrap();
+        let last = store.last_messages(thread.id, 100).await.unwrap();
+        assert_eq!(last.len(), i + 1);
+        assert!(last.iter().all(|m| m.content[0] == json!(tag)));
+        let threads = store.list_threads(100).await.unwrap();
+        assert_eq!(threads.len(), 1);
+        assert_eq!(threads[0].metadata["tag"], json!(tag));
+        let kv = store.kv_list("prefs", "", None, 100).await.unwrap();
+        assert!(kv.iter().all(|e| e.value == json!(tag)));
+        let counts = &store
+            .read_only_sql(
+                "SELECT (SELECT count(DISTINCT tenant_id) FROM tenant_memory.messages) AS tenants, \
+                        (SELECT count(*) FROM tenant_memory.messages) AS messages",
+            )
+            .await
+            .unwrap()[0];
+        assert_eq!(counts["tenants"], json!(1));
+        assert_eq!(counts["messages"], json!(i + 1));
+        let mut tx = store.begin().await.unwrap();
+        let foreign: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tenant_memory.kv WHERE value <> to_jsonb($1::text)",
+        )
+        .persistent(false)
+        .bind(&tag)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(foreign, 0);
+        tx.commit().await.unwrap();
+    }
+}
+
+/// A root context for a new random tenant (principal `alice`, every
+/// capability) from `issuer`.
+pub fn new_tenant(issuer: &ContextIssuer) -> TenantContext {
+    issuer
+        .context()
+        .tenant(TenantId::random())
+        .principal(PrincipalId::new("alice").unwrap())
+        .capabilities(Capabilities::unrestricted())
+        .issue()
+        .unwrap()
+}
+
+/// A store for `ctx` on `platform`.
+pub fn store_on(platform: &MemoryPlatform, ctx: &TenantContext) -> MemoryStore {
+    MemoryStore::builder()
+        .platform(platform)
+        .tenant(ctx)
+        .build()
+        .unwrap()
 }

@@ -523,23 +523,9 @@ impl Upstream {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("upstream TLS: {e}"))?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                    .await
-                    .map_err(|e| format!("upstream: {e}"))?;
-                state.spawn(async move {
-                    let _ = conn.await;
-                });
-                Ok(sender)
+                handshake(&state, tls).await
             }
-            None => {
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(|e| format!("upstream: {e}"))?;
-                state.spawn(async move {
-                    let _ = conn.await;
-                });
-                Ok(sender)
-            }
+            None => handshake(&state, tcp).await,
         }
     }
 
@@ -555,6 +541,24 @@ impl Upstream {
             .await
             .map_err(|e| format!("upstream: {e}"))
     }
+}
+
+/// An HTTP/1.1 client connection over `io`, driven by a task of the
+/// proxy (stopped with it).
+async fn handshake<IO>(
+    state: &State,
+    io: IO,
+) -> Result<hyper::client::conn::http1::SendRequest<Body>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("upstream: {e}"))?;
+    state.spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// Headers that describe one connection, not the message.

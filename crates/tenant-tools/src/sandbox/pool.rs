@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -93,6 +94,9 @@ enum Job {
 struct Maker {
     sandbox: Arc<Sandbox>,
     root: WorkspaceRoot,
+    /// Set when the pool is dropped: used slots are still wiped, no new
+    /// ones are made.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Maker {
@@ -162,6 +166,9 @@ impl Maker {
             };
             // A uid whose wipe failed is retired, never handed out again.
             let Ok(uid) = uid else { continue };
+            if self.stopping.load(Ordering::SeqCst) {
+                continue;
+            }
             match self.make(uid) {
                 Ok(slot) => sub.push(slot),
                 Err(e) => tracing::warn!(
@@ -183,18 +190,37 @@ struct PoolInner {
     tiers: Option<Arc<dyn TierResolver>>,
     dedicated_size: u32,
     dedicated: Mutex<HashMap<TenantId, Arc<SubPool>>>,
-    jobs: Mutex<Sender<Job>>,
+    jobs: Mutex<Option<Sender<Job>>>,
+    recycler: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl PoolInner {
     fn send(&self, job: Job) {
-        let _ = self
-            .jobs
+        if let Some(jobs) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = jobs.send(job);
+        }
+    }
+}
+
+impl Drop for PoolInner {
+    /// Lets the recycler finish the slots it was given, so that every
+    /// sandbox, cgroup and workspace mount of the pool is torn down before
+    /// the pool is gone.
+    fn drop(&mut self) {
+        self.maker.stopping.store(true, Ordering::SeqCst);
+        drop(self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let recycler = self
+            .recycler
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .send(job);
+            .take();
+        if let Some(handle) = recycler {
+            let _ = handle.join();
+        }
     }
+}
 
+impl PoolInner {
     fn sub_pool(&self, tenant: TenantId) -> Result<Arc<SubPool>> {
         let silo = self
             .tiers
@@ -293,7 +319,11 @@ impl WarmPoolBuilder {
             .ok_or(Error::MissingConfiguration("workspace_root"))?;
         sandbox.check_workspace_root(root.path())?;
         let uids = UidRange::reserve(self.uid_base, self.size)?;
-        let maker = Maker { sandbox, root };
+        let maker = Maker {
+            sandbox,
+            root,
+            stopping: Arc::new(AtomicBool::new(false)),
+        };
         let shared = SubPool::new(None, uids);
         for i in 0..self.size {
             if let Some(uid) = shared.uids.uid(i) {
@@ -302,7 +332,7 @@ impl WarmPoolBuilder {
         }
         let (tx, rx) = channel();
         let recycler = maker.clone();
-        std::thread::Builder::new()
+        let recycler = std::thread::Builder::new()
             .name("tenant-tools-pool".into())
             .spawn(move || recycler.run(rx))
             .map_err(|e| Error::setup("pool thread", e))?;
@@ -313,7 +343,8 @@ impl WarmPoolBuilder {
                 tiers: self.tiers,
                 dedicated_size: self.dedicated_size.unwrap_or(self.size).max(1),
                 dedicated: Mutex::new(HashMap::new()),
-                jobs: Mutex::new(tx),
+                jobs: Mutex::new(Some(tx)),
+                recycler: Mutex::new(Some(recycler)),
             }),
         })
     }

@@ -285,20 +285,12 @@ fn exit_now(code: i32) -> ! {
     loop {}
 }
 
-fn read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
+/// Moves `len` bytes at `addr` through `read` or `write` (`nr`) on `fd`,
+/// retrying interrupted calls; `false` on end-of-file or error.
+fn transfer_all(nr: c_long, fd: RawFd, addr: usize, len: usize) -> bool {
     let mut done = 0;
-    while done < buf.len() {
-        let Some(rest) = buf.get_mut(done..) else {
-            return false;
-        };
-        let n = raw(
-            libc::SYS_read,
-            fd as usize,
-            rest.as_mut_ptr() as usize,
-            rest.len(),
-            0,
-            0,
-        );
+    while done < len {
+        let n = raw(nr, fd as usize, addr + done, len - done, 0, 0);
         if n < 0 && errno() == libc::EINTR {
             continue;
         }
@@ -310,29 +302,36 @@ fn read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
     true
 }
 
+fn read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
+    transfer_all(libc::SYS_read, fd, buf.as_mut_ptr() as usize, buf.len())
+}
+
 fn write_all(fd: RawFd, data: &[u8]) -> bool {
-    let mut done = 0;
-    while done < data.len() {
-        let Some(rest) = data.get(done..) else {
-            return false;
-        };
-        let n = raw(
-            libc::SYS_write,
-            fd as usize,
-            rest.as_ptr() as usize,
-            rest.len(),
-            0,
-            0,
-        );
-        if n < 0 && errno() == libc::EINTR {
-            continue;
-        }
-        if n <= 0 {
-            return false;
-        }
-        done += n as usize;
+    transfer_all(libc::SYS_write, fd, data.as_ptr() as usize, data.len())
+}
+
+/// Opens `path` (relative to the working directory) with `flags`, writes
+/// `data` and closes it; the errno of the first failure.
+fn write_file(path: &CStr, flags: c_int, mode: usize, data: &[u8]) -> Result<(), i32> {
+    let fd = raw(
+        libc::SYS_openat,
+        libc::AT_FDCWD as usize,
+        ptr(path),
+        (flags | libc::O_CLOEXEC) as usize,
+        mode,
+        0,
+    );
+    if fd < 0 {
+        return Err(errno());
     }
-    true
+    let ok = write_all(fd as RawFd, data);
+    let e = errno();
+    raw(libc::SYS_close, fd as usize, 0, 0, 0, 0);
+    if ok {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 /// Parses `argc u32 ‖ envc u32 ‖ NUL-terminated strings` into `ptrs`:
@@ -525,42 +524,11 @@ fn run_root_ops(ops: &[RootOp], slots: &mut [RawFd]) -> Result<(), (u32, i32)> {
                 }
             }
             RootOp::Sysctl { path, data } => {
-                let fd = raw(
-                    libc::SYS_openat,
-                    libc::AT_FDCWD as usize,
-                    ptr(path),
-                    (libc::O_WRONLY | libc::O_CLOEXEC) as usize,
-                    0,
-                    0,
-                );
-                if fd < 0 {
-                    return Err((ST_MEMFD_NOEXEC, errno()));
-                }
-                let ok = write_all(fd as RawFd, data);
-                let e = errno();
-                raw(libc::SYS_close, fd as usize, 0, 0, 0, 0);
-                if !ok {
-                    return Err((ST_MEMFD_NOEXEC, e));
-                }
+                write_file(path, libc::O_WRONLY, 0, data).map_err(|e| (ST_MEMFD_NOEXEC, e))?
             }
             RootOp::WriteFile { path, data } => {
-                let fd = raw(
-                    libc::SYS_openat,
-                    libc::AT_FDCWD as usize,
-                    ptr(path),
-                    (libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC) as usize,
-                    0o444,
-                    0,
-                );
-                if fd < 0 {
-                    return Err((ST_WRITE, errno()));
-                }
-                let ok = write_all(fd as RawFd, data);
-                let e = errno();
-                raw(libc::SYS_close, fd as usize, 0, 0, 0, 0);
-                if !ok {
-                    return Err((ST_WRITE, e));
-                }
+                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+                write_file(path, flags, 0o444, data).map_err(|e| (ST_WRITE, e))?
             }
             RootOp::PivotHere => {
                 // The old root is stacked under the new one and detached
@@ -711,30 +679,18 @@ fn drop_privileges(plan: &ChildPlan) -> Result<(), (u32, i32)> {
 }
 
 fn set_rlimits(plan: &ChildPlan) -> Result<(), (u32, i32)> {
+    // prlimit64(self, resource, new or NULL, old or NULL).
+    let prlimit = |resource: u32, new: usize, old: usize| {
+        raw(libc::SYS_prlimit64, 0, resource as usize, new, old, 0) == 0
+    };
     for &(resource, limit) in &plan.rlimits {
         let mut old = [0u64; 2];
-        if raw(
-            libc::SYS_prlimit64,
-            0,
-            resource as usize,
-            0,
-            old.as_mut_ptr() as usize,
-            0,
-        ) != 0
-        {
+        if !prlimit(resource, 0, old.as_mut_ptr() as usize) {
             return Err((ST_RLIMIT, errno()));
         }
         let value = limit.min(old[1]);
         let lim = [value, value];
-        if raw(
-            libc::SYS_prlimit64,
-            0,
-            resource as usize,
-            lim.as_ptr() as usize,
-            0,
-            0,
-        ) != 0
-        {
+        if !prlimit(resource, lim.as_ptr() as usize, 0) {
             return Err((ST_RLIMIT, errno()));
         }
     }
