@@ -12,7 +12,6 @@
 //! `cargo bench -p tenant-mcp --bench mcp`
 
 #[path = "../tests/fixture/mod.rs"]
-#[allow(dead_code)]
 mod fixture;
 
 use std::sync::Arc;
