@@ -85,11 +85,18 @@ impl World {
             .unwrap()
     }
 
+    /// Calls `tool` as `ctx`, through a fresh executor of `ctx`.
+    async fn call(
+        &self,
+        ctx: &TenantContext,
+        tool: &str,
+        input: Value,
+    ) -> tenant_tools::Result<Value> {
+        self.executor(ctx).call(tool, input).await
+    }
+
     fn crm(&self) -> RemoteServer {
-        RemoteServer::new("crm", &self.remote_server.resource)
-            .unwrap()
-            .import(["whoami", "echo"])
-            .allow_internal()
+        loopback("crm", &self.remote_server.resource, &["whoami", "echo"])
     }
 
     fn names(&self, ctx: &TenantContext) -> Vec<String> {
@@ -103,6 +110,14 @@ impl World {
         names.sort();
         names
     }
+}
+
+/// A registration of a loopback server importing `tools`.
+fn loopback(alias: &str, url: &str, tools: &[&str]) -> RemoteServer {
+    RemoteServer::new(alias, url)
+        .unwrap()
+        .import(tools.iter().copied())
+        .allow_internal()
 }
 
 #[tokio::test]
@@ -122,11 +137,7 @@ async fn imported_tools_are_ordinary_tools_called_with_a_token_bound_to_tenant_a
         w.names(&alice),
         ["echo", "mcp__crm__echo", "mcp__crm__whoami"]
     );
-    let seen = w
-        .executor(&alice)
-        .call("mcp__crm__whoami", json!({}))
-        .await
-        .unwrap();
+    let seen = w.call(&alice, "mcp__crm__whoami", json!({})).await.unwrap();
     // The remote platform verified a token for its resource, of tenant A
     // and alice, granting exactly the one tool called.
     assert_eq!(seen["tenant"], w.a.to_string());
@@ -134,8 +145,7 @@ async fn imported_tools_are_ordinary_tools_called_with_a_token_bound_to_tenant_a
     assert_eq!(seen["agent"], "main");
     assert_eq!(seen["tools"], json!(["whoami"]));
     let echoed = w
-        .executor(&alice)
-        .call("mcp__crm__echo", json!({"text": "hi"}))
+        .call(&alice, "mcp__crm__echo", json!({"text": "hi"}))
         .await
         .unwrap();
     assert_eq!(echoed, json!({"text": "hi"}));
@@ -143,8 +153,7 @@ async fn imported_tools_are_ordinary_tools_called_with_a_token_bound_to_tenant_a
     // The remote schema is enforced locally before any request is made.
     let remote_runs = w.remote.runs();
     let err = w
-        .executor(&alice)
-        .call("mcp__crm__echo", json!({"text": "x".repeat(65)}))
+        .call(&alice, "mcp__crm__echo", json!({"text": "x".repeat(65)}))
         .await
         .unwrap_err();
     assert!(matches!(err, tenant_tools::Error::InvalidInput { .. }));
@@ -163,8 +172,7 @@ async fn tenant_b_cannot_reach_tenant_a_registered_server() {
     let remote_runs = w.remote.runs();
 
     let err = w
-        .executor(&bob)
-        .call("mcp__crm__whoami", json!({}))
+        .call(&bob, "mcp__crm__whoami", json!({}))
         .await
         .unwrap_err();
     assert!(
@@ -189,8 +197,7 @@ async fn tenant_b_cannot_reach_tenant_a_registered_server() {
     assert_eq!(servers.len(), 1);
     assert_eq!(servers[0].alias, "crm");
     let seen = w
-        .executor(&w.local.ctx(w.a, "alice"))
-        .call("mcp__crm__whoami", json!({}))
+        .call(&w.local.ctx(w.a, "alice"), "mcp__crm__whoami", json!({}))
         .await
         .unwrap();
     assert_eq!(seen["tenant"], w.a.to_string());
@@ -203,12 +210,7 @@ async fn a_delegated_sub_agent_sees_fewer_tools_and_servers_never_more() {
     let client = w.client(&admin);
     client.register(w.crm()).await.unwrap();
     client
-        .register(
-            RemoteServer::new("wiki", &w.remote_server.resource)
-                .unwrap()
-                .import(["add"])
-                .allow_internal(),
-        )
+        .register(loopback("wiki", &w.remote_server.resource, &["add"]))
         .await
         .unwrap();
     w.local.allow(
@@ -308,23 +310,14 @@ async fn a_secret_echoed_by_a_remote_tool_is_redacted() {
     // with minted tokens.
     client
         .register(
-            RemoteServer::new("leaky", &hostile.url)
-                .unwrap()
-                .import(["echo"])
-                .auth(RemoteAuth::VaultBearer {
-                    integration: "crm".into(),
-                })
-                .allow_internal(),
+            loopback("leaky", &hostile.url, &["echo"]).auth(RemoteAuth::VaultBearer {
+                integration: "crm".into(),
+            }),
         )
         .await
         .unwrap();
     client
-        .register(
-            RemoteServer::new("leaky-minted", &hostile.url)
-                .unwrap()
-                .import(["echo"])
-                .allow_internal(),
-        )
+        .register(loopback("leaky-minted", &hostile.url, &["echo"]))
         .await
         .unwrap();
     w.local
@@ -416,12 +409,7 @@ async fn hostile_remote_schemas_and_definitions_are_refused_and_nothing_is_impor
         "missing",
     ] {
         let err = client
-            .register(
-                RemoteServer::new("evil", &hostile.url)
-                    .unwrap()
-                    .import(["fine", tool])
-                    .allow_internal(),
-            )
+            .register(loopback("evil", &hostile.url, &["fine", tool]))
             .await
             .unwrap_err();
         assert!(
@@ -434,12 +422,7 @@ async fn hostile_remote_schemas_and_definitions_are_refused_and_nothing_is_impor
     assert!(client.servers().unwrap().is_empty());
     assert_eq!(hostile.seen.calls(), 0);
     let imported = client
-        .register(
-            RemoteServer::new("evil", &hostile.url)
-                .unwrap()
-                .import(["fine"])
-                .allow_internal(),
-        )
+        .register(loopback("evil", &hostile.url, &["fine"]))
         .await
         .unwrap();
     assert_eq!(imported.len(), 1);
@@ -459,13 +442,9 @@ async fn a_tool_definition_repeating_the_credential_is_refused() {
     let client = w.client(&w.local.ctx(w.a, "admin@a"));
     let err = client
         .register(
-            RemoteServer::new("phish", &hostile.url)
-                .unwrap()
-                .import(["phish"])
-                .auth(RemoteAuth::VaultBearer {
-                    integration: "crm".into(),
-                })
-                .allow_internal(),
+            loopback("phish", &hostile.url, &["phish"]).auth(RemoteAuth::VaultBearer {
+                integration: "crm".into(),
+            }),
         )
         .await
         .unwrap_err();
@@ -503,12 +482,7 @@ async fn remote_refusals_and_egress_are_typed() {
     stranger.allow(w.a, &["whoami"]);
     let strict = serve("/mcp", stranger.server()).await;
     let err = client
-        .register(
-            RemoteServer::new("strict", &strict.resource)
-                .unwrap()
-                .import(["whoami"])
-                .allow_internal(),
-        )
+        .register(loopback("strict", &strict.resource, &["whoami"]))
         .await
         .unwrap_err();
     match err {
@@ -523,12 +497,7 @@ async fn remote_refusals_and_egress_are_typed() {
     w.remote.allow(w.b, &["echo"]);
     let err = w
         .client(&w.local.ctx(w.b, "admin@b"))
-        .register(
-            RemoteServer::new("crm-b", &w.remote_server.resource)
-                .unwrap()
-                .import(["whoami"])
-                .allow_internal(),
-        )
+        .register(loopback("crm-b", &w.remote_server.resource, &["whoami"]))
         .await
         .unwrap_err();
     assert!(
@@ -558,16 +527,12 @@ async fn a_removed_server_refuses_every_call_and_can_come_back() {
     client.register(w.crm()).await.unwrap();
     w.local.allow(w.a, &["mcp__crm__whoami"]);
     let alice = w.local.ctx(w.a, "alice");
-    w.executor(&alice)
-        .call("mcp__crm__whoami", json!({}))
-        .await
-        .unwrap();
+    w.call(&alice, "mcp__crm__whoami", json!({})).await.unwrap();
 
     client.remove("crm").unwrap();
     let remote_runs = w.remote.runs();
     let err = w
-        .executor(&alice)
-        .call("mcp__crm__whoami", json!({}))
+        .call(&alice, "mcp__crm__whoami", json!({}))
         .await
         .unwrap_err();
     assert!(matches!(err, tenant_tools::Error::ToolNotAllowed { .. }));
@@ -580,11 +545,7 @@ async fn a_removed_server_refuses_every_call_and_can_come_back() {
 
     // Registered again (same definitions): the same entries serve again.
     client.register(w.crm()).await.unwrap();
-    let seen = w
-        .executor(&alice)
-        .call("mcp__crm__whoami", json!({}))
-        .await
-        .unwrap();
+    let seen = w.call(&alice, "mcp__crm__whoami", json!({})).await.unwrap();
     assert_eq!(seen["tenant"], w.a.to_string());
 }
 

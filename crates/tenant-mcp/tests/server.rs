@@ -8,12 +8,39 @@ use fixture::*;
 use serde_json::{json, Value};
 use tenant_core::*;
 
-/// Tenant A may use echo, add and whoami; tenant B add only.
+/// Tenant A may use echo, add, whoami and vault_echo; tenant B add only.
 fn two_tenants(p: &Platform) -> (TenantId, TenantId) {
     let (a, b) = (TenantId::random(), TenantId::random());
     p.allow(a, &["echo", "add", "whoami", "vault_echo"]);
     p.allow(b, &["add"]);
     (a, b)
+}
+
+/// A platform with two tenants, a server at `/mcp` made by `configure`,
+/// and a token of each tenant for it.
+struct Two {
+    p: Platform,
+    a: TenantId,
+    s: Served,
+    token_a: String,
+    token_b: String,
+}
+
+impl Two {
+    async fn start(configure: impl FnOnce(&Platform) -> tenant_mcp::McpServerBuilder) -> Self {
+        let p = Platform::new("k1");
+        let (a, b) = two_tenants(&p);
+        let s = serve("/mcp", configure(&p)).await;
+        let token_a = idp_token(a, "alice", &s.resource, json!({}));
+        let token_b = idp_token(b, "bob", &s.resource, json!({}));
+        Self {
+            p,
+            a,
+            s,
+            token_a,
+            token_b,
+        }
+    }
 }
 
 fn challenge(response: &reqwest::Response) -> String {
@@ -35,11 +62,14 @@ async fn refusal(response: reqwest::Response) -> (u16, String, String) {
 
 #[tokio::test]
 async fn each_tenant_lists_and_calls_only_its_own_tools() {
-    let p = Platform::new("k1");
-    let (a, b) = two_tenants(&p);
-    let s = serve("/mcp", p.server()).await;
-    let token_a = idp_token(a, "alice", &s.resource, json!({}));
-    let token_b = idp_token(b, "bob", &s.resource, json!({}));
+    let Two {
+        p,
+        a,
+        s,
+        token_a,
+        token_b,
+        ..
+    } = Two::start(|p| p.server()).await;
 
     let client_a = mcp_client(&s.resource, &token_a).await.unwrap();
     let client_b = mcp_client(&s.resource, &token_b).await.unwrap();
@@ -94,9 +124,7 @@ async fn each_tenant_lists_and_calls_only_its_own_tools() {
 
 #[tokio::test]
 async fn tokens_that_do_not_name_this_resource_or_do_not_verify_are_refused_with_401() {
-    let p = Platform::new("k1");
-    let (a, _) = two_tenants(&p);
-    let s = serve("/mcp", p.server()).await;
+    let Two { p, a, s, .. } = Two::start(|p| p.server()).await;
     let other_resource = format!("{}/other", s.origin);
     let valid = |claims: Value| idp_token(a, "alice", &s.resource, claims);
     let forged = {
@@ -254,11 +282,14 @@ async fn a_resource_dedicated_to_tenant_b_refuses_tenant_a() {
 
 #[tokio::test]
 async fn a_session_id_never_carries_one_tenants_session_into_another_request() {
-    let p = Platform::new("k1");
-    let (a, b) = two_tenants(&p);
-    let s = serve("/mcp", p.server()).await;
-    let token_a = idp_token(a, "alice", &s.resource, json!({}));
-    let token_b = idp_token(b, "bob", &s.resource, json!({}));
+    let Two {
+        p,
+        a,
+        s,
+        token_a,
+        token_b,
+        ..
+    } = Two::start(|p| p.server()).await;
     let token_a_other_user = idp_token(a, "mallory", &s.resource, json!({}));
     let session_a = open_session(&s.resource, &token_a).await;
     let runs = p.runs();
@@ -323,28 +354,10 @@ async fn a_session_id_never_carries_one_tenants_session_into_another_request() {
 
     // Nothing changed: A's session is alive and shows A's tools; B's own
     // session shows B's.
-    let listed_a = message(
-        post(
-            &s.resource,
-            Some(&token_a),
-            Some(&session_a),
-            request(6, "tools/list", json!({})),
-        )
-        .await,
-    )
-    .await;
+    let listed_a = message(list_by_hand(&s.resource, Some(&token_a), Some(&session_a)).await).await;
     assert_eq!(names(&listed_a), ["add", "echo", "vault_echo", "whoami"]);
     let session_b = open_session(&s.resource, &token_b).await;
-    let listed_b = message(
-        post(
-            &s.resource,
-            Some(&token_b),
-            Some(&session_b),
-            request(7, "tools/list", json!({})),
-        )
-        .await,
-    )
-    .await;
+    let listed_b = message(list_by_hand(&s.resource, Some(&token_b), Some(&session_b)).await).await;
     assert_eq!(names(&listed_b), ["add"]);
 
     // A closes its session; the id is dead for A too.
@@ -356,36 +369,17 @@ async fn a_session_id_never_carries_one_tenants_session_into_another_request() {
         .await
         .unwrap();
     assert!(delete.status().is_success());
-    let (status, _, _) = refusal(
-        post(
-            &s.resource,
-            Some(&token_a),
-            Some(&session_a),
-            request(8, "tools/list", json!({})),
-        )
-        .await,
-    )
-    .await;
+    let (status, _, _) =
+        refusal(list_by_hand(&s.resource, Some(&token_a), Some(&session_a)).await).await;
     assert_eq!(status, 404);
 }
 
 #[tokio::test]
 async fn the_token_is_verified_again_on_every_request_of_a_session() {
-    let p = Platform::new("k1");
-    let (a, _) = two_tenants(&p);
-    let s = serve("/mcp", p.server()).await;
+    let Two { p, a, s, .. } = Two::start(|p| p.server()).await;
     let token = idp_token(a, "alice", &s.resource, json!({"jti": "t-1", "sid": "s-1"}));
     let session = open_session(&s.resource, &token).await;
-    let ok = message(
-        post(
-            &s.resource,
-            Some(&token),
-            Some(&session),
-            request(2, "tools/list", json!({})),
-        )
-        .await,
-    )
-    .await;
+    let ok = message(list_by_hand(&s.resource, Some(&token), Some(&session)).await).await;
     assert!(!names(&ok).is_empty());
 
     // The IdP session is revoked: the same token on the same MCP session
@@ -395,37 +389,18 @@ async fn the_token_is_verified_again_on_every_request_of_a_session() {
         "s-1",
         std::time::SystemTime::now() + std::time::Duration::from_secs(600),
     ));
-    let (status, challenge, reason) = refusal(
-        post(
-            &s.resource,
-            Some(&token),
-            Some(&session),
-            request(3, "tools/list", json!({})),
-        )
-        .await,
-    )
-    .await;
+    let (status, challenge, reason) =
+        refusal(list_by_hand(&s.resource, Some(&token), Some(&session)).await).await;
     assert_eq!((status, reason.as_str()), (401, "token_revoked"));
     assert!(challenge.contains("invalid_token"));
     // Without the token, the session id alone is nothing.
-    let (status, _, reason) = refusal(
-        post(
-            &s.resource,
-            None,
-            Some(&session),
-            request(4, "tools/list", json!({})),
-        )
-        .await,
-    )
-    .await;
+    let (status, _, reason) = refusal(list_by_hand(&s.resource, None, Some(&session)).await).await;
     assert_eq!((status, reason.as_str()), (401, "missing_token"));
 }
 
 #[tokio::test]
 async fn a_narrower_token_gets_a_narrower_view() {
-    let p = Platform::new("k1");
-    let (a, _) = two_tenants(&p);
-    let s = serve("/mcp", p.server()).await;
+    let Two { a, s, .. } = Two::start(|p| p.server()).await;
     // A sub-agent's token: the `tools` claim narrows the IdP's baseline.
     let narrow = idp_token(
         a,
@@ -535,11 +510,12 @@ async fn a_server_is_refused_an_issuer_of_another_authority() {
 
 #[tokio::test]
 async fn one_tenant_cannot_hold_more_sessions_than_its_share() {
-    let p = Platform::new("k1");
-    let (a, b) = two_tenants(&p);
-    let s = serve("/mcp", p.server().sessions_per_tenant(2)).await;
-    let token_a = idp_token(a, "alice", &s.resource, json!({}));
-    let token_b = idp_token(b, "bob", &s.resource, json!({}));
+    let Two {
+        s,
+        token_a,
+        token_b,
+        ..
+    } = Two::start(|p| p.server().sessions_per_tenant(2)).await;
     let _one = open_session(&s.resource, &token_a).await;
     let _two = open_session(&s.resource, &token_a).await;
     let (status, _, reason) =
@@ -551,9 +527,7 @@ async fn one_tenant_cannot_hold_more_sessions_than_its_share() {
 
 #[tokio::test]
 async fn an_oversized_body_is_refused_before_anything_runs() {
-    let p = Platform::new("k1");
-    let (a, _) = two_tenants(&p);
-    let s = serve("/mcp", p.server().max_request_body(64 * 1024)).await;
+    let Two { p, a, s, .. } = Two::start(|p| p.server().max_request_body(64 * 1024)).await;
     let token = idp_token(a, "alice", &s.resource, json!({}));
     let big = "x".repeat(128 * 1024);
     let runs = p.runs();
@@ -618,16 +592,7 @@ async fn tool_calls_past_the_tenants_request_rate_are_refused_and_other_tenants_
     assert!(retry_after.is_some_and(|s| s >= 1));
     assert_eq!(p.runs(), runs, "the refused call did not run");
     // Listing is not a tool call; B has its own rate.
-    let listed = message(
-        post(
-            &s.resource,
-            Some(&token_a),
-            Some(&sa),
-            request(4, "tools/list", json!({})),
-        )
-        .await,
-    )
-    .await;
+    let listed = message(list_by_hand(&s.resource, Some(&token_a), Some(&sa)).await).await;
     assert!(!names(&listed).is_empty());
     let ok = message(post(&s.resource, Some(&token_b), Some(&sb), add(5)).await).await;
     assert!(ok["result"].is_object(), "{ok}");
@@ -635,10 +600,7 @@ async fn tool_calls_past_the_tenants_request_rate_are_refused_and_other_tenants_
 
 #[tokio::test]
 async fn the_guard_and_the_mcp_service_read_the_same_body() {
-    let p = Platform::new("k1");
-    let (_, b) = two_tenants(&p);
-    let s = serve("/mcp", p.server()).await;
-    let token_b = idp_token(b, "bob", &s.resource, json!({}));
+    let Two { p, s, token_b, .. } = Two::start(|p| p.server()).await;
     let session = open_session(&s.resource, &token_b).await;
     let raw = |body: &str| {
         http()

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::resource::ResourceUrl;
 use crate::token::TokenMinter;
 use connection::Endpoint;
-use remote_tool::{RemoteTool, Slot};
+use remote_tool::{Definition, RemoteTool, Slot};
 
 pub use remote_schema::{
     MAX_REMOTE_DESCRIPTION, MAX_REMOTE_SCHEMA_BYTES, MAX_REMOTE_SCHEMA_DEPTH,
@@ -195,7 +195,7 @@ pub(crate) struct Registration {
 /// registered with (registry entries cannot change).
 struct Entry {
     slot: Arc<Slot>,
-    definition: (String, Value, Vec<String>),
+    definition: Definition,
 }
 
 /// Everything ever imported under one alias, owned by one tenant.
@@ -704,13 +704,8 @@ impl McpClient {
         let mut slots = Vec::with_capacity(tools.len());
         let mut infos = Vec::with_capacity(tools.len());
         for tool in &tools {
-            let definition = (
-                tool.description.clone(),
-                tool.schema.clone(),
-                tool.integrations.clone(),
-            );
             if let Some(entry) = entries.get(&tool.name) {
-                if entry.definition != definition {
+                if entry.definition != tool.definition() {
                     return Err(Error::RemoteToolRefused {
                         tool: tool.remote_name.clone(),
                         reason: "it was imported before with another description, schema or \
@@ -731,11 +726,7 @@ impl McpClient {
                 continue;
             }
             let slot = tool.slot.clone();
-            let definition = (
-                tool.description.clone(),
-                tool.schema.clone(),
-                tool.integrations.clone(),
-            );
+            let definition = tool.definition();
             let name = tool.name.clone();
             inner.registry.register(tool)?;
             entries.insert(

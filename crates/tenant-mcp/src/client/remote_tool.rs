@@ -33,6 +33,10 @@ impl Slot {
     }
 }
 
+/// What the registry holds of a tool and can never change: description,
+/// input schema, declared integrations.
+pub(crate) type Definition = (String, Value, Vec<String>);
+
 /// An imported remote tool.
 pub(crate) struct RemoteTool {
     pub(crate) name: String,
@@ -117,6 +121,14 @@ impl Tool for RemoteTool {
 }
 
 impl RemoteTool {
+    pub(crate) fn definition(&self) -> Definition {
+        (
+            self.description.clone(),
+            self.schema.clone(),
+            self.integrations.clone(),
+        )
+    }
+
     fn failed(&self, e: Error) -> tenant_tools::Error {
         match e {
             Error::Tools(e) => e,
