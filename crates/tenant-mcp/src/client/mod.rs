@@ -276,7 +276,9 @@ impl McpRemotesBuilder {
         self
     }
 
-    /// Mints per-call tokens for [`RemoteAuth::MintedToken`] servers.
+    /// Mints per-call tokens for [`RemoteAuth::MintedToken`] servers
+    /// (made from the issuer of the registry's authority: it admits only
+    /// that authority's contexts).
     pub fn minter(mut self, minter: &TokenMinter) -> Self {
         self.minter = Some(minter.clone());
         self
