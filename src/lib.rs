@@ -18,8 +18,9 @@
 //!
 //! Feature `axum` (off by default) adds `axum_extract`, an extractor that
 //! verifies a bearer JWT into a [`TenantContext`]; feature `rig` adds `rig`
-//! (a tenant-fixed rig `VectorStoreIndex` and tools); feature `cli` builds
-//! the `tenant-doctor` binary.
+//! (a tenant-fixed rig `VectorStoreIndex` and tools); feature `mcp` adds
+//! `mcp` (a tenant's tools served over MCP, remote MCP servers per tenant);
+//! feature `cli` builds the `tenant-doctor` binary.
 //!
 //! ```
 //! use tenant_sdk::*;
@@ -48,6 +49,14 @@ pub mod axum_extract;
 #[cfg(feature = "rig")]
 pub mod rig {
     pub use tenant_rig::*;
+}
+
+/// MCP, tenant-scoped: a tenant's tools served over MCP with tokens bound to
+/// tenant and resource, and remote MCP servers per tenant (`tenant-mcp`,
+/// feature `mcp`).
+#[cfg(feature = "mcp")]
+pub mod mcp {
+    pub use tenant_mcp::*;
 }
 
 /// Tenant-scoped vector retrieval (`tenant-retrieval`).

@@ -97,6 +97,15 @@ impl ToolCall {
         &self.credentials
     }
 
+    /// The run's redactor. A tool that holds a secret obtained other than
+    /// through [`Credentials`] (a bearer token it mints, a session key a
+    /// remote service returns) remembers it here, so the executor scrubs
+    /// it from the output and errors of this and every later call of the
+    /// run.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
     /// The run's workspace (`<root>/<tenant>/<run>`).
     pub fn workspace(&self) -> Result<&Arc<Workspace>> {
         self.workspace.as_ref().ok_or(Error::NoWorkspace)

@@ -124,6 +124,23 @@ impl EgressClient {
         b.build().map_err(map_reqwest)
     }
 
+    /// A client for a protocol that drives its own HTTP exchange with one
+    /// origin (such as an MCP transport): `url` is checked against the
+    /// policy, its host resolved with the policy's address checks, and the
+    /// client can reach exactly those addresses. It follows no redirect (a
+    /// redirect is returned to the caller as is) and uses no proxy.
+    ///
+    /// Errors: [`Error::EgressDenied`] when the URL, its host or a resolved
+    /// address is not allowed.
+    pub async fn pinned_client(&self, url: &str) -> Result<reqwest::Client> {
+        let url = self.policy.check_url(url)?;
+        let (host, port) = self.policy.check_parsed(&url).map_err(denied)?;
+        let addrs = resolve_checked(&self.policy, &host, port)
+            .await
+            .map_err(denied)?;
+        self.pinned(&host, &addrs)
+    }
+
     /// The policy this client enforces.
     pub fn policy(&self) -> &EgressPolicy {
         &self.policy
