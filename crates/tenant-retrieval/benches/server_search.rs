@@ -8,26 +8,25 @@
 //! own key. Prints p50 ratios measured in the same run (interleaved). Without
 //! the Qdrant binary it says so and measures nothing.
 
+mod corpus;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use corpus::{client, context, documents, points, vector, DIMS, TENANTS};
 use criterion::{criterion_group, Criterion};
 use qdrant_client::qdrant::{Condition, Filter, SearchPointsBuilder, ShardKey, ShardKeySelector};
 use qdrant_client::Qdrant;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tenant_core::{
-    Capabilities, ContextIssuer, DerivedKeyProvider, IsolationTier, KeyId, MasterKey, PrincipalId,
-    StaticTiers, TenantContext, TenantId,
+    ContextIssuer, DerivedKeyProvider, IsolationTier, KeyId, MasterKey, StaticTiers, TenantId,
 };
 use tenant_retrieval::{
-    CollectionSpec, Document, Naming, QdrantBackend, QdrantLayout, Retrieval, RetrievalClient,
-    SearchQuery,
+    CollectionSpec, Naming, QdrantBackend, QdrantLayout, Retrieval, RetrievalClient, SearchQuery,
 };
 use tenant_testkit::bench_ratio::interleaved_p50s;
 use tenant_testkit::{TestQdrantCluster, TestkitError};
 
-const DIMS: usize = 384;
-const TENANTS: usize = 100;
 const TOP_K: u64 = 10;
 
 struct Setup {
@@ -43,27 +42,8 @@ struct Setup {
     _cluster: TestQdrantCluster,
 }
 
-fn vector(rng: &mut impl Rng) -> Vec<f32> {
-    let v: Vec<f32> = (0..DIMS).map(|_| rng.gen_range(-1.0..1.0)).collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
-}
-
-fn client(r: &Retrieval, ctx: &TenantContext) -> RetrievalClient {
-    RetrievalClient::builder()
-        .backend(r)
-        .collection("docs")
-        .tenant(ctx)
-        .build()
-        .unwrap()
-}
-
 fn setup(cluster: TestQdrantCluster) -> Setup {
-    let points: usize = std::env::var("BENCH_POINTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
-    let per_tenant = (points / TENANTS).max(1);
+    let per_tenant = (points(100_000) / TENANTS).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -92,41 +72,21 @@ fn setup(cluster: TestQdrantCluster) -> Setup {
                 .build(),
         )
         .unwrap();
-    let ctx = |t| {
-        issuer
-            .context()
-            .tenant(t)
-            .principal(PrincipalId::new("bench").unwrap())
-            .capabilities(Capabilities::unrestricted())
-            .issue()
-            .unwrap()
-    };
+    let ctx = |t| context(&issuer, t);
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let started = Instant::now();
-    let docs_for = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<Document> {
-        (0..n)
-            .map(|i| {
-                Document::new(
-                    format!("doc-{i}"),
-                    vector(rng),
-                    format!("text of document {i} with some words in it"),
-                )
-                .with_metadata("lang", "en")
-            })
-            .collect()
-    };
     let mut pool_tenant_docs = Vec::new();
     for (k, t) in tenants.iter().enumerate() {
-        let docs = docs_for(&mut rng, per_tenant);
+        let docs = documents(&mut rng, per_tenant);
         if k == 0 {
             pool_tenant_docs = docs.clone();
         }
-        let c = client(&retrieval, &ctx(*t));
+        let c = client(&retrieval, &ctx(*t), "docs");
         for chunk in docs.chunks(500) {
             rt.block_on(c.upsert(chunk.to_vec())).unwrap();
         }
     }
-    let silo_client = client(&retrieval, &ctx(silo_tenant));
+    let silo_client = client(&retrieval, &ctx(silo_tenant), "docs");
     for chunk in pool_tenant_docs.chunks(500) {
         rt.block_on(silo_client.upsert(chunk.to_vec())).unwrap();
     }
@@ -142,7 +102,7 @@ fn setup(cluster: TestQdrantCluster) -> Setup {
         .unwrap();
     let queries = (0..64).map(|_| vector(&mut rng)).collect();
     Setup {
-        pool_client: client(&retrieval, &ctx(tenants[0])),
+        pool_client: client(&retrieval, &ctx(tenants[0]), "docs"),
         pool_tenant: tenants[0],
         physical: naming.sharded("docs"),
         naming,
