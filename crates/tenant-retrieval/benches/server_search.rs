@@ -5,8 +5,9 @@
 //! `BENCH_POINTS` (default 100000) points over 100 Pool tenants on the
 //! fallback key, 384 dims, top-10 with payload; the measured Pool tenant's
 //! points are also stored, with the same vectors, for a Silo tenant on its
-//! own key. Prints p50 ratios measured in the same run (interleaved). Without
-//! the Qdrant binary it says so and measures nothing.
+//! own key, moved to the node holding the fallback key so that both pay the
+//! same network hops. Prints p50 ratios measured in the same run
+//! (interleaved). Without the Qdrant binary it says so and measures nothing.
 
 mod corpus;
 
@@ -15,7 +16,11 @@ use std::time::{Duration, Instant};
 
 use corpus::{client, context, documents, points, vector, DIMS, TENANTS};
 use criterion::{criterion_group, Criterion};
-use qdrant_client::qdrant::{Condition, Filter, SearchPointsBuilder, ShardKey, ShardKeySelector};
+use qdrant_client::qdrant::update_collection_cluster_setup_request::Operation;
+use qdrant_client::qdrant::{
+    CollectionClusterInfoRequest, Condition, Filter, MoveShard, SearchPointsBuilder, ShardKey,
+    ShardKeySelector, UpdateCollectionClusterSetupRequest,
+};
 use qdrant_client::Qdrant;
 use rand::SeedableRng;
 use tenant_core::{
@@ -100,11 +105,14 @@ fn setup(cluster: TestQdrantCluster) -> Setup {
         .skip_compatibility_check()
         .build()
         .unwrap();
+    let physical = naming.sharded("docs");
+    let silo_key = naming.tenant_key(silo_tenant);
+    rt.block_on(colocate(&raw, &physical, naming.pool_key(), &silo_key));
     let queries = (0..64).map(|_| vector(&mut rng)).collect();
     Setup {
         pool_client: client(&retrieval, &ctx(tenants[0]), "docs"),
         pool_tenant: tenants[0],
-        physical: naming.sharded("docs"),
+        physical,
         naming,
         retrieval,
         raw,
@@ -112,6 +120,76 @@ fn setup(cluster: TestQdrantCluster) -> Setup {
         silo_client,
         queries,
         _cluster: cluster,
+    }
+}
+
+/// (key, shard id, peer, no transfer running) of every shard of
+/// `collection`.
+async fn placement(raw: &Qdrant, collection: &str) -> Vec<(String, u32, u64, bool)> {
+    use qdrant_client::qdrant::shard_key::Key;
+    let info = raw
+        .collection_cluster_info(CollectionClusterInfoRequest {
+            collection_name: collection.to_owned(),
+        })
+        .await
+        .unwrap();
+    let name = |k: &Option<ShardKey>| match k.as_ref().and_then(|k| k.key.as_ref()) {
+        Some(Key::Keyword(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let settled = info.shard_transfers.is_empty();
+    info.local_shards
+        .iter()
+        .map(|s| (name(&s.shard_key), s.shard_id, info.peer_id, settled))
+        .chain(
+            info.remote_shards
+                .iter()
+                .map(|s| (name(&s.shard_key), s.shard_id, s.peer_id, settled)),
+        )
+        .collect()
+}
+
+/// Moves the Silo key's shard to the node holding the fallback key, so
+/// both arms pay the same network hops (the server places keys at random).
+async fn colocate(raw: &Qdrant, collection: &str, pool_key: &str, silo_key: &str) {
+    let find = |p: &[(String, u32, u64, bool)], key: &str| {
+        p.iter()
+            .find(|(k, ..)| k == key)
+            .map(|(_, shard, peer, _)| (*shard, *peer))
+            .unwrap()
+    };
+    let now = placement(raw, collection).await;
+    let (_, pool_peer) = find(&now, pool_key);
+    let (silo_shard, silo_peer) = find(&now, silo_key);
+    if pool_peer == silo_peer {
+        println!("placement: both keys on one node already");
+        return;
+    }
+    raw.update_collection_cluster_setup(UpdateCollectionClusterSetupRequest {
+        collection_name: collection.to_owned(),
+        timeout: None,
+        operation: Some(Operation::MoveShard(MoveShard {
+            shard_id: silo_shard,
+            to_shard_id: None,
+            from_peer_id: silo_peer,
+            to_peer_id: pool_peer,
+            method: None,
+        })),
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = placement(raw, collection).await;
+        if now.iter().all(|(.., settled)| *settled) && find(&now, silo_key).1 == pool_peer {
+            println!("placement: moved the Silo key's shard to the fallback key's node");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "moving the Silo key's shard timed out"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
