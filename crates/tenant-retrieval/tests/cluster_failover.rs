@@ -20,6 +20,7 @@ use tenant_retrieval::{
 use tenant_testkit::{TestQdrantCluster, TestkitError};
 
 const PER_TENANT: usize = 40;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What one reader saw.
 #[derive(Default)]
@@ -61,7 +62,7 @@ async fn platform_on(
     let backend = QdrantBackend::builder(cluster.grpc_url(node))
         .routes_collection(format!("{prefix}__routes"))
         .layout(QdrantLayout::ShardKeys)
-        .timeout(Duration::from_secs(5))
+        .timeout(REQUEST_TIMEOUT)
         .build()
         .unwrap();
     platform(backend, issuer, tiers, TenantId::random())
@@ -137,15 +138,7 @@ async fn killing_and_restarting_a_node_mid_read_never_crosses_tenants() {
     let tenants = [silo, TenantId::random(), TenantId::random()];
     let tiers = StaticTiers::new(IsolationTier::Pool).with(silo, IsolationTier::Silo);
     let retrieval = platform_on(&cluster, 0, &prefix, &issuer, tiers.clone()).await;
-    let w = World {
-        issuer,
-        retrieval,
-        edge: None,
-        dir: None,
-        embed: HashEmbedder::new(DIMS),
-        operators: TenantId::random(),
-        kind: Kind::Cluster,
-    };
+    let w = World::on_server(issuer, retrieval, TenantId::random(), Kind::Cluster);
     let mut expected = Vec::new();
     for (t, tenant) in tenants.iter().enumerate() {
         let client = w.client(&w.ctx(*tenant), DOCS);
@@ -191,7 +184,8 @@ async fn killing_and_restarting_a_node_mid_read_never_crosses_tenants() {
     let cluster = tokio::task::spawn_blocking(move || {
         let mut cluster = cluster;
         cluster.kill_node(victim).unwrap();
-        std::thread::sleep(Duration::from_secs(2));
+        // Longer than a request may take: some read must meet the outage.
+        std::thread::sleep(REQUEST_TIMEOUT + Duration::from_secs(1));
         cluster.restart_node(victim).unwrap();
         cluster
     })

@@ -223,15 +223,7 @@ async fn strict_mode_refuses_a_planted_point_and_nothing_changes(kind: Kind) {
     .build()
     .await
     .unwrap();
-    let w = World {
-        issuer,
-        retrieval,
-        edge: None,
-        dir: None,
-        embed: tenant_retrieval::HashEmbedder::new(DIMS),
-        operators,
-        kind,
-    };
+    let w = World::on_server(issuer, retrieval, operators, kind);
     let raw = Raw::new(&w);
     let a = w.ctx(TenantId::random());
     let c = w.client(&a, DOCS);

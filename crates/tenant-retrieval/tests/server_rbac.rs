@@ -24,7 +24,7 @@ use qdrant_client::Qdrant;
 use sha2::Sha256;
 use support::*;
 use tenant_core::{ContextIssuer, IsolationTier, KeyId, MasterKey, StaticTiers, TenantId};
-use tenant_retrieval::{HashEmbedder, Naming, QdrantBackend, QdrantLayout, SearchQuery};
+use tenant_retrieval::{Naming, QdrantBackend, QdrantLayout, SearchQuery};
 use tenant_testkit::{QdrantOptions, TestQdrant, TestQdrantCluster, TestkitError};
 
 const SIGNING_KEY: &str = "rbac-signing-key-for-tests-only";
@@ -126,15 +126,7 @@ async fn platform_with_tenants(url: &str, layout: QdrantLayout, kind: Kind) -> P
         .build()
         .await
         .unwrap();
-    let world = World {
-        issuer,
-        retrieval,
-        edge: None,
-        dir: None,
-        embed: HashEmbedder::new(DIMS),
-        operators,
-        kind,
-    };
+    let world = World::on_server(issuer, retrieval, operators, kind);
     for t in pool.iter().chain(&silo) {
         let c = world.client(&world.ctx(*t), DOCS);
         c.upsert((0..3).map(|i| world.doc(&format!("d{i}"), &format!("text {i}"))))

@@ -210,15 +210,7 @@ async fn server_world(
         .build()
         .await
         .unwrap();
-    Some(World {
-        issuer,
-        retrieval,
-        edge: None,
-        dir: None,
-        embed: HashEmbedder::new(DIMS),
-        operators,
-        kind,
-    })
+    Some(World::on_server(issuer, retrieval, operators, kind))
 }
 
 #[cfg(not(feature = "server"))]
@@ -300,6 +292,24 @@ pub async fn server_half(suite: &str, kind: Kind, cases: &[Case]) {
 }
 
 impl World {
+    /// A world on a Qdrant server (no raw edge handle).
+    pub fn on_server(
+        issuer: ContextIssuer,
+        retrieval: Retrieval,
+        operators: TenantId,
+        kind: Kind,
+    ) -> World {
+        World {
+            issuer,
+            retrieval,
+            edge: None,
+            dir: None,
+            embed: HashEmbedder::new(DIMS),
+            operators,
+            kind,
+        }
+    }
+
     pub fn ctx(&self, tenant: TenantId) -> TenantContext {
         self.ctx_with(tenant, Capabilities::unrestricted())
     }
