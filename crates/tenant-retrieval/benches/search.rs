@@ -7,27 +7,25 @@
 //! check with keyed leak tags. The raw arm needs the test-only
 //! `test-support` feature.
 
+mod corpus;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tenant_testkit::bench_ratio::interleaved_p50s;
 
+use corpus::{client, context, documents, points, vector, DIMS, TENANTS};
 use criterion::{criterion_group, Criterion};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tenant_core::{
-    Capabilities, ContextIssuer, DerivedKeyProvider, IsolationTier, KeyId, MasterKey, PrincipalId,
-    StaticTiers, TenantContext, TenantId,
+    ContextIssuer, DerivedKeyProvider, IsolationTier, KeyId, MasterKey, StaticTiers, TenantId,
 };
 use tenant_retrieval::testing::qdrant_edge::{
     self, Condition, FieldCondition, Filter, Match, NamedQuery, QueryEnum, ValueVariants,
     WithPayloadInterface,
 };
-use tenant_retrieval::{
-    CollectionSpec, Document, EdgeBackend, Retrieval, RetrievalClient, SearchQuery,
-};
+use tenant_retrieval::{CollectionSpec, EdgeBackend, Retrieval, RetrievalClient, SearchQuery};
 
-const DIMS: usize = 384;
-const TENANTS: usize = 100;
 const TOP_K: usize = 10;
 
 struct Setup {
@@ -44,27 +42,8 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-fn vector(rng: &mut impl Rng) -> Vec<f32> {
-    let v: Vec<f32> = (0..DIMS).map(|_| rng.gen_range(-1.0..1.0)).collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
-}
-
-fn client(r: &Retrieval, ctx: &TenantContext, c: &str) -> RetrievalClient {
-    RetrievalClient::builder()
-        .backend(r)
-        .collection(c)
-        .tenant(ctx)
-        .build()
-        .unwrap()
-}
-
 fn setup() -> Setup {
-    let points: usize = std::env::var("BENCH_POINTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
-    let per_tenant = points / TENANTS;
+    let per_tenant = points(100_000) / TENANTS;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -95,36 +74,15 @@ fn setup() -> Setup {
                 .build(),
         )
         .unwrap();
-    let ctx = |t| {
-        issuer
-            .context()
-            .tenant(t)
-            .principal(PrincipalId::new("bench").unwrap())
-            .capabilities(Capabilities::unrestricted())
-            .issue()
-            .unwrap()
-    };
+    let ctx = |t| context(&issuer, t);
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let started = Instant::now();
-    let docs_for = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<Document> {
-        (0..n)
-            .map(|i| {
-                Document::new(
-                    format!("doc-{i}"),
-                    vector(rng),
-                    format!("text of document {i} with some words in it"),
-                )
-                .with_metadata("lang", "en")
-                .with_metadata("n", i as i64)
-            })
-            .collect()
-    };
     // The benchmarked Pool tenant's points are the ones copied into a Silo
     // collection for the Silo tenant (same vectors), so both searches rank
     // the same 1/100 of the data.
     let mut pool_tenant_docs = Vec::new();
     for (k, t) in tenants.iter().enumerate() {
-        let docs = docs_for(&mut rng, per_tenant);
+        let docs = documents(&mut rng, per_tenant);
         if k == 0 {
             pool_tenant_docs = docs.clone();
         }
@@ -138,7 +96,7 @@ fn setup() -> Setup {
     for chunk in pool_tenant_docs.chunks(1000) {
         rt.block_on(silo_client.upsert(chunk.to_vec())).unwrap();
     }
-    let small = docs_for(&mut rng, 1000);
+    let small = documents(&mut rng, 1000);
     let sealed_client = client(&retrieval, &ctx(tenants[1]), "sealed");
     let clear_client = client(&retrieval, &ctx(tenants[1]), "clear");
     rt.block_on(sealed_client.upsert(small.clone())).unwrap();

@@ -264,18 +264,13 @@ impl RetrievalClient {
             let first = &std::sync::Mutex::new(Some(points));
             let spare = &spare;
             self.retrieval
-                .routed(
-                    &self.ctx,
-                    &self.spec,
-                    Access::Write,
-                    |physical| async move {
-                        let batch = crate::retrieval::lock(first)
-                            .take()
-                            .or_else(|| spare.clone())
-                            .unwrap_or_default();
-                        store.upsert(&physical, batch).await
-                    },
-                )
+                .routed(&self.ctx, &self.spec, Access::Write, |place| async move {
+                    let batch = crate::retrieval::lock(first)
+                        .take()
+                        .or_else(|| spare.clone())
+                        .unwrap_or_default();
+                    store.upsert(&place, batch).await
+                })
                 .await
         }
         .instrument(self.ctx.span())
@@ -340,10 +335,10 @@ impl RetrievalClient {
     ) -> Result<Vec<StoredHit>> {
         let store = &self.retrieval.inner.store;
         self.retrieval
-            .routed(&self.ctx, &self.spec, Access::Read, |physical| async move {
+            .routed(&self.ctx, &self.spec, Access::Read, |place| async move {
                 store
                     .search(
-                        &physical,
+                        &place,
                         SearchRequest {
                             vector: &query.vector,
                             filter: scope,
@@ -407,8 +402,8 @@ impl RetrievalClient {
             let store = &self.retrieval.inner.store;
             let scope = &scope;
             self.retrieval
-                .routed(&self.ctx, &self.spec, Access::Read, |physical| async move {
-                    store.count(&physical, scope).await
+                .routed(&self.ctx, &self.spec, Access::Read, |place| async move {
+                    store.count(&place, scope).await
                 })
                 .await
         }
@@ -453,8 +448,8 @@ impl RetrievalClient {
     ) -> Result<StoredPage> {
         let store = &self.retrieval.inner.store;
         self.retrieval
-            .routed(&self.ctx, &self.spec, Access::Read, |physical| async move {
-                store.scroll(&physical, scope, offset, limit, false).await
+            .routed(&self.ctx, &self.spec, Access::Read, |place| async move {
+                store.scroll(&place, scope, offset, limit, false).await
             })
             .await
     }
@@ -463,18 +458,13 @@ impl RetrievalClient {
         let store = &self.retrieval.inner.store;
         let scope = &scope;
         self.retrieval
-            .routed(
-                &self.ctx,
-                &self.spec,
-                Access::Write,
-                |physical| async move {
-                    let n = store.count(&physical, scope).await?;
-                    if n > 0 {
-                        store.delete(&physical, scope).await?;
-                    }
-                    Ok(n)
-                },
-            )
+            .routed(&self.ctx, &self.spec, Access::Write, |place| async move {
+                let n = store.count(&place, scope).await?;
+                if n > 0 {
+                    store.delete(&place, scope).await?;
+                }
+                Ok(n)
+            })
             .await
     }
 

@@ -2,9 +2,13 @@
 //! back them.
 //!
 //! Naming scheme (`prefix` defaults to `tr`):
-//! - Pool: `<prefix>_<collection>_pool`, shared by every Pool tenant.
+//! - Pool: `<prefix>_<collection>_pool`, shared by every Pool tenant (and,
+//!   in the server's shared-collection layout, by every tenant).
 //! - Silo: `<prefix>_<collection>_t_<tenant uuid, 32 hex digits>`, one per
 //!   Silo tenant.
+//! - Shard-key layout (Qdrant server): one collection
+//!   `<prefix>_<collection>_sharded` with the fallback shard key `pool` and
+//!   a key `t_<tenant uuid, 32 hex digits>` per Silo tenant.
 
 use std::collections::BTreeSet;
 
@@ -178,7 +182,23 @@ impl Naming {
         format!("{}_{collection}_t_", self.prefix)
     }
 
-    /// The physical collection of `tenant` on `tier`.
+    /// The one collection of `collection` in the shard-key layout.
+    pub fn sharded(&self, collection: &str) -> String {
+        format!("{}_{collection}_sharded", self.prefix)
+    }
+
+    /// The fallback shard key holding Pool tenants (shard-key layout).
+    pub fn pool_key(&self) -> &'static str {
+        "pool"
+    }
+
+    /// The dedicated shard key of `tenant` (shard-key layout).
+    pub fn tenant_key(&self, tenant: TenantId) -> String {
+        format!("t_{}", tenant.as_uuid().simple())
+    }
+
+    /// The physical collection of `tenant` on `tier` (collection-per-tier
+    /// layouts).
     pub fn physical(&self, collection: &str, tenant: TenantId, tier: IsolationTier) -> String {
         match tier {
             IsolationTier::Pool => self.pool(collection),

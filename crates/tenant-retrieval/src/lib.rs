@@ -104,7 +104,7 @@ mod tag;
 
 pub use backend::edge::EdgeBackend;
 #[cfg(feature = "server")]
-pub use backend::server::{QdrantBackend, QdrantBackendBuilder};
+pub use backend::server::{QdrantBackend, QdrantBackendBuilder, QdrantLayout};
 pub use backend::RetrievalBackend;
 pub use client::{Cursor, Page, RetrievalClient, RetrievalClientBuilder, SearchQuery, MAX_LIMIT};
 pub use collection::{CollectionSpec, Distance, Naming, Sealing, MAX_COLLECTION_NAME_LEN};

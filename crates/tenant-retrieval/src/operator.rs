@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 use tenant_core::{TenantContext, TenantId};
 use uuid::Uuid;
 
+use crate::backend::Place;
 use crate::error::{Error, LeakReason, Result};
 use crate::filter::{Node, ScopedFilter};
 use crate::guard;
@@ -46,7 +47,8 @@ pub struct LeakDrill {
     pub collection: String,
     /// The tenant whose scope the canary was planted in.
     pub tenant: TenantId,
-    /// The physical collection it was planted in.
+    /// Where it was planted (the physical collection, and in the shard-key
+    /// layout the shard keys the request named).
     pub physical: String,
     /// The canary's point id.
     pub canary: Uuid,
@@ -167,12 +169,12 @@ impl RetrievalOperator {
         }
         let spec = self.retrieval.spec(collection)?;
         let keys = self.retrieval.tenant_keys(tenant, &spec)?;
-        let physical = self.physical(collection, tenant);
+        let place = self.place(collection, tenant);
         if !self
             .retrieval
             .inner
             .store
-            .collection_exists(&physical)
+            .collection_exists(&place.collection)
             .await?
         {
             return Ok(Vec::new());
@@ -182,7 +184,7 @@ impl RetrievalOperator {
             .inner
             .store
             .scroll(
-                &physical,
+                &place,
                 &ScopedFilter::tenant_only(tenant),
                 None,
                 limit,
@@ -208,7 +210,8 @@ impl RetrievalOperator {
         self.authorize("retrieval.operator.drop_collection", collection, "*")?;
         self.retrieval.spec(collection)?;
         let naming = self.retrieval.naming();
-        let (pool, silo_prefix) = (naming.pool(collection), naming.silo_prefix(collection));
+        let (pool, sharded) = (naming.pool(collection), naming.sharded(collection));
+        let silo_prefix = naming.silo_prefix(collection);
         let store = &self.retrieval.inner.store;
         let mut dropped = Vec::new();
         for h in store
@@ -219,8 +222,8 @@ impl RetrievalOperator {
             let silo = name.strip_prefix(&silo_prefix).is_some_and(|rest| {
                 rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit())
             });
-            if name == pool || silo {
-                self.retrieval.forget_ensured(&name);
+            if name == pool || name == sharded || silo {
+                self.retrieval.forget_collection(&name);
                 store.drop_collection(&name).await?;
                 dropped.push(name);
             }
@@ -244,8 +247,8 @@ impl RetrievalOperator {
         )?;
         let spec = self.retrieval.spec(collection)?;
         let keys = self.retrieval.tenant_keys(tenant, &spec)?;
-        let physical = self.physical(collection, tenant);
-        self.retrieval.ensure(&physical, &spec).await?;
+        let place = self.place(collection, tenant);
+        self.retrieval.ensure(&place, &spec).await?;
 
         let doc_id = format!("leak-drill-{}", Uuid::new_v4().simple());
         let canary = point_id(tenant, &doc_id);
@@ -264,7 +267,7 @@ impl RetrievalOperator {
         let store = &self.retrieval.inner.store;
         store
             .upsert(
-                &physical,
+                &place,
                 vec![StoredPoint {
                     id: canary,
                     vector: vector.clone(),
@@ -274,9 +277,9 @@ impl RetrievalOperator {
             .await?;
 
         let canary_scope = ScopedFilter::narrowed(tenant, Node::HasId(vec![canary]));
-        let probe = store.scroll(&physical, &canary_scope, None, 1, false).await;
-        let removed = store.delete(&physical, &canary_scope).await.is_ok()
-            && store.count(&physical, &canary_scope).await? == 0;
+        let probe = store.scroll(&place, &canary_scope, None, 1, false).await;
+        let removed = store.delete(&place, &canary_scope).await.is_ok()
+            && store.count(&place, &canary_scope).await? == 0;
         let hit = probe?.points.into_iter().find(|p| p.id == canary);
         let detected = hit
             .as_ref()
@@ -284,7 +287,7 @@ impl RetrievalOperator {
         let report = LeakDrill {
             collection: collection.to_owned(),
             tenant,
-            physical,
+            physical: place.to_string(),
             canary,
             reached_scope: hit.is_some(),
             detected,
@@ -300,8 +303,8 @@ impl RetrievalOperator {
         Ok(report)
     }
 
-    fn physical(&self, collection: &str, tenant: TenantId) -> String {
+    fn place(&self, collection: &str, tenant: TenantId) -> Place {
         let tier = self.retrieval.view(tenant, None, collection).tier;
-        self.retrieval.naming().physical(collection, tenant, tier)
+        self.retrieval.place(collection, tenant, tier)
     }
 }

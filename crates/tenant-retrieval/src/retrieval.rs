@@ -11,7 +11,9 @@ use tenant_core::{
     IsolationTier, KeyProvider, PlatformAuthority, TenantContext, TenantId, TierResolver,
 };
 
-use crate::backend::{CollectionLayout, RetrievalBackend, RouteAuthority, Store};
+use crate::backend::{
+    CollectionLayout, Layout, Place, RetrievalBackend, RouteAuthority, Shards, Store,
+};
 use crate::collection::{CollectionSpec, Naming};
 use crate::error::{Error, Result};
 use crate::keys::TenantKeys;
@@ -344,10 +346,58 @@ impl Retrieval {
     }
 
     fn default_tier(&self, tenant: TenantId, ctx: Option<&TenantContext>) -> IsolationTier {
+        if self.layout() == Layout::Shared {
+            return IsolationTier::Pool;
+        }
         match (&self.inner.tiers, ctx) {
             (Some(r), _) => r.tier(tenant),
             (None, Some(ctx)) => ctx.tier(),
             (None, None) => IsolationTier::Pool,
+        }
+    }
+
+    pub(crate) fn layout(&self) -> Layout {
+        self.inner.store.layout()
+    }
+
+    /// Where `tenant`'s points of `collection` on `tier` are served from.
+    /// In the shard-key layout that does not depend on the tier: the
+    /// server routes to the tenant's key if it exists, else the fallback.
+    pub(crate) fn place(&self, collection: &str, tenant: TenantId, tier: IsolationTier) -> Place {
+        let naming = &self.inner.naming;
+        match self.layout() {
+            Layout::CollectionPerTier => {
+                Place::unsharded(naming.physical(collection, tenant, tier))
+            }
+            Layout::Shared => Place::unsharded(naming.pool(collection)),
+            Layout::ShardKeys => Place {
+                collection: naming.sharded(collection),
+                shards: Shards::Routed {
+                    target: naming.tenant_key(tenant),
+                    fallback: naming.pool_key().to_owned(),
+                },
+            },
+        }
+    }
+
+    /// Exactly where the points of `tier` are stored (what migrations
+    /// copy from and to).
+    pub(crate) fn exact_place(
+        &self,
+        collection: &str,
+        tenant: TenantId,
+        tier: IsolationTier,
+    ) -> Place {
+        let naming = &self.inner.naming;
+        match self.layout() {
+            Layout::ShardKeys => Place {
+                collection: naming.sharded(collection),
+                shards: Shards::Key(match tier {
+                    IsolationTier::Pool => naming.pool_key().to_owned(),
+                    IsolationTier::Silo => naming.tenant_key(tenant),
+                }),
+            },
+            _ => self.place(collection, tenant, tier),
         }
     }
 
@@ -391,38 +441,47 @@ impl Retrieval {
         Ok(())
     }
 
-    pub(crate) async fn ensure(&self, physical: &str, spec: &CollectionSpec) -> Result<()> {
-        if lock(&self.inner.ensured).contains(physical) {
+    pub(crate) async fn ensure(&self, place: &Place, spec: &CollectionSpec) -> Result<()> {
+        let key = place.to_string();
+        if lock(&self.inner.ensured).contains(&key) {
             return Ok(());
         }
         self.inner
             .store
             .ensure_collection(
-                physical,
+                place,
                 CollectionLayout {
                     dims: spec.dims(),
                     distance: spec.distance_kind(),
                 },
             )
             .await?;
-        lock(&self.inner.ensured).insert(physical.to_owned());
+        lock(&self.inner.ensured).insert(key);
         Ok(())
     }
 
-    pub(crate) fn forget_ensured(&self, physical: &str) {
-        lock(&self.inner.ensured).remove(physical);
+    pub(crate) fn forget_ensured(&self, place: &Place) {
+        lock(&self.inner.ensured).remove(&place.to_string());
     }
 
-    /// Runs `op` on the physical collection that holds `ctx`'s tenant's
-    /// points of `spec`, so that it is never answered from, or written to,
-    /// a location the tenant has left:
+    /// Forgets every place in the physical `collection`.
+    pub(crate) fn forget_collection(&self, collection: &str) {
+        lock(&self.inner.ensured)
+            .retain(|k| k != collection && !k.starts_with(&format!("{collection}[")));
+    }
+
+    /// Runs `op` on the place that holds `ctx`'s tenant's points of `spec`,
+    /// so that it is never answered from, or written to, a location the
+    /// tenant has left:
     ///
     /// - within this process, it holds the route gate (shared) for the
     ///   whole call, and writes wait for a running migration;
     /// - when other processes share the backend, it re-reads the persisted
     ///   route afterwards and runs again on the new route if the one it
     ///   used is no longer valid ([`still_valid`]); a write that meets
-    ///   another process's migration waits for it to finish.
+    ///   another process's migration waits for it to finish. Reads in the
+    ///   shard-key layout need no check (the server routes them), nor does
+    ///   anything in the shared-collection layout (nothing moves).
     pub(crate) async fn routed<T, F, Fut>(
         &self,
         ctx: &TenantContext,
@@ -431,7 +490,7 @@ impl Retrieval {
         op: F,
     ) -> Result<T>
     where
-        F: Fn(String) -> Fut,
+        F: Fn(Place) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let tenant = ctx.tenant();
@@ -441,7 +500,12 @@ impl Retrieval {
             Access::Write => Some(gate.writes.clone().read_owned().await),
             Access::Read => None,
         };
-        let shared = self.inner.store.route_authority() == RouteAuthority::Shared;
+        let layout = self.layout();
+        let check = self.inner.store.route_authority() == RouteAuthority::Shared
+            && !matches!(
+                (layout, access),
+                (Layout::Shared, _) | (Layout::ShardKeys, Access::Read)
+            );
         for _ in 0..MAX_ROUTE_ATTEMPTS {
             let route = gate.route.clone().read_owned().await;
             let used = self.view(tenant, Some(ctx), name);
@@ -450,13 +514,23 @@ impl Retrieval {
                 self.await_migration(ctx, name).await?;
                 continue;
             }
-            let physical = self.inner.naming.physical(name, tenant, used.tier);
-            self.ensure(&physical, spec).await?;
-            let result = op(physical.clone()).await;
+            // Reads go where the server routes them; writes go exactly to
+            // the tier's storage (in the shard-key layout, the key).
+            let place = match access {
+                Access::Read => self.place(name, tenant, used.tier),
+                Access::Write => self.exact_place(name, tenant, used.tier),
+            };
+            // Only a write creates a Silo tenant's shard key (a tenant the
+            // resolver puts on Silo gets it on its first write; a promoted
+            // one already has it). A read never does: a read that created
+            // the key while a demotion removes it would leave an empty key
+            // the server routes the tenant's reads to.
+            self.ensure(&place, spec).await?;
+            let result = op(place.clone()).await;
             if result.is_err() {
-                self.forget_ensured(&physical);
+                self.forget_ensured(&place);
             }
-            if !shared {
+            if !check {
                 return result;
             }
             let now = self.refresh(tenant, Some(ctx), name).await?;

@@ -1,5 +1,8 @@
 //! Conformance and isolation: one suite, run against the embedded edge
-//! backend always and against a Qdrant server when `QDRANT_URL` is set.
+//! backend and against every Qdrant server layout (one node: collection
+//! per tenant, shared collection; a 3-node cluster: shard keys) started by
+//! the test kit. Without the Qdrant binary the server half says it was
+//! skipped.
 
 mod support;
 
@@ -21,13 +24,22 @@ macro_rules! conformance {
                 }
             )*
         }
-        mod server {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Kind::Server).await
-                }
-            )*
+
+        const CASES: &[Case] = &[$((stringify!($case), |k| Box::pin($case(k)))),*];
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn server_half_collection_per_tenant() {
+            server_half("conformance", Kind::Server, CASES).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn server_half_shared_collection() {
+            server_half("conformance", Kind::Shared, CASES).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn server_half_cluster_shard_keys() {
+            server_half("conformance", Kind::Cluster, CASES).await
         }
     };
 }
@@ -209,9 +221,12 @@ async fn silo_and_pool_tenants_are_isolated_from_each_other(kind: Kind) {
     let (cs, cp) = (w.client(&s, DOCS), w.client(&p, DOCS));
     cs.upsert([w.doc("d", "silo tenant data")]).await.unwrap();
     cp.upsert([w.doc("d", "pool tenant data")]).await.unwrap();
-    assert_eq!(w.retrieval.tier_of(&s, DOCS).unwrap(), IsolationTier::Silo);
-    let physical = w.retrieval.naming().silo(DOCS, silo_t);
-    assert!(w.physical_names().await.contains(&physical));
+    if kind.has_tiers() {
+        assert_eq!(w.retrieval.tier_of(&s, DOCS).unwrap(), IsolationTier::Silo);
+        assert!(w.silo_exists(DOCS, silo_t).await);
+    } else {
+        assert_eq!(w.retrieval.tier_of(&s, DOCS).unwrap(), IsolationTier::Pool);
+    }
 
     let q = SearchQuery::new(w.embed.embed_one("tenant data")).top_k(10);
     assert_eq!(
@@ -499,10 +514,7 @@ async fn contexts_of_another_issuer_are_refused_everywhere_and_nothing_changes(k
     );
     assert_eq!(cv.count(None).await.unwrap(), 1);
     assert_eq!(cv.get("plan").await.unwrap().unwrap().text, "victim plan");
-    assert!(!w
-        .physical_names()
-        .await
-        .contains(&w.retrieval.naming().silo(DOCS, victim.tenant())));
+    assert!(!w.silo_exists(DOCS, victim.tenant()).await);
 }
 
 async fn hostile_vectors_and_filters_are_typed_errors_and_nothing_changes(kind: Kind) {
@@ -703,16 +715,50 @@ fn run_random(kind: Kind, ops: Vec<Op>) {
         .block_on(random_ops_never_cross_tenants(kind, ops));
 }
 
+const RANDOM_CASES: u32 = 8;
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: RANDOM_CASES, ..ProptestConfig::default() })]
 
     #[test]
     fn edge_three_tenants_random_ops_never_cross(ops in prop::collection::vec(op(), 1..40)) {
         run_random(Kind::Edge, ops);
     }
+}
 
-    #[test]
-    fn server_three_tenants_random_ops_never_cross(ops in prop::collection::vec(op(), 1..40)) {
-        run_random(Kind::Server, ops);
+/// The randomized isolation property on a server layout, reported like the
+/// rest of the server half.
+fn random_ops_on_the_server(kind: Kind) {
+    if server_url(kind).is_none() {
+        return;
     }
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: RANDOM_CASES,
+        // Each shrinking step runs against the server: keep it bounded.
+        max_shrink_iters: 32,
+        ..ProptestConfig::default()
+    });
+    let started = std::time::Instant::now();
+    runner
+        .run(&prop::collection::vec(op(), 1..40), |ops| {
+            run_random(kind, ops);
+            Ok(())
+        })
+        .unwrap();
+    report_passed(
+        kind,
+        "isolation proptest: three tenants, random operations",
+        RANDOM_CASES as usize,
+        &format!("{:.1?}", started.elapsed()),
+    );
+}
+
+#[test]
+fn server_three_tenants_random_ops_never_cross() {
+    random_ops_on_the_server(Kind::Server);
+}
+
+#[test]
+fn cluster_three_tenants_random_ops_never_cross() {
+    random_ops_on_the_server(Kind::Cluster);
 }

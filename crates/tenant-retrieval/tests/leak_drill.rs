@@ -343,6 +343,7 @@ async fn strict_mode_refuses_reads_and_promotion_and_nothing_changes() {
         dir: Some(dir),
         embed: tenant_retrieval::HashEmbedder::new(DIMS),
         operators,
+        kind: Kind::Edge,
     };
     let a = w.ctx(TenantId::random());
     let c = w.client(&a, DOCS);

@@ -8,7 +8,7 @@ use support::*;
 use tenant_core::{Capabilities, PrincipalId, TenantId};
 use tenant_retrieval::{Error, LeakReason, SearchQuery};
 
-macro_rules! both_backends {
+macro_rules! every_backend {
     ($($case:ident),* $(,)?) => {
         mod edge {
             $(
@@ -18,18 +18,27 @@ macro_rules! both_backends {
                 }
             )*
         }
-        mod server {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Kind::Server).await
-                }
-            )*
+
+        const CASES: &[Case] = &[$((stringify!($case), |k| Box::pin($case(k)))),*];
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn server_half_collection_per_tenant() {
+            server_half("operator", Kind::Server, CASES).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn server_half_shared_collection() {
+            server_half("operator", Kind::Shared, CASES).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn server_half_cluster_shard_keys() {
+            server_half("operator", Kind::Cluster, CASES).await
         }
     };
 }
 
-both_backends!(
+every_backend!(
     a_leak_drill_plants_a_canary_the_check_catches_and_removes_it,
     inspect_shows_stored_points_with_their_verdicts,
     drop_collection_drops_one_logical_collection_only,
@@ -115,13 +124,20 @@ async fn drop_collection_drops_one_logical_collection_only(kind: Kind) {
         }
     }
     let naming = w.retrieval.naming();
+    let physical = |collection: &str| -> Vec<String> {
+        let mut v = match kind {
+            Kind::Cluster => vec![naming.sharded(collection)],
+            Kind::Shared => vec![naming.pool(collection)],
+            _ => vec![naming.pool(collection), naming.silo(collection, silo_t)],
+        };
+        v.sort();
+        v
+    };
     let mut dropped = w.operator().drop_collection(DOCS).await.unwrap();
     dropped.sort();
-    let mut want = vec![naming.pool(DOCS), naming.silo(DOCS, silo_t)];
-    want.sort();
-    assert_eq!(dropped, want);
+    assert_eq!(dropped, physical(DOCS));
     let left = w.physical_names().await;
-    assert!(left.contains(&naming.pool(NOTES)) && left.contains(&naming.silo(NOTES, silo_t)));
+    assert!(physical(NOTES).iter().all(|n| left.contains(n)), "{left:?}");
     assert_eq!(w.client(&p, NOTES).count(None).await.unwrap(), 1);
     // Clients recreate an empty collection on their next use.
     assert_eq!(w.client(&p, DOCS).count(None).await.unwrap(), 0);
@@ -202,7 +218,7 @@ async fn operator_handles_are_refused_to_every_other_context_and_nothing_changes
                 .unwrap();
             Some((r, dir))
         }
-        Kind::Server => None,
+        _ => None,
     };
     if let Some((plain, _dir)) = plain {
         assert!(matches!(

@@ -26,6 +26,8 @@ const CHILD_ENV: &str = "TR_ROUTES_CHILD";
 const DIR_ENV: &str = "TR_ROUTES_DIR";
 const TENANT_ENV: &str = "TR_ROUTES_TENANT";
 const PREFIX_ENV: &str = "TR_ROUTES_PREFIX";
+const URL_ENV: &str = "TR_ROUTES_URL";
+const KIND_ENV: &str = "TR_ROUTES_KIND";
 const N: usize = 30;
 
 fn spawn_child(mode: &str, envs: &[(&str, String)]) -> (Child, ChildStdin, BufReader<ChildStdout>) {
@@ -139,6 +141,7 @@ async fn edge_world_at(dir: &std::path::Path) -> World {
         dir: None,
         embed: tenant_retrieval::HashEmbedder::new(DIMS),
         operators,
+        kind: Kind::Edge,
     }
 }
 
@@ -246,14 +249,19 @@ async fn every_retrieval_on_one_edge_backend_sees_a_promotion_at_once() {
     ));
 }
 
+/// A platform on the server at `url` with `layout`, under `prefix`.
 #[cfg(feature = "server")]
-async fn server_world_with_prefix(prefix: &str) -> Option<World> {
-    let url = std::env::var("QDRANT_URL").ok()?;
+async fn server_world_at(url: &str, kind: Kind, prefix: &str) -> World {
+    let layout = match kind {
+        Kind::Cluster => tenant_retrieval::QdrantLayout::ShardKeys,
+        _ => tenant_retrieval::QdrantLayout::CollectionPerTenant,
+    };
     let issuer = tenant_core::ContextIssuer::new(tenant_core::MasterKey::generate(
         tenant_core::KeyId::new("k").unwrap(),
     ));
     let backend = tenant_retrieval::QdrantBackend::builder(url)
         .routes_collection(format!("{prefix}__routes"))
+        .layout(layout)
         .build()
         .unwrap();
     let operators = TenantId::random();
@@ -262,14 +270,15 @@ async fn server_world_with_prefix(prefix: &str) -> Option<World> {
         .build()
         .await
         .unwrap();
-    Some(World {
+    World {
         issuer,
         retrieval,
         edge: None,
         dir: None,
         embed: tenant_retrieval::HashEmbedder::new(DIMS),
         operators,
-    })
+        kind,
+    }
 }
 
 /// The second process on a shared Qdrant server: caches the tenant's
@@ -277,7 +286,11 @@ async fn server_world_with_prefix(prefix: &str) -> Option<World> {
 /// writes continuously while the parent moves it back.
 #[cfg(feature = "server")]
 async fn server_child(tenant: TenantId) {
-    let w = server_world_with_prefix(&env(PREFIX_ENV)).await.unwrap();
+    let kind = match env(KIND_ENV).as_str() {
+        "cluster" => Kind::Cluster,
+        _ => Kind::Server,
+    };
+    let w = server_world_at(&env(URL_ENV), kind, &env(PREFIX_ENV)).await;
     let c = client_for(&w, tenant).await;
     println!("ready hits={}", search_all(&w, &c).await);
     assert_eq!(read_command(), "go");
@@ -306,13 +319,12 @@ async fn server_child(tenant: TenantId) {
 }
 
 #[cfg(feature = "server")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_process_on_a_shared_server_follows_promotion_and_demotion() {
-    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let Some(w) = server_world_with_prefix(&prefix).await else {
-        eprintln!("QDRANT_URL is not set: the two-process server route test was SKIPPED");
+async fn second_process_follows_promotion_and_demotion(kind: Kind) {
+    let Some(url) = server_url(kind) else {
         return;
     };
+    let prefix = fresh_prefix();
+    let w = server_world_at(&url, kind, &prefix).await;
     let tenant = TenantId::random();
     let ctx = w.ctx(tenant);
     let c = w.client(&ctx, DOCS);
@@ -324,7 +336,16 @@ async fn a_second_process_on_a_shared_server_follows_promotion_and_demotion() {
         &[
             (TENANT_ENV, tenant.to_string()),
             (PREFIX_ENV, prefix.clone()),
-            ("QDRANT_URL", env("QDRANT_URL")),
+            (URL_ENV, url.clone()),
+            (
+                KIND_ENV,
+                if kind == Kind::Cluster {
+                    "cluster"
+                } else {
+                    "server"
+                }
+                .to_owned(),
+            ),
         ],
     );
     let ready = tokio::task::block_in_place(|| expect(&mut out, "ready "));
@@ -332,6 +353,7 @@ async fn a_second_process_on_a_shared_server_follows_promotion_and_demotion() {
 
     // The child has cached "Pool"; move the tenant under it.
     w.retrieval.promote(&ctx).await.unwrap();
+    assert!(w.silo_exists(DOCS, tenant).await);
     send(&mut stdin, "go");
     let after = tokio::task::block_in_place(|| expect(&mut out, "after "));
     assert_eq!(after, format!("hits={N} count={N}"), "stale route served");
@@ -374,10 +396,24 @@ async fn a_second_process_on_a_shared_server_follows_promotion_and_demotion() {
         c.count(None).await.unwrap(),
         (N + 1 + MORE + stopped) as u64
     );
-    let silo = w.retrieval.naming().silo(DOCS, tenant);
-    assert!(
-        !w.physical_names().await.contains(&silo),
-        "old tier left behind"
+    assert!(!w.silo_exists(DOCS, tenant).await, "old tier left behind");
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "tenant-retrieval routes [{}]: second process followed promotion and demotion; \
+         {stopped} acknowledged writes across the demotion, none lost",
+        kind.describe()
     );
-    println!("second process: {stopped} acknowledged writes across the demotion, none lost");
+}
+
+#[cfg(feature = "server")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_a_shared_server_follows_promotion_and_demotion() {
+    second_process_follows_promotion_and_demotion(Kind::Server).await
+}
+
+#[cfg(feature = "server")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_a_shard_key_cluster_follows_promotion_and_demotion() {
+    second_process_follows_promotion_and_demotion(Kind::Cluster).await
 }

@@ -41,7 +41,8 @@ use uuid::Uuid;
 use tenant_core::TenantId;
 
 use super::{
-    sealed, CollectionLayout, RetrievalBackend, RouteAuthority, SearchRequest, Store, StoredPage,
+    sealed, CollectionLayout, Layout, Place, RetrievalBackend, RouteAuthority, SearchRequest,
+    Store, StoredPage,
 };
 use crate::collection::Distance;
 use crate::error::{Error, Result};
@@ -523,9 +524,13 @@ impl Store for EdgeBackend {
         RouteAuthority::Local
     }
 
-    async fn ensure_collection(&self, physical: &str, layout: CollectionLayout) -> Result<()> {
+    fn layout(&self) -> Layout {
+        Layout::CollectionPerTier
+    }
+
+    async fn ensure_collection(&self, place: &Place, layout: CollectionLayout) -> Result<()> {
         let this = self.handle();
-        let physical = physical.to_owned();
+        let physical = place.collection.clone();
         blocking(move || this.create(&physical, layout)).await
     }
 
@@ -573,11 +578,11 @@ impl Store for EdgeBackend {
         .await
     }
 
-    async fn upsert(&self, physical: &str, points: Vec<StoredPoint>) -> Result<()> {
+    async fn upsert(&self, place: &Place, points: Vec<StoredPoint>) -> Result<()> {
         if points.is_empty() {
             return Ok(());
         }
-        let c = self.get(physical)?;
+        let c = self.get(&place.collection)?;
         blocking(move || {
             let points = points
                 .into_iter()
@@ -594,8 +599,8 @@ impl Store for EdgeBackend {
         .await
     }
 
-    async fn search(&self, physical: &str, request: SearchRequest<'_>) -> Result<Vec<StoredHit>> {
-        let c = self.get(physical)?;
+    async fn search(&self, place: &Place, request: SearchRequest<'_>) -> Result<Vec<StoredHit>> {
+        let c = self.get(&place.collection)?;
         let req = qdrant_edge::SearchRequest {
             query: QueryEnum::Nearest(NamedQuery::default_dense(request.vector.to_vec())),
             filter: Some(edge_filter(request.filter)?),
@@ -619,13 +624,13 @@ impl Store for EdgeBackend {
 
     async fn scroll(
         &self,
-        physical: &str,
+        place: &Place,
         filter: &ScopedFilter,
         offset: Option<Uuid>,
         limit: usize,
         with_vectors: bool,
     ) -> Result<StoredPage> {
-        let c = self.get(physical)?;
+        let c = self.get(&place.collection)?;
         let req = qdrant_edge::ScrollRequest {
             offset: offset.map(PointId::Uuid),
             limit: Some(limit.max(1)),
@@ -647,8 +652,8 @@ impl Store for EdgeBackend {
         .await
     }
 
-    async fn count(&self, physical: &str, filter: &ScopedFilter) -> Result<u64> {
-        let c = self.get(physical)?;
+    async fn count(&self, place: &Place, filter: &ScopedFilter) -> Result<u64> {
+        let c = self.get(&place.collection)?;
         let req = qdrant_edge::CountRequest {
             filter: Some(edge_filter(filter)?),
             exact: true,
@@ -657,8 +662,8 @@ impl Store for EdgeBackend {
             .await
     }
 
-    async fn delete(&self, physical: &str, filter: &ScopedFilter) -> Result<()> {
-        let c = self.get(physical)?;
+    async fn delete(&self, place: &Place, filter: &ScopedFilter) -> Result<()> {
+        let c = self.get(&place.collection)?;
         let filter = edge_filter(filter)?;
         blocking(move || {
             c.write(UpdateOperation::PointOperation(
@@ -666,6 +671,18 @@ impl Store for EdgeBackend {
             ))
         })
         .await
+    }
+
+    async fn create_shard_key(&self, _: &str, _: &str, _: bool) -> Result<()> {
+        Err(no_shard_keys())
+    }
+
+    async fn replicate(&self, _: &str, _: &str, _: &str, _: &ScopedFilter) -> Result<()> {
+        Err(no_shard_keys())
+    }
+
+    async fn drop_shard_key(&self, _: &str, _: &str) -> Result<()> {
+        Err(no_shard_keys())
     }
 
     async fn load_routes(&self) -> Result<Vec<RouteEntry>> {
@@ -717,6 +734,10 @@ impl Store for EdgeBackend {
         })
         .await
     }
+}
+
+fn no_shard_keys() -> Error {
+    Error::edge("shard keys are a Qdrant server feature")
 }
 
 /// Temp file, fsync, rename, fsync the directory.

@@ -52,6 +52,69 @@ pub trait RetrievalBackend: sealed::Sealed + Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 }
 
+/// How a backend lays tenants out in physical collections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// A shared Pool collection per logical collection and a dedicated
+    /// collection per Silo tenant (edge; server collection-per-tenant).
+    CollectionPerTier,
+    /// One collection per logical collection holding every tenant: one
+    /// tier (server shared-collection layout).
+    Shared,
+    /// One collection per logical collection with custom sharding: Pool
+    /// tenants on a fallback shard key, each Silo tenant on its own key,
+    /// routed by the server (server shard-key layout).
+    ShardKeys,
+}
+
+/// Which shards of a collection an operation addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Shards {
+    /// The collection has no custom sharding.
+    Unsharded,
+    /// The tenant's dedicated key if it exists and is active, else the
+    /// fallback key: the server decides.
+    Routed {
+        /// The tenant's dedicated key.
+        target: String,
+        /// The shared key of Pool tenants.
+        fallback: String,
+    },
+    /// Exactly this key.
+    Key(String),
+}
+
+/// Where an operation runs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Place {
+    /// The physical collection.
+    pub collection: String,
+    /// Which of its shards.
+    pub shards: Shards,
+}
+
+impl Place {
+    /// A collection without custom sharding.
+    pub fn unsharded(collection: String) -> Self {
+        Self {
+            collection,
+            shards: Shards::Unsharded,
+        }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.shards {
+            Shards::Unsharded => f.write_str(&self.collection),
+            Shards::Routed { target, fallback } => {
+                write!(f, "{}[{target}|{fallback}]", self.collection)
+            }
+            Shards::Key(k) => write!(f, "{}[{k}]", self.collection),
+        }
+    }
+}
+
 /// What a backend needs to create a physical collection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CollectionLayout {
@@ -107,26 +170,30 @@ pub trait Store: Send + Sync + 'static {
     /// Whether other processes can change routes.
     fn route_authority(&self) -> RouteAuthority;
 
-    /// Creates `physical` with the tenant keyword index (`is_tenant`) if it
-    /// does not exist.
-    async fn ensure_collection(&self, physical: &str, layout: CollectionLayout) -> Result<()>;
+    /// How tenants are laid out.
+    fn layout(&self) -> Layout;
 
-    /// Whether `physical` exists.
-    async fn collection_exists(&self, physical: &str) -> Result<bool>;
+    /// Creates the collection of `place` with the tenant keyword index
+    /// (`is_tenant`) if it does not exist; in a collection with custom
+    /// sharding, also the fallback key and, for `Shards::Key`, that key.
+    async fn ensure_collection(&self, place: &Place, layout: CollectionLayout) -> Result<()>;
 
-    /// Deletes `physical` and everything in it.
-    async fn drop_collection(&self, physical: &str) -> Result<()>;
+    /// Whether the physical `collection` exists.
+    async fn collection_exists(&self, collection: &str) -> Result<bool>;
+
+    /// Deletes the physical `collection` and everything in it.
+    async fn drop_collection(&self, collection: &str) -> Result<()>;
 
     /// Inserts or replaces points; returns once they are durable.
-    async fn upsert(&self, physical: &str, points: Vec<StoredPoint>) -> Result<()>;
+    async fn upsert(&self, place: &Place, points: Vec<StoredPoint>) -> Result<()>;
 
     /// Nearest neighbours within the scope, best first.
-    async fn search(&self, physical: &str, request: SearchRequest<'_>) -> Result<Vec<StoredHit>>;
+    async fn search(&self, place: &Place, request: SearchRequest<'_>) -> Result<Vec<StoredHit>>;
 
     /// Points within the scope in id order, from `offset`.
     async fn scroll(
         &self,
-        physical: &str,
+        place: &Place,
         filter: &ScopedFilter,
         offset: Option<Uuid>,
         limit: usize,
@@ -134,10 +201,28 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<StoredPage>;
 
     /// Exact number of points within the scope.
-    async fn count(&self, physical: &str, filter: &ScopedFilter) -> Result<u64>;
+    async fn count(&self, place: &Place, filter: &ScopedFilter) -> Result<u64>;
 
     /// Deletes the points within the scope; returns once durable.
-    async fn delete(&self, physical: &str, filter: &ScopedFilter) -> Result<()>;
+    async fn delete(&self, place: &Place, filter: &ScopedFilter) -> Result<()>;
+
+    /// Creates shard key `key` in `collection`, empty and active, or (with
+    /// `partial`) waiting to be filled by [`Store::replicate`].
+    async fn create_shard_key(&self, collection: &str, key: &str, partial: bool) -> Result<()>;
+
+    /// Copies the points of `scope` from key `from` to the partial key `to`
+    /// inside the server, and returns once `to` is active.
+    async fn replicate(
+        &self,
+        collection: &str,
+        from: &str,
+        to: &str,
+        scope: &ScopedFilter,
+    ) -> Result<()>;
+
+    /// Deletes shard key `key` of `collection` and its points (nothing if
+    /// it does not exist).
+    async fn drop_shard_key(&self, collection: &str, key: &str) -> Result<()>;
 
     /// The persisted routing table.
     async fn load_routes(&self) -> Result<Vec<RouteEntry>>;

@@ -1,14 +1,18 @@
 //! [`QdrantBackend`]: a Qdrant server over gRPC (qdrant-client 1.20).
 //!
-//! Pool and Silo collections are ordinary collections on one node (custom
-//! shard keys would need cluster mode). Every write uses `wait = true`, so
-//! it returns once the server has applied it (and written its WAL).
+//! Three layouts ([`QdrantLayout`]): a collection per tier (a shared Pool
+//! collection plus a collection per Silo tenant), one shared collection for
+//! every tenant, or one collection with custom shard keys (Pool tenants on
+//! a fallback key, a key per Silo tenant, routed by the server; needs
+//! cluster mode). Every write uses `wait = true`, so it returns once the
+//! server has applied it (and written its WAL).
 //!
 //! With an API key configured, data calls do not use it: each physical
 //! collection gets its own short-lived JWT (HS256 signed with the API key,
-//! `access: [{collection, rw}]`), so a Silo tenant's calls cannot touch any
-//! other collection even through a bug in this crate. The API key itself is
-//! used only for creating/dropping collections and the routing table.
+//! `access: [{collection, rw}]`), so the calls for one collection cannot
+//! touch any other even through a bug in this crate. The API key itself is
+//! used only for creating/dropping collections and shard keys, shard
+//! transfers, and the routing table.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,12 +27,16 @@ use qdrant_client::qdrant::condition::ConditionOneOf;
 use qdrant_client::qdrant::payload_index_params::IndexParams;
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::r#match::MatchValue;
+use qdrant_client::qdrant::update_collection_cluster_setup_request::Operation as ClusterOperation;
 use qdrant_client::qdrant::vector_output::Vector as VectorKind;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    DeleteCollectionBuilder, DeletePointsBuilder, FieldCondition, FieldType, Filter,
-    GetPointsBuilder, KeywordIndexParamsBuilder, Match, PointId, PointStruct, Range,
-    ScrollPointsBuilder, SearchPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    CollectionClusterInfoRequest, Condition, CountPointsBuilder, CreateCollectionBuilder,
+    CreateFieldIndexCollectionBuilder, CreateShardKey, CreateShardKeyRequest,
+    DeleteCollectionBuilder, DeletePointsBuilder, DeleteShardKey, DeleteShardKeyRequest,
+    FieldCondition, FieldType, Filter, GetPointsBuilder, KeywordIndexParamsBuilder,
+    ListShardKeysRequest, Match, PointId, PointStruct, Range, ReplicaState, ReplicatePoints,
+    ScrollPointsBuilder, SearchPointsBuilder, ShardKey, ShardKeySelector, ShardingMethod,
+    UpdateCollectionClusterSetupRequest, UpsertPointsBuilder, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
 use serde_json::{Map, Value};
@@ -37,7 +45,8 @@ use tenant_core::TenantId;
 use uuid::Uuid;
 
 use super::{
-    sealed, CollectionLayout, RetrievalBackend, RouteAuthority, SearchRequest, Store, StoredPage,
+    sealed, CollectionLayout, Layout, Place, RetrievalBackend, RouteAuthority, SearchRequest,
+    Shards, Store, StoredPage,
 };
 use crate::collection::Distance;
 use crate::error::{Error, Result};
@@ -48,6 +57,28 @@ use crate::route::{RouteEntry, RouteTable};
 
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 const ROUTES_DIMS: u64 = 1;
+const TRANSFER_POLL: Duration = Duration::from_millis(100);
+
+/// How a [`QdrantBackend`] lays tenants out on the server. See
+/// `docs/retrieval.md` for when to pick which.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QdrantLayout {
+    /// A shared Pool collection per logical collection and a dedicated
+    /// collection per Silo tenant; a promotion copies between collections.
+    /// Runs on a single node. Every operation re-reads its route.
+    #[default]
+    CollectionPerTenant,
+    /// One collection per logical collection holding every tenant; one
+    /// tier (promotion is refused). Runs on a single node.
+    SharedCollection,
+    /// One collection per logical collection with custom sharding: Pool
+    /// tenants on the fallback shard key, each Silo tenant on its own key.
+    /// The server routes every request (dedicated key if it exists and is
+    /// active, else the fallback); a promotion replicates the tenant's
+    /// points to its key by filter. Needs cluster mode.
+    ShardKeys,
+}
 
 fn err(e: impl fmt::Display) -> Error {
     Error::Backend {
@@ -63,6 +94,9 @@ pub struct QdrantBackendBuilder {
     api_key: Option<String>,
     routes_collection: String,
     timeout: Duration,
+    layout: QdrantLayout,
+    replication_factor: u32,
+    transfer_timeout: Duration,
 }
 
 impl QdrantBackendBuilder {
@@ -86,6 +120,26 @@ impl QdrantBackendBuilder {
         self
     }
 
+    /// How tenants are laid out (default
+    /// [`QdrantLayout::CollectionPerTenant`]).
+    pub fn layout(mut self, layout: QdrantLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Replicas of every shard this backend creates (default 1).
+    pub fn replication_factor(mut self, replicas: u32) -> Self {
+        self.replication_factor = replicas.max(1);
+        self
+    }
+
+    /// How long a promotion waits for the server to replicate a tenant's
+    /// points to its shard key (default 5 min).
+    pub fn transfer_timeout(mut self, timeout: Duration) -> Self {
+        self.transfer_timeout = timeout;
+        self
+    }
+
     /// Connects lazily (the first call opens the channel).
     pub fn build(self) -> Result<QdrantBackend> {
         let admin = self.client(self.api_key.clone())?;
@@ -95,6 +149,9 @@ impl QdrantBackendBuilder {
             api_key: self.api_key,
             timeout: self.timeout,
             routes_collection: self.routes_collection,
+            layout: self.layout,
+            replication_factor: self.replication_factor,
+            transfer_timeout: self.transfer_timeout,
             scoped: Mutex::default(),
             routes: Arc::default(),
         })
@@ -130,6 +187,9 @@ pub struct QdrantBackend {
     api_key: Option<String>,
     timeout: Duration,
     routes_collection: String,
+    layout: QdrantLayout,
+    replication_factor: u32,
+    transfer_timeout: Duration,
     scoped: Mutex<HashMap<String, ScopedClient>>,
     routes: Arc<RouteTable>,
 }
@@ -138,6 +198,7 @@ impl fmt::Debug for QdrantBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QdrantBackend")
             .field("url", &self.url)
+            .field("layout", &self.layout)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
@@ -164,6 +225,9 @@ impl QdrantBackend {
             api_key: None,
             routes_collection: "tr__routes".to_owned(),
             timeout: Duration::from_secs(30),
+            layout: QdrantLayout::default(),
+            replication_factor: 1,
+            transfer_timeout: Duration::from_secs(300),
         }
     }
 
@@ -278,6 +342,30 @@ fn to_map(payload: HashMap<String, qdrant_client::qdrant::Value>) -> Map<String,
     Map::from(Payload::from(payload))
 }
 
+/// The shard key selector of a place (none for an unsharded collection).
+fn selector(shards: &Shards) -> Option<ShardKeySelector> {
+    match shards {
+        Shards::Unsharded => None,
+        Shards::Routed { target, fallback } => Some(ShardKeySelector {
+            shard_keys: vec![ShardKey::from(target.as_str())],
+            fallback: Some(ShardKey::from(fallback.as_str())),
+        }),
+        Shards::Key(key) => Some(ShardKeySelector {
+            shard_keys: vec![ShardKey::from(key.as_str())],
+            fallback: None,
+        }),
+    }
+}
+
+fn key_name(key: &Option<ShardKey>) -> Option<String> {
+    use qdrant_client::qdrant::shard_key::Key;
+    match key.as_ref().and_then(|k| k.key.as_ref()) {
+        Some(Key::Keyword(s)) => Some(s.clone()),
+        Some(Key::Number(n)) => Some(n.to_string()),
+        None => None,
+    }
+}
+
 /// The routes collection's point for (`tenant`, `collection`): one point
 /// per route, id derived from both, so an upsert replaces exactly it.
 fn route_point_id(tenant: TenantId, collection: &str) -> PointId {
@@ -298,37 +386,24 @@ impl Store for QdrantBackend {
         RouteAuthority::Shared
     }
 
-    async fn ensure_collection(&self, physical: &str, layout: CollectionLayout) -> Result<()> {
-        if self.admin.collection_exists(physical).await.map_err(err)? {
-            return Ok(());
+    fn layout(&self) -> Layout {
+        match self.layout {
+            QdrantLayout::CollectionPerTenant => Layout::CollectionPerTier,
+            QdrantLayout::SharedCollection => Layout::Shared,
+            QdrantLayout::ShardKeys => Layout::ShardKeys,
         }
-        let distance = match layout.distance {
-            Distance::Cosine => qdrant_client::qdrant::Distance::Cosine,
-            Distance::Dot => qdrant_client::qdrant::Distance::Dot,
-            Distance::Euclid => qdrant_client::qdrant::Distance::Euclid,
-        };
-        let created = self
-            .admin
-            .create_collection(
-                CreateCollectionBuilder::new(physical)
-                    .vectors_config(VectorParamsBuilder::new(layout.dims as u64, distance)),
-            )
-            .await;
-        if let Err(e) = created {
-            // Lost a creation race with another replica: fine if it exists.
-            if !self.admin.collection_exists(physical).await.map_err(err)? {
-                return Err(err(e));
-            }
+    }
+
+    async fn ensure_collection(&self, place: &Place, layout: CollectionLayout) -> Result<()> {
+        let physical = place.collection.as_str();
+        if !self.admin.collection_exists(physical).await.map_err(err)? {
+            self.create_collection(physical, layout).await?;
         }
-        self.admin
-            .create_field_index(
-                CreateFieldIndexCollectionBuilder::new(physical, TENANT_FIELD, FieldType::Keyword)
-                    .field_index_params(KeywordIndexParamsBuilder::default().is_tenant(true))
-                    .wait(true),
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
+        match &place.shards {
+            Shards::Unsharded => Ok(()),
+            Shards::Routed { fallback, .. } => self.ensure_shard_key(physical, fallback).await,
+            Shards::Key(key) => self.ensure_shard_key(physical, key).await,
+        }
     }
 
     async fn collection_exists(&self, physical: &str) -> Result<bool> {
@@ -349,7 +424,7 @@ impl Store for QdrantBackend {
         Ok(())
     }
 
-    async fn upsert(&self, physical: &str, points: Vec<StoredPoint>) -> Result<()> {
+    async fn upsert(&self, place: &Place, points: Vec<StoredPoint>) -> Result<()> {
         if points.is_empty() {
             return Ok(());
         }
@@ -357,23 +432,33 @@ impl Store for QdrantBackend {
             .into_iter()
             .map(|p| PointStruct::new(p.id.to_string(), p.vector, Payload::from(p.payload)))
             .collect();
-        self.data_client(physical)?
-            .upsert_points(UpsertPointsBuilder::new(physical, points).wait(true))
+        let mut req = UpsertPointsBuilder::new(place.collection.as_str(), points).wait(true);
+        if let Some(s) = selector(&place.shards) {
+            req = req.shard_key_selector(s);
+        }
+        self.data_client(&place.collection)?
+            .upsert_points(req)
             .await
             .map_err(err)?;
         Ok(())
     }
 
-    async fn search(&self, physical: &str, request: SearchRequest<'_>) -> Result<Vec<StoredHit>> {
-        let mut search =
-            SearchPointsBuilder::new(physical, request.vector.to_vec(), request.limit as u64)
-                .filter(server_filter(request.filter)?)
-                .with_payload(true);
+    async fn search(&self, place: &Place, request: SearchRequest<'_>) -> Result<Vec<StoredHit>> {
+        let mut search = SearchPointsBuilder::new(
+            place.collection.as_str(),
+            request.vector.to_vec(),
+            request.limit as u64,
+        )
+        .filter(server_filter(request.filter)?)
+        .with_payload(true);
         if let Some(t) = request.score_threshold {
             search = search.score_threshold(t);
         }
+        if let Some(s) = selector(&place.shards) {
+            search = search.shard_key_selector(s);
+        }
         let res = self
-            .data_client(physical)?
+            .data_client(&place.collection)?
             .search_points(search)
             .await
             .map_err(err)?;
@@ -391,13 +476,13 @@ impl Store for QdrantBackend {
 
     async fn scroll(
         &self,
-        physical: &str,
+        place: &Place,
         filter: &ScopedFilter,
         offset: Option<Uuid>,
         limit: usize,
         with_vectors: bool,
     ) -> Result<StoredPage> {
-        let mut req = ScrollPointsBuilder::new(physical)
+        let mut req = ScrollPointsBuilder::new(place.collection.as_str())
             .filter(server_filter(filter)?)
             .limit(u32::try_from(limit.max(1)).unwrap_or(u32::MAX))
             .with_payload(true)
@@ -405,7 +490,14 @@ impl Store for QdrantBackend {
         if let Some(o) = offset {
             req = req.offset(PointId::from(o.to_string()));
         }
-        let res = self.data_client(physical)?.scroll(req).await.map_err(err)?;
+        if let Some(s) = selector(&place.shards) {
+            req = req.shard_key_selector(s);
+        }
+        let res = self
+            .data_client(&place.collection)?
+            .scroll(req)
+            .await
+            .map_err(err)?;
         let points = res
             .result
             .into_iter()
@@ -428,26 +520,87 @@ impl Store for QdrantBackend {
         Ok(StoredPage { points, next })
     }
 
-    async fn count(&self, physical: &str, filter: &ScopedFilter) -> Result<u64> {
+    async fn count(&self, place: &Place, filter: &ScopedFilter) -> Result<u64> {
+        let mut req = CountPointsBuilder::new(place.collection.as_str())
+            .filter(server_filter(filter)?)
+            .exact(true);
+        if let Some(s) = selector(&place.shards) {
+            req = req.shard_key_selector(s);
+        }
         let res = self
-            .data_client(physical)?
-            .count(
-                CountPointsBuilder::new(physical)
-                    .filter(server_filter(filter)?)
-                    .exact(true),
-            )
+            .data_client(&place.collection)?
+            .count(req)
             .await
             .map_err(err)?;
         Ok(res.result.map(|r| r.count).unwrap_or(0))
     }
 
-    async fn delete(&self, physical: &str, filter: &ScopedFilter) -> Result<()> {
-        self.data_client(physical)?
-            .delete_points(
-                DeletePointsBuilder::new(physical)
-                    .points(server_filter(filter)?)
-                    .wait(true),
-            )
+    async fn delete(&self, place: &Place, filter: &ScopedFilter) -> Result<()> {
+        let mut req = DeletePointsBuilder::new(place.collection.as_str())
+            .points(server_filter(filter)?)
+            .wait(true);
+        if let Some(s) = selector(&place.shards) {
+            req = req.shard_key_selector(s);
+        }
+        self.data_client(&place.collection)?
+            .delete_points(req)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn create_shard_key(&self, collection: &str, key: &str, partial: bool) -> Result<()> {
+        self.admin
+            .create_shard_key(CreateShardKeyRequest {
+                collection_name: collection.to_owned(),
+                request: Some(CreateShardKey {
+                    shard_key: Some(ShardKey::from(key)),
+                    shards_number: Some(1),
+                    replication_factor: Some(self.replication_factor),
+                    placement: Vec::new(),
+                    initial_state: partial.then_some(ReplicaState::Partial as i32),
+                }),
+                timeout: None,
+            })
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn replicate(
+        &self,
+        collection: &str,
+        from: &str,
+        to: &str,
+        scope: &ScopedFilter,
+    ) -> Result<()> {
+        self.admin
+            .update_collection_cluster_setup(UpdateCollectionClusterSetupRequest {
+                collection_name: collection.to_owned(),
+                timeout: None,
+                operation: Some(ClusterOperation::ReplicatePoints(ReplicatePoints {
+                    from_shard_key: Some(ShardKey::from(from)),
+                    to_shard_key: Some(ShardKey::from(to)),
+                    filter: Some(server_filter(scope)?),
+                })),
+            })
+            .await
+            .map_err(err)?;
+        self.await_active(collection, to).await
+    }
+
+    async fn drop_shard_key(&self, collection: &str, key: &str) -> Result<()> {
+        if !self.shard_key_exists(collection, key).await? {
+            return Ok(());
+        }
+        self.admin
+            .delete_shard_key(DeleteShardKeyRequest {
+                collection_name: collection.to_owned(),
+                request: Some(DeleteShardKey {
+                    shard_key: Some(ShardKey::from(key)),
+                }),
+                timeout: None,
+            })
             .await
             .map_err(err)?;
         Ok(())
@@ -560,7 +713,139 @@ impl Store for QdrantBackend {
     }
 }
 
+/// Where a shard key's replicas are.
+enum KeyState {
+    Missing,
+    /// Some replica is still receiving points.
+    Filling,
+    Active,
+    /// Some replica is dead.
+    Failed,
+}
+
 impl QdrantBackend {
+    /// Creates a physical collection with the tenant index (custom sharding
+    /// in the shard-key layout), tolerating a concurrent creation.
+    async fn create_collection(&self, physical: &str, layout: CollectionLayout) -> Result<()> {
+        let distance = match layout.distance {
+            Distance::Cosine => qdrant_client::qdrant::Distance::Cosine,
+            Distance::Dot => qdrant_client::qdrant::Distance::Dot,
+            Distance::Euclid => qdrant_client::qdrant::Distance::Euclid,
+        };
+        let mut create = CreateCollectionBuilder::new(physical)
+            .vectors_config(VectorParamsBuilder::new(layout.dims as u64, distance))
+            .replication_factor(self.replication_factor);
+        if self.layout == QdrantLayout::ShardKeys {
+            create = create
+                .sharding_method(ShardingMethod::Custom as i32)
+                .shard_number(1);
+        }
+        if let Err(e) = self.admin.create_collection(create).await {
+            // Lost a creation race with another replica: fine if it exists.
+            if !self.admin.collection_exists(physical).await.map_err(err)? {
+                return Err(err(e));
+            }
+        }
+        self.admin
+            .create_field_index(
+                CreateFieldIndexCollectionBuilder::new(physical, TENANT_FIELD, FieldType::Keyword)
+                    .field_index_params(KeywordIndexParamsBuilder::default().is_tenant(true))
+                    .wait(true),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn shard_key_exists(&self, collection: &str, key: &str) -> Result<bool> {
+        let keys = self
+            .admin
+            .list_shard_keys(ListShardKeysRequest {
+                collection_name: collection.to_owned(),
+            })
+            .await
+            .map_err(err)?;
+        Ok(keys
+            .shard_keys
+            .iter()
+            .any(|d| key_name(&d.key).as_deref() == Some(key)))
+    }
+
+    /// Creates shard key `key` (active) unless it exists.
+    async fn ensure_shard_key(&self, collection: &str, key: &str) -> Result<()> {
+        if self.shard_key_exists(collection, key).await? {
+            return Ok(());
+        }
+        if let Err(e) = self.create_shard_key(collection, key, false).await {
+            if !self.shard_key_exists(collection, key).await? {
+                return Err(e);
+            }
+        }
+        self.await_active(collection, key).await
+    }
+
+    /// Waits until every replica of shard key `key` is active: after a
+    /// replication, and after creating a key (a write to a key whose
+    /// replica another node has not set up yet fails with "no target
+    /// shard").
+    async fn await_active(&self, collection: &str, key: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.transfer_timeout;
+        loop {
+            match self.key_state(collection, key).await? {
+                KeyState::Active => return Ok(()),
+                KeyState::Failed => {
+                    return Err(err(format!(
+                        "a replica of shard key `{key}` of `{collection}` is dead"
+                    )))
+                }
+                KeyState::Missing => {
+                    return Err(err(format!(
+                        "shard key `{key}` of `{collection}` vanished while being filled"
+                    )))
+                }
+                KeyState::Filling => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(err(format!(
+                    "shard key `{key}` of `{collection}` was not active after {:?}",
+                    self.transfer_timeout
+                )));
+            }
+            tokio::time::sleep(TRANSFER_POLL).await;
+        }
+    }
+
+    async fn key_state(&self, collection: &str, key: &str) -> Result<KeyState> {
+        let info = self
+            .admin
+            .collection_cluster_info(CollectionClusterInfoRequest {
+                collection_name: collection.to_owned(),
+            })
+            .await
+            .map_err(err)?;
+        let states: Vec<i32> = info
+            .local_shards
+            .iter()
+            .filter(|s| key_name(&s.shard_key).as_deref() == Some(key))
+            .map(|s| s.state)
+            .chain(
+                info.remote_shards
+                    .iter()
+                    .filter(|s| key_name(&s.shard_key).as_deref() == Some(key))
+                    .map(|s| s.state),
+            )
+            .collect();
+        Ok(if states.is_empty() {
+            KeyState::Missing
+        } else if states.contains(&(ReplicaState::Dead as i32)) {
+            KeyState::Failed
+        } else if states.iter().all(|s| *s == ReplicaState::Active as i32) {
+            KeyState::Active
+        } else {
+            KeyState::Filling
+        })
+    }
+
     /// Creates the routes collection if it is missing (tolerating a
     /// concurrent creation by another process).
     async fn ensure_routes_collection(&self) -> Result<()> {

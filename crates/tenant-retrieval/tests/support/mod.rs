@@ -1,5 +1,7 @@
-//! Shared set-up: real backends (edge shards in temp dirs; a Qdrant server
-//! when `QDRANT_URL` is set), real contexts, real keys.
+//! Shared set-up: real backends (edge shards in temp dirs; Qdrant servers
+//! started by the test kit from the shared binary: one node for the
+//! collection-per-tenant and shared-collection layouts, a 3-node cluster
+//! for the shard-key layout), real contexts, real keys.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex, Once};
@@ -9,7 +11,7 @@ use tenant_core::{
     PrincipalId, StaticTiers, TenantContext, TenantId,
 };
 use tenant_retrieval::{
-    CollectionSpec, Document, EdgeBackend, HashEmbedder, Naming, Retrieval, RetrievalClient,
+    CollectionSpec, Document, EdgeBackend, HashEmbedder, Retrieval, RetrievalClient,
 };
 
 /// A second, unrelated issuer: what an attacker (or a misconfigured
@@ -26,8 +28,30 @@ pub const NOTES: &str = "notes";
 /// Which backend a conformance run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// Embedded qdrant-edge.
     Edge,
+    /// One Qdrant node, a collection per tier.
     Server,
+    /// One Qdrant node, one shared collection (a single tier).
+    Shared,
+    /// A 3-node Qdrant cluster, shard keys.
+    Cluster,
+}
+
+impl Kind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Edge => "embedded qdrant-edge",
+            Kind::Server => "Qdrant server, collection per tenant",
+            Kind::Shared => "Qdrant server, shared collection",
+            Kind::Cluster => "3-node Qdrant cluster, shard keys",
+        }
+    }
+
+    /// Whether the layout has a Silo tier.
+    pub fn has_tiers(self) -> bool {
+        self != Kind::Shared
+    }
 }
 
 pub struct World {
@@ -39,6 +63,7 @@ pub struct World {
     pub embed: HashEmbedder,
     /// The platform's operator tenant (see `World::operator`).
     pub operators: TenantId,
+    pub kind: Kind,
 }
 
 pub fn specs() -> Vec<CollectionSpec> {
@@ -90,7 +115,8 @@ pub fn platform<B: tenant_retrieval::RetrievalBackend>(
     b
 }
 
-/// `None` for `Kind::Server` without `QDRANT_URL` (prints that it skipped).
+/// `None` for a server kind when there is no Qdrant binary (prints that
+/// the server half was skipped).
 pub async fn world(kind: Kind, tiers: StaticTiers) -> Option<World> {
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
     let operators = TenantId::random();
@@ -109,63 +135,181 @@ pub async fn world(kind: Kind, tiers: StaticTiers) -> Option<World> {
                 dir: Some(dir),
                 embed: HashEmbedder::new(DIMS),
                 operators,
+                kind,
             })
         }
-        Kind::Server => server_world(issuer, tiers, operators).await,
+        server => server_world(server, issuer, tiers, operators).await,
     }
+}
+
+/// The gRPC URL of the test kit's server for `kind`, or `None` (and a
+/// line saying the server half is skipped) when there is no Qdrant binary.
+#[cfg(feature = "server")]
+pub fn server_url(kind: Kind) -> Option<String> {
+    use tenant_testkit::{TestQdrant, TestQdrantCluster, TestkitError};
+    let started = || match kind {
+        Kind::Cluster => TestQdrantCluster::try_shared().map(|c| c.grpc_url(0)),
+        _ => TestQdrant::try_shared().map(|q| q.grpc_url()),
+    };
+    let url = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(started),
+        _ => started(),
+    };
+    match url {
+        Ok(url) => Some(url),
+        Err(TestkitError::QdrantNotFound { .. }) => {
+            report_skipped(kind);
+            None
+        }
+        Err(e) => panic!("starting Qdrant for {}: {e}", kind.describe()),
+    }
+}
+
+#[cfg(not(feature = "server"))]
+pub fn server_url(kind: Kind) -> Option<String> {
+    report_skipped(kind);
+    None
+}
+
+/// A backend for `kind` on the test kit's server, with its own routes
+/// collection under `prefix`.
+#[cfg(feature = "server")]
+pub fn server_backend(kind: Kind, prefix: &str) -> Option<tenant_retrieval::QdrantBackend> {
+    use tenant_retrieval::{QdrantBackend, QdrantLayout};
+    let url = server_url(kind)?;
+    let layout = match kind {
+        Kind::Shared => QdrantLayout::SharedCollection,
+        Kind::Cluster => QdrantLayout::ShardKeys,
+        _ => QdrantLayout::CollectionPerTenant,
+    };
+    Some(
+        QdrantBackend::builder(url)
+            .routes_collection(format!("{prefix}__routes"))
+            .layout(layout)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// A fresh naming prefix, so worlds on one server never meet.
+pub fn fresh_prefix() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }
 
 #[cfg(feature = "server")]
 async fn server_world(
+    kind: Kind,
     issuer: ContextIssuer,
     tiers: StaticTiers,
     operators: TenantId,
 ) -> Option<World> {
-    let Ok(url) = std::env::var("QDRANT_URL") else {
-        skipped();
-        return None;
-    };
-    let run = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let mut backend =
-        tenant_retrieval::QdrantBackend::builder(url).routes_collection(format!("{run}__routes"));
-    if let Ok(key) = std::env::var("QDRANT_API_KEY") {
-        backend = backend.api_key(key);
-    }
-    let retrieval = platform(backend.build().unwrap(), &issuer, tiers, operators)
-        .naming(Naming::with_prefix(run).unwrap())
+    let prefix = fresh_prefix();
+    let backend = server_backend(kind, &prefix)?;
+    let retrieval = platform(backend, &issuer, tiers, operators)
+        .naming(tenant_retrieval::Naming::with_prefix(&prefix).unwrap())
         .build()
         .await
         .unwrap();
-    Some(World {
-        issuer,
-        retrieval,
-        edge: None,
-        dir: None,
-        embed: HashEmbedder::new(DIMS),
-        operators,
-    })
+    Some(World::on_server(issuer, retrieval, operators, kind))
 }
 
 #[cfg(not(feature = "server"))]
-async fn server_world(_: ContextIssuer, _: StaticTiers, _: TenantId) -> Option<World> {
-    skipped();
+async fn server_world(kind: Kind, _: ContextIssuer, _: StaticTiers, _: TenantId) -> Option<World> {
+    report_skipped(kind);
     None
 }
 
-fn skipped() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Written to the real stderr (not the captured test output) so it
-        // shows up in every run.
-        use std::io::Write;
-        let _ = std::io::stderr().write_all(
-            b"\n*** tenant-retrieval: QDRANT_URL is not set: the Qdrant SERVER half of the \
-              conformance suite was SKIPPED (only the edge half ran). ***\n",
+/// The CI log's name for the server half `kind` belongs to.
+fn half(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Cluster => "qdrant cluster",
+        _ => "qdrant server half",
+    }
+}
+
+/// Writes `<half>: SKIPPED (...)` once per process and half, to the real
+/// stderr (not the captured test output) so it shows up in every run.
+pub fn report_skipped(kind: Kind) {
+    use std::io::Write;
+    static SERVER: Once = Once::new();
+    static CLUSTER: Once = Once::new();
+    let once = if kind == Kind::Cluster {
+        &CLUSTER
+    } else {
+        &SERVER
+    };
+    once.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{}: SKIPPED (no ../shared/bin/qdrant binary; see tenant-testkit)",
+            half(kind)
         );
     });
 }
 
+/// Writes `<half>: N cases passed (<suite>, <layout>, <detail>)` to the real
+/// stderr, so the CI log proves the server half ran.
+pub fn report_passed(kind: Kind, suite: &str, cases: usize, detail: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{}: {cases} cases passed ({suite}, {}, {detail})",
+        half(kind),
+        kind.describe(),
+    );
+}
+
+/// One case of a suite that runs against several backends.
+pub type Case = (
+    &'static str,
+    fn(Kind) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+);
+
+/// Runs every case against `kind` in sequence and reports how many passed
+/// (or that the server half was skipped), so the CI log shows what ran.
+pub async fn server_half(suite: &str, kind: Kind, cases: &[Case]) {
+    use std::io::Write;
+    if server_url(kind).is_none() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    for (i, (name, case)) in cases.iter().enumerate() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "tenant-retrieval {suite} [{}] case {}/{}: {name}",
+            kind.describe(),
+            i + 1,
+            cases.len()
+        );
+        case(kind).await;
+    }
+    report_passed(
+        kind,
+        suite,
+        cases.len(),
+        &format!("{:.1?}", started.elapsed()),
+    );
+}
+
 impl World {
+    /// A world on a Qdrant server (no raw edge handle).
+    pub fn on_server(
+        issuer: ContextIssuer,
+        retrieval: Retrieval,
+        operators: TenantId,
+        kind: Kind,
+    ) -> World {
+        World {
+            issuer,
+            retrieval,
+            edge: None,
+            dir: None,
+            embed: HashEmbedder::new(DIMS),
+            operators,
+            kind,
+        }
+    }
+
     pub fn ctx(&self, tenant: TenantId) -> TenantContext {
         self.ctx_with(tenant, Capabilities::unrestricted())
     }
@@ -208,6 +352,21 @@ impl World {
 
     pub fn operator(&self) -> tenant_retrieval::RetrievalOperator {
         self.retrieval.operator(&self.operator_ctx()).unwrap()
+    }
+
+    /// Whether `tenant` has its own Silo storage for `collection`: a
+    /// collection, or in the shard-key layout a shard key.
+    pub async fn silo_exists(&self, collection: &str, tenant: TenantId) -> bool {
+        let naming = self.retrieval.naming();
+        if self.kind != Kind::Cluster {
+            return self
+                .physical_names()
+                .await
+                .contains(&naming.silo(collection, tenant));
+        }
+        shard_keys(&naming.sharded(collection))
+            .await
+            .contains(&naming.tenant_key(tenant))
     }
 
     /// Names of the platform's physical collections (through the operator
@@ -264,4 +423,36 @@ pub fn with_audit<T>(fut: impl std::future::Future<Output = T>) -> (T, String) {
 
 pub fn pool() -> StaticTiers {
     StaticTiers::new(IsolationTier::Pool)
+}
+
+/// The shard keys of `collection` on the test kit's cluster.
+#[cfg(feature = "server")]
+pub async fn shard_keys(collection: &str) -> Vec<String> {
+    use qdrant_client::qdrant::{shard_key::Key, ListShardKeysRequest};
+    let Some(url) = server_url(Kind::Cluster) else {
+        return Vec::new();
+    };
+    let raw = qdrant_client::Qdrant::from_url(&url)
+        .skip_compatibility_check()
+        .build()
+        .unwrap();
+    raw.list_shard_keys(ListShardKeysRequest {
+        collection_name: collection.to_owned(),
+    })
+    .await
+    .map(|r| {
+        r.shard_keys
+            .into_iter()
+            .filter_map(|d| match d.key.and_then(|k| k.key) {
+                Some(Key::Keyword(s)) => Some(s),
+                _ => None,
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(not(feature = "server"))]
+pub async fn shard_keys(_: &str) -> Vec<String> {
+    Vec::new()
 }
