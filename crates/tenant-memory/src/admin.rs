@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Connection, PgPool, Postgres, Row, Transaction};
 use tenant_core::{KeyId, PlatformAuthority, Subkey, TenantContext, TenantId};
-use tracing::Instrument;
+use tenant_core::telemetry::traced;
 
 use crate::binding::{PostgresKey, Reach};
 use crate::error::{Error, Result};
@@ -318,7 +318,8 @@ impl MemoryAdmin {
     /// [`Error::Context`] for a context the authority does not admit;
     /// [`Error::ErasureIncomplete`] if rows remain.
     pub async fn erase_tenant(&self, ctx: &TenantContext) -> Result<ErasureReport> {
-        async {
+        let span = memory_span!("memory.erase_tenant", ctx, "DELETE");
+        traced(span, async {
             let tenant = ctx.tenant();
             let mut tx = self.begin_for(ctx, "BEGIN").await?;
             let mut deleted = BTreeMap::new();
@@ -348,8 +349,7 @@ impl MemoryAdmin {
                 deleted,
                 remaining,
             })
-        }
-        .instrument(ctx.span())
+        })
         .await
     }
 
@@ -362,7 +362,8 @@ impl MemoryAdmin {
     /// [`Error::Context`] for a context the authority does not admit;
     /// database errors.
     pub async fn export_tenant(&self, ctx: &TenantContext) -> Result<TenantExport> {
-        async {
+        let span = memory_span!("memory.export_tenant", ctx, "SELECT");
+        traced(span, async {
             let tenant = ctx.tenant();
             let mut tx = self
                 .begin_for(
@@ -388,8 +389,7 @@ impl MemoryAdmin {
             tx.rollback().await?;
             ctx.audit_allowed("memory.export_tenant", "tenant_memory");
             Ok(TenantExport { tenant, tables })
-        }
-        .instrument(ctx.span())
+        })
         .await
     }
 }

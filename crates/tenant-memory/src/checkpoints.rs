@@ -133,7 +133,7 @@ impl MemoryStore {
         namespace: &str,
         checkpoint: NewCheckpoint,
     ) -> Result<Checkpoint> {
-        self.run(async {
+        self.run(memory_span!("memory.put_checkpoint", self, "INSERT"), async {
             self.allow_namespace("memory.put_checkpoint", namespace)?;
             names::validate("checkpoint id", &checkpoint.id)?;
             if let Some(parent) = &checkpoint.parent_id {
@@ -179,7 +179,7 @@ impl MemoryStore {
         namespace: &str,
         id: &str,
     ) -> Result<Option<Checkpoint>> {
-        self.run(async {
+        self.run(memory_span!("memory.checkpoint", self, "SELECT"), async {
             self.allow_namespace("memory.checkpoint", namespace)?;
             names::validate("checkpoint id", id)?;
             let mut ex = self.exec().await?;
@@ -228,7 +228,7 @@ impl MemoryStore {
         namespace: &str,
         limit: usize,
     ) -> Result<Vec<Checkpoint>> {
-        self.run(async {
+        self.run(memory_span!("memory.list_checkpoints", self, "SELECT"), async {
             self.allow_namespace("memory.list_checkpoints", namespace)?;
             let mut ex = self.exec().await?;
             let rows = sqlx::query(LIST_SQL)
