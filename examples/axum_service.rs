@@ -257,6 +257,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let shard_dir = tempfile::tempdir()?;
     let retrieval = Retrieval::builder(EdgeBackend::open(shard_dir.path())?)
+        .authority(issuer.authority())
         .collection(CollectionSpec::new("docs", DIMS)?)
         .keys(DerivedKeyProvider::new(MasterKey::generate(KeyId::new(
             "data-1",

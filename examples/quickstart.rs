@@ -85,6 +85,7 @@ async fn main() -> AnyResult<()> {
     // (Pool) collection with sealed text.
     let shard_dir = tempfile::tempdir()?;
     let retrieval = Retrieval::builder(EdgeBackend::open(shard_dir.path())?)
+        .authority(issuer.authority())
         .collection(CollectionSpec::new("docs", DIMS)?.sealed(Vec::<String>::new())?)
         .keys(DerivedKeyProvider::new(MasterKey::generate(KeyId::new(
             "data-1",

@@ -68,7 +68,9 @@ async fn doctor_checks_the_tenant_index_of_embedded_collections() {
         CollectionSpec, Document, EdgeBackend, Retrieval, RetrievalClient,
     };
     let dir = tempfile::tempdir().unwrap();
+    let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k").unwrap()));
     let retrieval = Retrieval::builder(EdgeBackend::open(dir.path()).unwrap())
+        .authority(issuer.authority())
         .collection(CollectionSpec::new("docs", 8).unwrap())
         .keys(DerivedKeyProvider::new(MasterKey::generate(
             KeyId::new("d").unwrap(),
@@ -76,7 +78,6 @@ async fn doctor_checks_the_tenant_index_of_embedded_collections() {
         .build()
         .await
         .unwrap();
-    let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k").unwrap()));
     let ctx = issuer
         .context()
         .tenant(TenantId::random())

@@ -1,7 +1,11 @@
 //! Search cost: Pool vs Silo, SDK vs raw qdrant-edge, sealing per hit.
 //!
 //! `BENCH_POINTS` (default 100000) points over 100 tenants, 384 dims,
-//! top-10. Prints p50 ratios measured in the same run (interleaved).
+//! top-10. Prints p50 ratios measured in the same run (interleaved). The
+//! SDK arms include everything a client does per search: admitting the
+//! context under the platform authority, the route check, and the per-hit
+//! check with keyed leak tags. The raw arm needs the test-only
+//! `test-support` feature.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -14,7 +18,7 @@ use tenant_core::{
     Capabilities, ContextIssuer, DerivedKeyProvider, IsolationTier, KeyId, MasterKey, PrincipalId,
     StaticTiers, TenantContext, TenantId,
 };
-use tenant_retrieval::qdrant_edge::{
+use tenant_retrieval::testing::qdrant_edge::{
     self, Condition, FieldCondition, Filter, Match, NamedQuery, QueryEnum, ValueVariants,
     WithPayloadInterface,
 };
@@ -28,6 +32,7 @@ const TOP_K: usize = 10;
 
 struct Setup {
     rt: tokio::runtime::Runtime,
+    retrieval: Retrieval,
     edge: EdgeBackend,
     pool_client: RetrievalClient,
     silo_client: RetrievalClient,
@@ -74,6 +79,7 @@ fn setup() -> Setup {
     let retrieval = rt
         .block_on(
             Retrieval::builder(edge.clone())
+                .authority(issuer.authority())
                 .collection(CollectionSpec::new("docs", DIMS).unwrap())
                 .collection(
                     CollectionSpec::new("sealed", DIMS)
@@ -146,6 +152,7 @@ fn setup() -> Setup {
         pool_client: client(&retrieval, &ctx(tenants[0]), "docs"),
         pool_tenant: tenants[0],
         pool_physical: retrieval.naming().pool("docs"),
+        retrieval,
         rt,
         edge,
         silo_client,
@@ -315,6 +322,10 @@ fn bench(c: &mut Criterion) {
     println!(
         "RATIO sdk/raw   (Pool, inline reads)         = {:.3}  (target <= 1.05)",
         ratio(inline[0], inline[2])
+    );
+    println!(
+        "quarantined hits during the run: {} (must be 0)",
+        s.retrieval.quarantined()
     );
     println!(
         "get 10 by id: sealed {:?}  clear {:?}  => sealing open cost per hit ~ {:.2?}",

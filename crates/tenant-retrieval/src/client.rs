@@ -1,25 +1,31 @@
 //! [`RetrievalClient`]: one tenant's handle on one collection.
 
 use std::fmt;
-
 use std::sync::Arc;
 
 use tenant_core::{Scoped, TenantContext, WantsTenant};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::backend::SearchRequest;
+use crate::backend::{RouteAuthority, SearchRequest, StoredPage};
 use crate::collection::CollectionSpec;
-use crate::document::{validate_doc_id, Document, Record};
+use crate::document::{validate_doc_id, validate_vector, Document, Record};
 use crate::error::{Error, Result};
 use crate::filter::{MetadataFilter, Node, ScopedFilter};
 use crate::guard;
+use crate::keys::TenantKeys;
 use crate::point::{point_id, StoredHit, StoredPoint};
+use crate::quarantine;
 use crate::retrieval::Retrieval;
-use crate::seal::Sealer;
+use crate::route::Access;
 
 /// Largest accepted `top_k` and scroll page.
 pub const MAX_LIMIT: usize = 1_000;
+
+/// How many extra searches run, each excluding the points quarantined so
+/// far, so that planted points cannot crowd a tenant's own hits out of its
+/// top-k.
+const REFILL_ROUNDS: usize = 3;
 
 /// A similarity search.
 ///
@@ -47,7 +53,8 @@ impl SearchQuery {
         }
     }
 
-    /// Returns at most `k` hits (1..=[`MAX_LIMIT`]).
+    /// Returns at most `k` hits (1..=[`MAX_LIMIT`]). Hits that fail the
+    /// per-hit check are quarantined and replaced by the next best.
     pub fn top_k(mut self, k: usize) -> Self {
         self.top_k = k;
         self
@@ -84,8 +91,9 @@ pub struct Page {
 /// 1. [`RetrievalClient::builder`] (state [`WantsTenant`]);
 /// 2. `.backend(&retrieval)` and `.collection("docs")` (any state);
 /// 3. `.tenant(&ctx)` (state [`Scoped`]);
-/// 4. `.build()` — only in the `Scoped` state; checks the context and that
-///    its capabilities allow the collection.
+/// 4. `.build()` — only in the `Scoped` state; admits the context under the
+///    platform authority and checks that its capabilities allow the
+///    collection.
 #[must_use]
 pub struct RetrievalClientBuilder<S> {
     retrieval: Option<Retrieval>,
@@ -108,7 +116,7 @@ impl<S> RetrievalClientBuilder<S> {
 }
 
 impl RetrievalClientBuilder<WantsTenant> {
-    /// The verified context the client acts for.
+    /// The context the client acts for.
     pub fn tenant(self, ctx: &TenantContext) -> RetrievalClientBuilder<Scoped> {
         RetrievalClientBuilder {
             retrieval: self.retrieval,
@@ -119,30 +127,40 @@ impl RetrievalClientBuilder<WantsTenant> {
 }
 
 impl RetrievalClientBuilder<Scoped> {
-    /// Checks the context and its collection capability and builds.
+    /// Admits the context (issued under the platform's authority, valid,
+    /// unrevoked), checks its collection capability and builds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Context`] with [`tenant_core::Error::ForeignAuthority`] for
+    /// a context minted by any other issuer (whatever key it used), or the
+    /// context's own check error; [`Error::CollectionNotAllowed`];
+    /// [`Error::UnknownCollection`].
     pub fn build(self) -> Result<RetrievalClient> {
-        let ctx = self.state.into_checked_context()?;
         let retrieval = self
             .retrieval
             .ok_or_else(|| Error::invalid("builder", "`.backend(&retrieval)` was not called"))?;
         let collection = self
             .collection
             .ok_or_else(|| Error::invalid("builder", "`.collection(name)` was not called"))?;
-        RetrievalClient::open(retrieval, ctx, &collection)
+        let ctx = self.state.into_admitted_context(retrieval.authority())?;
+        RetrievalClient::open(retrieval, ctx, &collection, None)
     }
 }
 
 /// One tenant's handle on one collection.
 ///
-/// Every operation checks the context, runs inside its span, carries the
-/// tenant condition, and checks every returned point before anything of it
-/// is returned. No method takes a tenant id.
+/// Every operation admits the context under the platform authority, runs
+/// inside its span, carries the tenant condition, and checks every
+/// returned point (tenant field, keyed leak tag, derived id, seal) before
+/// anything of it is returned; a point that fails is quarantined (see
+/// [`LeakPolicy`](crate::LeakPolicy)). No method takes a tenant id.
 #[derive(Clone)]
 pub struct RetrievalClient {
     retrieval: Retrieval,
     ctx: TenantContext,
     spec: Arc<CollectionSpec>,
-    sealer: Option<Arc<Sealer>>,
+    keys: Arc<TenantKeys>,
 }
 
 impl fmt::Debug for RetrievalClient {
@@ -165,46 +183,57 @@ impl RetrievalClient {
         }
     }
 
-    fn open(retrieval: Retrieval, ctx: TenantContext, collection: &str) -> Result<Self> {
+    /// `keys` are the tenant's keys for this collection if already derived
+    /// (a delegation reuses its parent's).
+    fn open(
+        retrieval: Retrieval,
+        ctx: TenantContext,
+        collection: &str,
+        keys: Option<Arc<TenantKeys>>,
+    ) -> Result<Self> {
         if !ctx.capabilities().collections().allows(collection) {
             let err = Error::CollectionNotAllowed(collection.to_owned());
             ctx.audit_denied("retrieval.open", collection, &err);
             return Err(err);
         }
         let spec = retrieval.spec(collection)?;
-        let sealer = if spec.is_sealed() {
-            let keys = retrieval
-                .inner
-                .keys
-                .as_ref()
-                .ok_or_else(|| Error::Sealing("no key provider".into()))?;
-            Some(Arc::new(Sealer::new(
-                keys.as_ref(),
-                ctx.tenant(),
-                collection,
-            )?))
-        } else {
-            None
+        let keys = match keys {
+            Some(keys) => keys,
+            None => Arc::new(retrieval.tenant_keys(ctx.tenant(), &spec)?),
         };
         ctx.audit_allowed("retrieval.open", collection);
         Ok(Self {
             retrieval,
             ctx,
             spec,
-            sealer,
+            keys,
         })
     }
 
-    /// A client for a sub-agent: `child` must descend from this client's
-    /// context and be allowed this collection.
+    /// A client for a sub-agent: `child` must be issued under the platform
+    /// authority, descend from this client's context and be allowed this
+    /// collection.
     pub fn delegate(&self, child: &TenantContext) -> Result<RetrievalClient> {
+        self.retrieval.admit(child)?;
         self.ctx.check_descendant(child)?;
-        Self::open(self.retrieval.clone(), child.clone(), self.spec.name())
+        Self::open(
+            self.retrieval.clone(),
+            child.clone(),
+            self.spec.name(),
+            Some(self.keys.clone()),
+        )
     }
 
     /// The context the client acts for.
     pub fn context(&self) -> &TenantContext {
         &self.ctx
+    }
+
+    /// `Ok` while the client's context is still admitted: issued under the
+    /// platform authority, unexpired and unrevoked (what every operation
+    /// checks first).
+    pub fn check(&self) -> Result<()> {
+        self.retrieval.admit(&self.ctx)
     }
 
     /// The logical collection.
@@ -216,7 +245,7 @@ impl RetrievalClient {
     /// are durable. All documents are validated first; nothing is written
     /// if any is invalid. Batch documents: each call costs one flush.
     pub async fn upsert(&self, docs: impl IntoIterator<Item = Document>) -> Result<()> {
-        self.ctx.check()?;
+        self.check()?;
         let docs: Vec<Document> = docs.into_iter().collect();
         async {
             for d in &docs {
@@ -225,50 +254,106 @@ impl RetrievalClient {
             let tenant = self.ctx.tenant();
             let points = docs
                 .into_iter()
-                .map(|d| guard::encode(tenant, &self.spec, self.sealer.as_deref(), d))
+                .map(|d| guard::encode(tenant, &self.spec, &self.keys, d))
                 .collect::<Result<Vec<StoredPoint>>>()?;
-            let gate = self.retrieval.gate(tenant, self.spec.name());
-            let _writes = gate.writes.clone().read_owned().await;
-            let (_route, physical) = self.route(&gate).await?;
-            self.retrieval.inner.backend.upsert(&physical, points).await
+            let store = &self.retrieval.inner.store;
+            // The batch is moved into the first attempt; only a backend
+            // shared with other processes can need another (after a route
+            // change), so only then is a copy kept.
+            let spare = (store.route_authority() == RouteAuthority::Shared).then(|| points.clone());
+            let first = &std::sync::Mutex::new(Some(points));
+            let spare = &spare;
+            self.retrieval
+                .routed(
+                    &self.ctx,
+                    &self.spec,
+                    Access::Write,
+                    |physical| async move {
+                        let batch = crate::retrieval::lock(first)
+                            .take()
+                            .or_else(|| spare.clone())
+                            .unwrap_or_default();
+                        store.upsert(&physical, batch).await
+                    },
+                )
+                .await
         }
         .instrument(self.ctx.span())
         .await
     }
 
     /// The nearest documents, best first.
-    pub async fn search(&self, query: SearchQuery) -> Result<Vec<Record>> {
-        self.ctx.check()?;
+    ///
+    /// The query vector must have the collection's dimensions and finite
+    /// values ([`Error::DimensionMismatch`], [`Error::NonFinite`]).
+    pub async fn search(&self, mut query: SearchQuery) -> Result<Vec<Record>> {
+        self.check()?;
         async {
             check_limit(query.top_k, "top_k")?;
-            if query.vector.len() != self.spec.dims() {
-                return Err(Error::DimensionMismatch {
-                    collection: self.spec.name().to_owned(),
-                    expected: self.spec.dims(),
-                    actual: query.vector.len(),
+            validate_vector(
+                &query.vector,
+                self.spec.dims(),
+                self.spec.name(),
+                "query vector",
+            )?;
+            if query.score_threshold.is_some_and(|t| !t.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: "score threshold",
                 });
             }
-            let scope = self.scope(query.filter)?;
-            let gate = self.retrieval.gate(self.ctx.tenant(), self.spec.name());
-            let (_route, physical) = self.route(&gate).await?;
-            let hits = self
-                .retrieval
-                .inner
-                .backend
-                .search(
-                    &physical,
-                    SearchRequest {
-                        vector: &query.vector,
-                        filter: &scope,
-                        limit: query.top_k,
-                        score_threshold: query.score_threshold,
-                    },
-                )
-                .await?;
-            self.check_all("retrieval.search", hits.into_iter().map(hit_parts))
+            let scope = self.scope(query.filter.take())?;
+            let mut excluded: Vec<Uuid> = Vec::new();
+            let mut round = 0;
+            loop {
+                // Each refill excludes what was quarantined so far and
+                // looks four times further, so a crowd of planted points
+                // near the query cannot push the tenant's own hits out.
+                let limit = query
+                    .top_k
+                    .saturating_mul(1 << (2 * round))
+                    .min(MAX_LIMIT)
+                    .max(query.top_k);
+                let scope = scope.excluding(&excluded);
+                let hits = self.search_once(&scope, &query, limit).await?;
+                let before = excluded.len();
+                let mut records = self.check_all(
+                    "retrieval.search",
+                    hits.into_iter().map(hit_parts),
+                    &mut excluded,
+                )?;
+                if excluded.len() == before || round == REFILL_ROUNDS {
+                    records.truncate(query.top_k);
+                    return Ok(records);
+                }
+                round += 1;
+            }
         }
         .instrument(self.ctx.span())
         .await
+    }
+
+    async fn search_once(
+        &self,
+        scope: &ScopedFilter,
+        query: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<StoredHit>> {
+        let store = &self.retrieval.inner.store;
+        self.retrieval
+            .routed(&self.ctx, &self.spec, Access::Read, |physical| async move {
+                store
+                    .search(
+                        &physical,
+                        SearchRequest {
+                            vector: &query.vector,
+                            filter: scope,
+                            limit,
+                            score_threshold: query.score_threshold,
+                        },
+                    )
+                    .await
+            })
+            .await
     }
 
     /// The document with `doc_id`, if this tenant has one.
@@ -279,18 +364,15 @@ impl RetrievalClient {
     /// The documents with these ids that this tenant has (others are
     /// skipped), in point-id order.
     pub async fn get_many(&self, doc_ids: &[&str]) -> Result<Vec<Record>> {
-        self.ctx.check()?;
+        self.check()?;
         async {
             let scope = self.ids_scope(doc_ids)?;
-            let gate = self.retrieval.gate(self.ctx.tenant(), self.spec.name());
-            let (_route, physical) = self.route(&gate).await?;
-            let page = self
-                .retrieval
-                .inner
-                .backend
-                .scroll(&physical, &scope, None, doc_ids.len().max(1), false)
-                .await?;
-            self.check_all("retrieval.get", page.points.into_iter().map(point_parts))
+            let page = self.scroll_once(&scope, None, doc_ids.len().max(1)).await?;
+            self.check_all(
+                "retrieval.get",
+                page.points.into_iter().map(point_parts),
+                &mut Vec::new(),
+            )
         }
         .instrument(self.ctx.span())
         .await
@@ -299,7 +381,7 @@ impl RetrievalClient {
     /// Deletes this tenant's documents with these ids; returns how many
     /// existed. Another tenant's document with the same id is untouched.
     pub async fn delete(&self, doc_ids: &[&str]) -> Result<u64> {
-        self.ctx.check()?;
+        self.check()?;
         let scope = self.ids_scope(doc_ids);
         async { self.delete_scope(scope?).await }
             .instrument(self.ctx.span())
@@ -308,48 +390,52 @@ impl RetrievalClient {
 
     /// Deletes this tenant's documents matching `filter`; returns how many.
     pub async fn delete_where(&self, filter: MetadataFilter) -> Result<u64> {
-        self.ctx.check()?;
+        self.check()?;
         let scope = self.scope(Some(filter));
         async { self.delete_scope(scope?).await }
             .instrument(self.ctx.span())
             .await
     }
 
-    /// How many documents this tenant has (matching `filter`, if given).
+    /// How many points this tenant has stored (matching `filter`, if
+    /// given). Counting reads no payloads, so points that a read would
+    /// quarantine are counted too.
     pub async fn count(&self, filter: Option<MetadataFilter>) -> Result<u64> {
-        self.ctx.check()?;
+        self.check()?;
         async {
             let scope = self.scope(filter)?;
-            let gate = self.retrieval.gate(self.ctx.tenant(), self.spec.name());
-            let (_route, physical) = self.route(&gate).await?;
-            self.retrieval.inner.backend.count(&physical, &scope).await
+            let store = &self.retrieval.inner.store;
+            let scope = &scope;
+            self.retrieval
+                .routed(&self.ctx, &self.spec, Access::Read, |physical| async move {
+                    store.count(&physical, scope).await
+                })
+                .await
         }
         .instrument(self.ctx.span())
         .await
     }
 
     /// Lists this tenant's documents (matching `filter`), `limit` at a
-    /// time (1..=[`MAX_LIMIT`]), continuing from `cursor`.
+    /// time (1..=[`MAX_LIMIT`]), continuing from `cursor`. A page holds
+    /// fewer than `limit` records when points were quarantined; continue
+    /// while `next` is set.
     pub async fn scroll(
         &self,
         filter: Option<MetadataFilter>,
         cursor: Option<Cursor>,
         limit: usize,
     ) -> Result<Page> {
-        self.ctx.check()?;
+        self.check()?;
         async {
             check_limit(limit, "limit")?;
             let scope = self.scope(filter)?;
-            let gate = self.retrieval.gate(self.ctx.tenant(), self.spec.name());
-            let (_route, physical) = self.route(&gate).await?;
-            let page = self
-                .retrieval
-                .inner
-                .backend
-                .scroll(&physical, &scope, cursor.map(|c| c.0), limit, false)
-                .await?;
-            let records =
-                self.check_all("retrieval.scroll", page.points.into_iter().map(point_parts))?;
+            let page = self.scroll_once(&scope, cursor.map(|c| c.0), limit).await?;
+            let records = self.check_all(
+                "retrieval.scroll",
+                page.points.into_iter().map(point_parts),
+                &mut Vec::new(),
+            )?;
             Ok(Page {
                 records,
                 next: page.next.map(Cursor),
@@ -359,23 +445,37 @@ impl RetrievalClient {
         .await
     }
 
-    async fn route(
+    async fn scroll_once(
         &self,
-        gate: &crate::retrieval::Gate,
-    ) -> Result<(tokio::sync::OwnedRwLockReadGuard<()>, String)> {
-        self.retrieval.route_for(gate, &self.ctx, &self.spec).await
+        scope: &ScopedFilter,
+        offset: Option<Uuid>,
+        limit: usize,
+    ) -> Result<StoredPage> {
+        let store = &self.retrieval.inner.store;
+        self.retrieval
+            .routed(&self.ctx, &self.spec, Access::Read, |physical| async move {
+                store.scroll(&physical, scope, offset, limit, false).await
+            })
+            .await
     }
 
     async fn delete_scope(&self, scope: ScopedFilter) -> Result<u64> {
-        let gate = self.retrieval.gate(self.ctx.tenant(), self.spec.name());
-        let _writes = gate.writes.clone().read_owned().await;
-        let (_route, physical) = self.route(&gate).await?;
-        let backend = &self.retrieval.inner.backend;
-        let n = backend.count(&physical, &scope).await?;
-        if n > 0 {
-            backend.delete(&physical, &scope).await?;
-        }
-        Ok(n)
+        let store = &self.retrieval.inner.store;
+        let scope = &scope;
+        self.retrieval
+            .routed(
+                &self.ctx,
+                &self.spec,
+                Access::Write,
+                |physical| async move {
+                    let n = store.count(&physical, scope).await?;
+                    if n > 0 {
+                        store.delete(&physical, scope).await?;
+                    }
+                    Ok(n)
+                },
+            )
+            .await
     }
 
     fn scope(&self, filter: Option<MetadataFilter>) -> Result<ScopedFilter> {
@@ -400,25 +500,32 @@ impl RetrievalClient {
         Ok(ScopedFilter::narrowed(tenant, Node::HasId(ids)))
     }
 
-    /// Checks every point; one failure refuses the whole response.
+    /// Checks every point. Failures are quarantined (their ids appended to
+    /// `quarantined`) or, in strict mode, refuse the whole response.
     fn check_all(
         &self,
         action: &str,
         points: impl ExactSizeIterator<Item = Unchecked>,
+        quarantined: &mut Vec<Uuid>,
     ) -> Result<Vec<Record>> {
         let tenant = self.ctx.tenant();
         let mut out = Vec::with_capacity(points.len());
         for (id, score, payload) in points {
-            match guard::check(tenant, self.sealer.as_deref(), id, score, payload) {
+            match guard::check(tenant, &self.keys, id, score, payload) {
                 Ok(r) => out.push(r),
                 Err(reason) => {
-                    let err = Error::LeakDetected {
-                        collection: self.spec.name().to_owned(),
+                    quarantined.push(id);
+                    if let Some(err) = quarantine::report(
+                        self.retrieval.inner.leak_policy,
+                        &self.retrieval.inner.leaks,
+                        &self.ctx,
+                        action,
+                        self.spec.name(),
+                        id,
                         reason,
-                    };
-                    self.ctx
-                        .audit_denied(action, &format!("{}/{id}", self.spec.name()), &err);
-                    return Err(err);
+                    ) {
+                        return Err(err);
+                    }
                 }
             }
         }

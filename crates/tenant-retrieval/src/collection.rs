@@ -154,6 +154,11 @@ impl Naming {
         Ok(Self { prefix })
     }
 
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The shared Pool collection of `collection`.
     pub fn pool(&self, collection: &str) -> String {
         format!("{}_{collection}_pool", self.prefix)
@@ -162,10 +167,15 @@ impl Naming {
     /// The dedicated Silo collection of `tenant` for `collection`.
     pub fn silo(&self, collection: &str, tenant: TenantId) -> String {
         format!(
-            "{}_{collection}_t_{}",
-            self.prefix,
+            "{}{}",
+            self.silo_prefix(collection),
             tenant.as_uuid().simple()
         )
+    }
+
+    /// What every Silo collection of `collection` starts with.
+    pub(crate) fn silo_prefix(&self, collection: &str) -> String {
+        format!("{}_{collection}_t_", self.prefix)
     }
 
     /// The physical collection of `tenant` on `tier`.

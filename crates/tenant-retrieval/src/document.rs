@@ -9,6 +9,8 @@ use crate::point::TENANT_FIELD;
 pub const MAX_DOC_ID_LEN: usize = 256;
 /// Longest accepted metadata key, in bytes.
 pub const MAX_METADATA_KEY_LEN: usize = 64;
+/// Deepest accepted nesting of metadata values (arrays and objects).
+pub const MAX_METADATA_DEPTH: usize = 32;
 
 /// A document to upsert: the caller's id, its vector, text and metadata.
 ///
@@ -45,18 +47,15 @@ impl Document {
 
     pub(crate) fn validate(&self, dims: usize, collection: &str) -> Result<()> {
         validate_doc_id(&self.id)?;
-        if self.vector.len() != dims {
-            return Err(Error::DimensionMismatch {
-                collection: collection.to_owned(),
-                expected: dims,
-                actual: self.vector.len(),
-            });
-        }
-        if self.vector.iter().any(|x| !x.is_finite()) {
-            return Err(Error::invalid("vector", "contains NaN or infinity"));
-        }
-        for key in self.metadata.keys() {
+        validate_vector(&self.vector, dims, collection, "vector")?;
+        for (key, value) in &self.metadata {
             validate_metadata_key(key)?;
+            if nesting(value, 1) > MAX_METADATA_DEPTH {
+                return Err(Error::invalid(
+                    "metadata",
+                    format!("`{key}` nests deeper than {MAX_METADATA_DEPTH} levels"),
+                ));
+            }
         }
         Ok(())
     }
@@ -73,6 +72,43 @@ pub struct Record {
     pub text: String,
     /// The metadata.
     pub metadata: Map<String, Value>,
+}
+
+/// A vector must have the collection's dimensions and only finite values.
+pub(crate) fn validate_vector(
+    vector: &[f32],
+    dims: usize,
+    collection: &str,
+    what: &'static str,
+) -> Result<()> {
+    if vector.len() != dims {
+        return Err(Error::DimensionMismatch {
+            collection: collection.to_owned(),
+            expected: dims,
+            actual: vector.len(),
+        });
+    }
+    if !vector.iter().all(|x| x.is_finite()) {
+        return Err(Error::NonFinite { what });
+    }
+    Ok(())
+}
+
+/// How deeply `v` nests, counting up to one past the limit only (so a
+/// hostile value costs bounded stack).
+fn nesting(v: &Value, depth: usize) -> usize {
+    if depth > MAX_METADATA_DEPTH {
+        return depth;
+    }
+    let children: Box<dyn Iterator<Item = &Value>> = match v {
+        Value::Array(items) => Box::new(items.iter()),
+        Value::Object(map) => Box::new(map.values()),
+        _ => return depth,
+    };
+    children
+        .map(|c| nesting(c, depth + 1))
+        .max()
+        .unwrap_or(depth)
 }
 
 pub(crate) fn validate_doc_id(id: &str) -> Result<()> {

@@ -8,6 +8,10 @@ use std::fmt;
 pub enum LeakReason {
     /// The stored `tenant_id` field is missing or names another tenant.
     ForeignTenantField,
+    /// The keyed leak tag is missing or does not verify under this
+    /// tenant's key: the point was written without the key (planted,
+    /// copied from another tenant, moved, or edited behind the SDK's back).
+    TagMismatch,
     /// The point id is not the one derived from this tenant and the
     /// document id (the point was written behind the SDK's back or moved).
     PointIdMismatch,
@@ -24,6 +28,7 @@ impl fmt::Display for LeakReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             LeakReason::ForeignTenantField => "tenant field missing or foreign",
+            LeakReason::TagMismatch => "leak tag missing or not made with this tenant's key",
             LeakReason::PointIdMismatch => "point id not derived from this tenant and document",
             LeakReason::SealOpenFailed => "sealed payload does not open under this tenant's key",
             LeakReason::ClearFieldTampered => "clear metadata disagrees with the sealed copy",
@@ -58,6 +63,25 @@ pub enum Error {
     /// The caller tried to set an SDK-owned payload field (`tenant_id`).
     #[error("metadata key `{0}` is reserved by the SDK")]
     ReservedMetadataKey(String),
+    /// A vector, score threshold or range bound is NaN or infinite.
+    #[error("{what} is not a finite number")]
+    NonFinite {
+        /// What was not finite (`vector`, `query vector`, `score threshold`,
+        /// `range bound`).
+        what: &'static str,
+    },
+    /// A metadata filter nests deeper than the limit.
+    #[error("filter nests deeper than {max} levels")]
+    FilterTooDeep {
+        /// The limit ([`MAX_FILTER_DEPTH`](crate::MAX_FILTER_DEPTH)).
+        max: usize,
+    },
+    /// A metadata filter has more conditions and values than the limit.
+    #[error("filter has more than {max} conditions and values")]
+    FilterTooLarge {
+        /// The limit ([`MAX_FILTER_SIZE`](crate::MAX_FILTER_SIZE)).
+        max: usize,
+    },
     /// A vector has the wrong number of dimensions.
     #[error("vector has {actual} dimensions, collection `{collection}` expects {expected}")]
     DimensionMismatch {
@@ -72,7 +96,10 @@ pub enum Error {
     /// clear), so the store cannot evaluate it.
     #[error("metadata field `{0}` is sealed and cannot be filtered on; mark it filterable")]
     FilterOnSealedField(String),
-    /// A stored point failed the per-hit check; nothing was returned.
+    /// A stored point failed the per-hit check and the platform runs in
+    /// strict mode ([`LeakPolicy::Strict`](crate::LeakPolicy::Strict));
+    /// nothing was returned. (By default such a point is quarantined
+    /// instead: dropped, counted and alarmed.)
     #[error("possible cross-tenant leak in collection `{collection}` refused: {reason}")]
     LeakDetected {
         /// Logical collection.
@@ -80,8 +107,7 @@ pub enum Error {
         /// What the check found.
         reason: LeakReason,
     },
-    /// Sealing was configured but no key provider was given, or sealing
-    /// failed.
+    /// Deriving a tenant's keys, sealing or tagging failed.
     #[error("sealing: {0}")]
     Sealing(String),
     /// Moving a tenant between tiers failed; routing was left unchanged.
@@ -91,6 +117,32 @@ pub enum Error {
         collection: String,
         /// Why.
         reason: String,
+    },
+    /// A write waited for another process's migration of this tenant and
+    /// collection longer than allowed; nothing was written. Retry later
+    /// (or re-run the interrupted promotion/demotion).
+    #[error("tenant is being migrated in collection `{collection}`; retry later")]
+    TenantMigrating {
+        /// Logical collection.
+        collection: String,
+    },
+    /// The tenant's route kept changing under the operation (repeated
+    /// migrations by other processes); nothing was returned.
+    #[error("route of collection `{collection}` kept changing; retry")]
+    RouteUnsettled {
+        /// Logical collection.
+        collection: String,
+    },
+    /// An operator handle was refused for this context.
+    #[error("not an operator context: {0}")]
+    NotAnOperator(&'static str),
+    /// Another process (or another `EdgeBackend` in this process) has the
+    /// embedded backend's root open. qdrant-edge shards cannot be shared:
+    /// one process serves a root at a time.
+    #[error("backend root {} is in use by another process", path.display())]
+    BackendInUse {
+        /// The root directory.
+        path: std::path::PathBuf,
     },
     /// The storage backend failed.
     #[error("{backend} backend: {message}")]

@@ -5,7 +5,8 @@
 //!   "doc_id":    "<caller's id>",
 //!   "text":      "...",             absent when the collection is sealed
 //!   "meta":      { ... },           all metadata, or only filterable fields when sealed
-//!   "sealed":    "<base64 nonce‖ciphertext>" }   sealed collections only
+//!   "sealed":    "<base64 nonce‖ciphertext>",   sealed collections only
+//!   "tag":       "<base64url MAC>" }            keyed leak tag, every point
 //! ```
 
 use serde_json::{Map, Value};
@@ -13,15 +14,17 @@ use tenant_core::TenantId;
 use uuid::Uuid;
 
 /// Payload field holding the owning tenant (SDK-owned; callers cannot set it).
-pub const TENANT_FIELD: &str = "tenant_id";
+pub(crate) const TENANT_FIELD: &str = "tenant_id";
 /// Payload field holding the caller's document id.
-pub const DOC_ID_FIELD: &str = "doc_id";
+pub(crate) const DOC_ID_FIELD: &str = "doc_id";
 /// Payload field holding the document text (unsealed collections).
-pub const TEXT_FIELD: &str = "text";
+pub(crate) const TEXT_FIELD: &str = "text";
 /// Payload object holding metadata (all of it, or the filterable part).
-pub const META_FIELD: &str = "meta";
+pub(crate) const META_FIELD: &str = "meta";
 /// Payload field holding the sealed text and metadata.
-pub const SEALED_FIELD: &str = "sealed";
+pub(crate) const SEALED_FIELD: &str = "sealed";
+/// Payload field holding the keyed leak tag.
+pub(crate) const TAG_FIELD: &str = "tag";
 
 /// Namespace of derived point ids (a fixed, random UUID).
 const POINT_NAMESPACE: Uuid = Uuid::from_u128(0x7c2e_51d4_3a9b_4f0e_a6b1_58d2_c0f3_9e17);
@@ -36,7 +39,8 @@ pub fn point_id(tenant: TenantId, doc_id: &str) -> Uuid {
     Uuid::new_v5(&POINT_NAMESPACE, &name)
 }
 
-/// A point as the backend stores it.
+/// A point as the backend stores it. Only this crate makes one (encoded
+/// and tagged from a checked document, or copied verbatim by a migration).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredPoint {
     /// Point id.

@@ -3,7 +3,8 @@
 //! Associated data binds a sealed payload to its tenant, logical collection
 //! and point id, so a payload copied to another tenant, collection or point
 //! does not open. The logical (not physical) collection name is bound, so a
-//! Pool ↔ Silo migration moves sealed payloads unchanged.
+//! Pool ↔ Silo migration moves sealed payloads unchanged. The cipher key is
+//! derived from the tenant's retrieval key ([`crate::keys`]).
 
 use std::fmt;
 
@@ -13,12 +14,12 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde_json::{Map, Value};
-use tenant_core::{KeyProvider, Purpose, TenantId};
+use tenant_core::TenantId;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-const AAD_MAGIC: &[u8] = b"tenant-retrieval/seal/v1";
+const AAD_MAGIC: &[u8] = b"tenant-retrieval/seal/v2";
 const NONCE_LEN: usize = 24;
 
 /// What is sealed: the text and the full metadata.
@@ -45,9 +46,8 @@ impl fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    pub(crate) fn new(keys: &dyn KeyProvider, tenant: TenantId, collection: &str) -> Result<Self> {
-        let key = keys.data_key(tenant, Purpose::PayloadSealing)?;
-        let cipher = XChaCha20Poly1305::new_from_slice(key.expose_bytes())
+    pub(crate) fn new(key: &[u8; 32], tenant: TenantId, collection: &str) -> Result<Self> {
+        let cipher = XChaCha20Poly1305::new_from_slice(key)
             .map_err(|_| Error::Sealing("bad key length".into()))?;
         Ok(Self {
             tenant,

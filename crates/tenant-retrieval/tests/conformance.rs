@@ -45,6 +45,8 @@ conformance!(
     invalid_input_is_rejected_before_anything_is_written,
     capabilities_limit_collections_and_delegation_narrows,
     revoked_context_is_refused_on_every_operation,
+    contexts_of_another_issuer_are_refused_everywhere_and_nothing_changes,
+    hostile_vectors_and_filters_are_typed_errors_and_nothing_changes,
 );
 
 async fn same_doc_id_in_two_tenants_is_two_points(kind: Kind) {
@@ -207,14 +209,9 @@ async fn silo_and_pool_tenants_are_isolated_from_each_other(kind: Kind) {
     let (cs, cp) = (w.client(&s, DOCS), w.client(&p, DOCS));
     cs.upsert([w.doc("d", "silo tenant data")]).await.unwrap();
     cp.upsert([w.doc("d", "pool tenant data")]).await.unwrap();
-    assert_eq!(w.retrieval.tier_of(&s, DOCS), IsolationTier::Silo);
+    assert_eq!(w.retrieval.tier_of(&s, DOCS).unwrap(), IsolationTier::Silo);
     let physical = w.retrieval.naming().silo(DOCS, silo_t);
-    assert!(w
-        .retrieval
-        .backend()
-        .collection_exists(&physical)
-        .await
-        .unwrap());
+    assert!(w.physical_names().await.contains(&physical));
 
     let q = SearchQuery::new(w.embed.embed_one("tenant data")).top_k(10);
     assert_eq!(
@@ -364,7 +361,7 @@ async fn invalid_input_is_rejected_before_anything_is_written(kind: Kind) {
     let nan = Document::new("d", vec![f32::NAN; DIMS], "t");
     assert!(matches!(
         c.upsert([nan]).await.unwrap_err(),
-        Error::InvalidInput { .. }
+        Error::NonFinite { what: "vector" }
     ));
     assert!(matches!(
         c.upsert([w.doc("", "t")]).await.unwrap_err(),
@@ -446,6 +443,170 @@ async fn revoked_context_is_refused_on_every_operation(kind: Kind) {
     assert!(revoked(c.delete(&["d"]).await.unwrap_err()));
     assert!(revoked(c.count(None).await.unwrap_err()));
     assert!(revoked(c.scroll(None, None, 10).await.unwrap_err()));
+}
+
+async fn contexts_of_another_issuer_are_refused_everywhere_and_nothing_changes(kind: Kind) {
+    let Some(w) = world(kind, pool()).await else {
+        return;
+    };
+    let victim = w.ctx(TenantId::random());
+    let cv = w.client(&victim, DOCS);
+    cv.upsert([w.doc("plan", "victim plan")]).await.unwrap();
+
+    // A context for the victim's tenant, minted by another issuer (same
+    // key id, its own key): it verifies against itself, nothing more.
+    let rogue = rogue_issuer();
+    let forged = rogue
+        .context()
+        .tenant(victim.tenant())
+        .principal(tenant_core::PrincipalId::new("mallory").unwrap())
+        .capabilities(Capabilities::unrestricted())
+        .issue()
+        .unwrap();
+    let foreign = |e: Error| matches!(e, Error::Context(tenant_core::Error::ForeignAuthority));
+
+    let err = tenant_retrieval::RetrievalClient::builder()
+        .backend(&w.retrieval)
+        .collection(DOCS)
+        .tenant(&forged)
+        .build()
+        .unwrap_err();
+    assert!(foreign(err));
+    assert!(foreign(cv.delegate(&forged).unwrap_err()));
+    // A child delegated from the forged context is just as foreign.
+    let forged_child = forged
+        .delegate(AgentId::new("sub").unwrap())
+        .issue()
+        .unwrap();
+    assert!(foreign(cv.delegate(&forged_child).unwrap_err()));
+    assert!(foreign(w.retrieval.promote(&forged).await.unwrap_err()));
+    assert!(foreign(w.retrieval.demote(&forged).await.unwrap_err()));
+    assert!(foreign(w.retrieval.tier_of(&forged, DOCS).unwrap_err()));
+    // Not even for the operator tenant.
+    let forged_operator = rogue
+        .context()
+        .tenant(w.operators)
+        .principal(tenant_core::PrincipalId::new("mallory").unwrap())
+        .capabilities(Capabilities::unrestricted())
+        .issue()
+        .unwrap();
+    assert!(foreign(w.retrieval.operator(&forged_operator).unwrap_err()));
+
+    // Nothing changed: same tier, same document, nothing else.
+    assert_eq!(
+        w.retrieval.tier_of(&victim, DOCS).unwrap(),
+        IsolationTier::Pool
+    );
+    assert_eq!(cv.count(None).await.unwrap(), 1);
+    assert_eq!(cv.get("plan").await.unwrap().unwrap().text, "victim plan");
+    assert!(!w
+        .physical_names()
+        .await
+        .contains(&w.retrieval.naming().silo(DOCS, victim.tenant())));
+}
+
+async fn hostile_vectors_and_filters_are_typed_errors_and_nothing_changes(kind: Kind) {
+    use tenant_retrieval::{Bounds, MAX_FILTER_DEPTH, MAX_FILTER_SIZE};
+    let Some(w) = world(kind, pool()).await else {
+        return;
+    };
+    let c = w.client(&w.ctx(TenantId::random()), DOCS);
+    c.upsert([w.doc("keep", "kept text").with_metadata("n", 1i64)])
+        .await
+        .unwrap();
+    let q = |v: Vec<f32>| SearchQuery::new(v);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut v = w.embed.embed_one("kept");
+        v[3] = bad;
+        assert!(matches!(
+            c.search(q(v)).await.unwrap_err(),
+            Error::NonFinite {
+                what: "query vector"
+            }
+        ));
+        let mut doc = w.doc("poison", "x");
+        doc.vector[0] = bad;
+        assert!(matches!(
+            c.upsert([doc]).await.unwrap_err(),
+            Error::NonFinite { what: "vector" }
+        ));
+    }
+    for len in [0, 1, DIMS - 1, DIMS + 1, 100_000] {
+        assert!(matches!(
+            c.search(q(vec![0.5; len])).await.unwrap_err(),
+            Error::DimensionMismatch { actual, .. } if actual == len
+        ));
+    }
+    assert!(matches!(
+        c.search(q(w.embed.embed_one("kept")).score_threshold(f32::NAN))
+            .await
+            .unwrap_err(),
+        Error::NonFinite {
+            what: "score threshold"
+        }
+    ));
+
+    // Deep enough to overflow the stack if anything recursed over it.
+    let mut deep = MetadataFilter::eq("n", 1i64);
+    for _ in 0..200_000 {
+        deep = MetadataFilter::not(MetadataFilter::any([deep]));
+    }
+    let mut just_over = MetadataFilter::eq("n", 1i64);
+    for _ in 0..MAX_FILTER_DEPTH {
+        just_over = MetadataFilter::not(just_over);
+    }
+    for f in [deep, just_over] {
+        assert!(matches!(
+            c.search(q(w.embed.embed_one("kept")).filter(f.clone()))
+                .await
+                .unwrap_err(),
+            Error::FilterTooDeep { .. }
+        ));
+        assert!(matches!(
+            c.delete_where(f.clone()).await.unwrap_err(),
+            Error::FilterTooDeep { .. }
+        ));
+        assert!(matches!(
+            c.count(Some(f)).await.unwrap_err(),
+            Error::FilterTooDeep { .. }
+        ));
+    }
+    let wide =
+        MetadataFilter::any((0..=MAX_FILTER_SIZE as i64).map(|i| MetadataFilter::eq("n", i)));
+    assert!(matches!(
+        c.delete_where(wide).await.unwrap_err(),
+        Error::FilterTooLarge { .. }
+    ));
+    let nan_range = MetadataFilter::range(
+        "n",
+        Bounds {
+            gte: Some(f64::NAN),
+            ..Bounds::default()
+        },
+    );
+    assert!(matches!(
+        c.delete_where(nan_range).await.unwrap_err(),
+        Error::NonFinite {
+            what: "range bound"
+        }
+    ));
+    let mut deep_meta = serde_json::json!(1);
+    for _ in 0..tenant_retrieval::MAX_METADATA_DEPTH {
+        deep_meta = serde_json::json!([deep_meta]);
+    }
+    assert!(matches!(
+        c.upsert([w.doc("deep", "x").with_metadata("m", deep_meta)])
+            .await
+            .unwrap_err(),
+        Error::InvalidInput {
+            what: "metadata",
+            ..
+        }
+    ));
+
+    // Nothing changed.
+    assert_eq!(c.count(None).await.unwrap(), 1);
+    assert_eq!(c.get("keep").await.unwrap().unwrap().text, "kept text");
 }
 
 fn ids(records: &[Record]) -> Vec<&str> {

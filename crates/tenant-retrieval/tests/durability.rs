@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use support::*;
 use tenant_core::{
-    Capabilities, ContextIssuer, DerivedKeyProvider, KeyId, MasterKey, PrincipalId, StaticTiers,
-    TenantId,
+    Capabilities, ContextIssuer, KeyId, MasterKey, PrincipalId, StaticTiers, TenantId,
 };
-use tenant_retrieval::{EdgeBackend, Retrieval, RetrievalClient};
+use tenant_retrieval::{EdgeBackend, RetrievalClient};
 
 const CHILD_ENV: &str = "TR_DURABILITY_CHILD";
 const TENANT_ENV: &str = "TR_DURABILITY_TENANT";
@@ -24,13 +23,15 @@ const ACKS_BEFORE_KILL: usize = 25;
 
 async fn open(dir: &std::path::Path, tenant: TenantId, collection: &str) -> RetrievalClient {
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k").unwrap()));
-    let mut b = Retrieval::builder(EdgeBackend::open(dir).unwrap())
-        .tiers(StaticTiers::new(tenant_core::IsolationTier::Pool))
-        .keys(DerivedKeyProvider::new(data_master()));
-    for s in specs() {
-        b = b.collection(s);
-    }
-    let retrieval = b.build().await.unwrap();
+    let retrieval = platform(
+        EdgeBackend::open(dir).unwrap(),
+        &issuer,
+        StaticTiers::new(tenant_core::IsolationTier::Pool),
+        TenantId::random(),
+    )
+    .build()
+    .await
+    .unwrap();
     let ctx = issuer
         .context()
         .tenant(tenant)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use support::*;
 use tenant_core::{IsolationTier, TenantId};
-use tenant_retrieval::qdrant_edge::{
+use tenant_retrieval::testing::qdrant_edge::{
     self, Condition, FieldCondition, Filter, Match, ValueVariants,
 };
 use tenant_retrieval::SearchQuery;
@@ -82,10 +82,13 @@ async fn concurrent_searches_stay_complete_and_correct_during_promote_and_demote
     let report = w.retrieval.promote(&a).await.unwrap();
     let sealed = report.iter().find(|m| m.collection == SEALED).unwrap();
     assert_eq!(
-        (sealed.from, sealed.to, sealed.moved),
-        (IsolationTier::Pool, IsolationTier::Silo, N as u64)
+        (sealed.from, sealed.to, sealed.moved, sealed.quarantined),
+        (IsolationTier::Pool, IsolationTier::Silo, N as u64, 0)
     );
-    assert_eq!(w.retrieval.tier_of(&a, SEALED), IsolationTier::Silo);
+    assert_eq!(
+        w.retrieval.tier_of(&a, SEALED).unwrap(),
+        IsolationTier::Silo
+    );
 
     let pool_name = w.retrieval.naming().pool(SEALED);
     let silo_name = w.retrieval.naming().silo(SEALED, a.tenant());
@@ -114,13 +117,11 @@ async fn concurrent_searches_stay_complete_and_correct_during_promote_and_demote
         r.await.unwrap();
     }
     assert!(checks.load(Ordering::Relaxed) > 0);
-    assert_eq!(w.retrieval.tier_of(&a, SEALED), IsolationTier::Pool);
-    assert!(!w
-        .retrieval
-        .backend()
-        .collection_exists(&silo_name)
-        .await
-        .unwrap());
+    assert_eq!(
+        w.retrieval.tier_of(&a, SEALED).unwrap(),
+        IsolationTier::Pool
+    );
+    assert!(!w.physical_names().await.contains(&silo_name));
     assert_eq!(raw_count(&w, &pool_name, a.tenant()), N);
     assert!(ca.get("a7").await.unwrap().is_some());
 }
@@ -140,15 +141,15 @@ async fn promotion_is_persisted_across_reopen() {
         .issue()
         .unwrap();
     let build = || async {
-        let mut b = tenant_retrieval::Retrieval::builder(
+        platform(
             tenant_retrieval::EdgeBackend::open(dir.path()).unwrap(),
+            &issuer,
+            pool(),
+            TenantId::random(),
         )
-        .tiers(pool())
-        .keys(tenant_core::DerivedKeyProvider::new(data_master()));
-        for s in specs() {
-            b = b.collection(s);
-        }
-        b.build().await.unwrap()
+        .build()
+        .await
+        .unwrap()
     };
     {
         let r = build().await;
@@ -168,7 +169,7 @@ async fn promotion_is_persisted_across_reopen() {
         r.promote(&ctx).await.unwrap();
     }
     let r = build().await;
-    assert_eq!(r.tier_of(&ctx, DOCS), IsolationTier::Silo);
+    assert_eq!(r.tier_of(&ctx, DOCS).unwrap(), IsolationTier::Silo);
     let c = tenant_retrieval::RetrievalClient::builder()
         .backend(&r)
         .collection(DOCS)

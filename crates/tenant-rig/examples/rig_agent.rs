@@ -62,6 +62,10 @@ async fn main() -> Outcome<()> {
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
     let dir = tempfile::tempdir()?;
     let retrieval = Retrieval::builder(EdgeBackend::open(dir.path())?)
+        .authority(issuer.authority())
+        .keys(DerivedKeyProvider::new(MasterKey::generate(KeyId::new(
+            "data-1",
+        )?)))
         .collection(CollectionSpec::new("docs", DIMS)?)
         .tiers(StaticTiers::new(IsolationTier::Pool))
         .build()

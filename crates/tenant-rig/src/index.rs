@@ -95,8 +95,9 @@ impl TenantIndex {
         &self.client
     }
 
-    /// An index for a sub-agent: `child` must descend from this index's
-    /// context and be allowed the collection.
+    /// An index for a sub-agent: `child` must be issued under the platform
+    /// authority, descend from this index's context and be allowed the
+    /// collection.
     pub fn delegate(&self, child: &TenantContext) -> Result<TenantIndex> {
         Ok(Self {
             client: self.client.delegate(child)?,
@@ -110,9 +111,11 @@ impl TenantIndex {
         &self,
         req: &VectorSearchRequest<RigFilter>,
     ) -> Result<Vec<(f64, TenantDocument)>> {
-        let ctx = self.client.context();
-        ctx.check()?;
-        self.search_in_span(req).instrument(ctx.span()).await
+        // Admitted under the platform authority, unexpired, unrevoked.
+        self.client.check()?;
+        self.search_in_span(req)
+            .instrument(self.client.context().span())
+            .await
     }
 
     async fn search_in_span(

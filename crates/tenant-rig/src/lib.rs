@@ -6,8 +6,9 @@
 //! - [`TenantIndex`] — a [`RetrievalClient`](tenant_retrieval::RetrievalClient)
 //!   plus an [`Embedder`](tenant_retrieval::Embedder) as a rig
 //!   [`VectorStoreIndex`](rig_core::vector_store::VectorStoreIndex). The
-//!   tenant comes from the client (built from a verified
-//!   [`TenantContext`](tenant_core::TenantContext)); a request's filter is
+//!   tenant comes from the client (built from a
+//!   [`TenantContext`](tenant_core::TenantContext) issued under the
+//!   platform's authority, re-admitted on every search); a request's filter is
 //!   translated ([`metadata_filter`]) and nested *beneath* the tenant
 //!   condition, so no filter — including one a model writes when rig's
 //!   blanket impl exposes the index as the `search_vector_store` tool — can
@@ -31,6 +32,8 @@
 //! let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1")?));
 //! let dir = tempfile::tempdir()?;
 //! let retrieval = Retrieval::builder(EdgeBackend::open(dir.path())?)
+//!     .authority(issuer.authority())
+//!     .keys(DerivedKeyProvider::new(MasterKey::generate(KeyId::new("data-1")?)))
 //!     .collection(CollectionSpec::new("docs", 64)?)
 //!     .tiers(StaticTiers::new(IsolationTier::Pool))
 //!     .build()

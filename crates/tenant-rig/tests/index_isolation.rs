@@ -246,3 +246,39 @@ async fn a_sub_agent_index_needs_the_collection_capability() {
         Err(Error::Retrieval(tenant_retrieval::Error::CollectionNotAllowed(c))) if c == "docs"
     ));
 }
+
+#[tokio::test]
+async fn contexts_of_another_issuer_get_no_index_and_no_delegated_index_and_nothing_changes() {
+    use tenant_core::{Capabilities, ContextIssuer, KeyId, MasterKey, PrincipalId};
+    let p = Platform::start().await;
+    // Same tenant, same key id, but minted by an issuer the platform's
+    // retrieval was not configured with.
+    let rogue = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
+    let forged = rogue
+        .context()
+        .tenant(p.b)
+        .principal(PrincipalId::new("mallory").unwrap())
+        .capabilities(Capabilities::unrestricted())
+        .issue()
+        .unwrap();
+    let foreign = |e: &tenant_retrieval::Error| {
+        matches!(
+            e,
+            tenant_retrieval::Error::Context(tenant_core::Error::ForeignAuthority)
+        )
+    };
+
+    let err = tenant_retrieval::RetrievalClient::builder()
+        .backend(&p.retrieval)
+        .collection("docs")
+        .tenant(&forged)
+        .build()
+        .unwrap_err();
+    assert!(foreign(&err), "{err:?}");
+    match p.index(p.a).delegate(&forged) {
+        Err(Error::Retrieval(e)) => assert!(foreign(&e), "{e:?}"),
+        other => panic!("expected ForeignAuthority, got {other:?}"),
+    }
+    assert_eq!(p.count(p.a).await, 3);
+    assert_eq!(p.count(p.b).await, 3);
+}

@@ -7,6 +7,14 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use tenant_testkit::{QdrantOptions, TestQdrant, TestQdrantCluster, TestkitError};
 
+/// A plain-HTTP client. When the whole workspace is built, another crate
+/// enables reqwest's `rustls-no-provider`, and reqwest then needs a
+/// process-wide crypto provider before it builds any client, TLS or not.
+fn http_client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::new()
+}
+
 /// `Some(value)` or, when the binary is absent, a skip notice and `None`.
 fn or_skip<T>(started: Result<T, TestkitError>) -> Option<T> {
     match started {
@@ -67,7 +75,7 @@ async fn single_node_stores_and_searches_points() {
     };
     assert!(qdrant.is_ready() && qdrant.is_running());
     assert!(qdrant.grpc_url().ends_with(&qdrant.grpc_port().to_string()));
-    let client = Client::new();
+    let client = http_client();
     let base = qdrant.rest_url();
     ok(
         &client,
@@ -103,7 +111,7 @@ async fn single_node_stores_and_searches_points() {
     assert!(storage.exists(), "storage kept while killed");
     qdrant.restart().expect("restart");
     // A new client: pooled connections died with the old process.
-    let client = Client::new();
+    let client = http_client();
     let count = ok(
         &client,
         Method::POST,
@@ -128,7 +136,7 @@ async fn api_key_and_jwt_rbac_are_enforced() {
         return;
     };
     assert_eq!(qdrant.api_key(), Some("signing-key-123"));
-    let client = Client::new();
+    let client = http_client();
     let base = qdrant.rest_url();
     let (status, _) = call(
         &client,
@@ -204,7 +212,7 @@ async fn cluster_forms_shards_by_key_and_survives_a_killed_node() {
         return;
     };
     assert_eq!(cluster.len(), 3);
-    let client = Client::new();
+    let client = http_client();
     let peer_ids: Vec<u64> = (0..3).map(|i| cluster.peer_id(i)).collect();
     for i in 0..3 {
         let view = ok(

@@ -3,6 +3,13 @@
 //! One shard directory per physical collection under
 //! `<root>/collections/<name>`, plus `<root>/routes.json`.
 //!
+//! One process at a time: qdrant-edge keeps a shard's state in memory and
+//! never sees another process's writes, so [`EdgeBackend::open`] takes an
+//! exclusive lock on `<root>/.lock` (released when the last clone is
+//! dropped, or by the kernel when the process dies) and a second opener
+//! gets [`Error::BackendInUse`]. Routes are therefore authoritative in
+//! memory and shared by every `Retrieval` built on clones of the backend.
+//!
 //! Durability: qdrant-edge 0.7.0 does not replay its WAL on load, and
 //! `EdgeShard::flush` panics when another thread is inside `update`. So
 //! every shard has one writer lock; each write (a whole batch) runs
@@ -31,34 +38,22 @@ use qdrant_edge::{
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{sealed, CollectionLayout, RetrievalBackend, RouteEntry, SearchRequest, StoredPage};
+use tenant_core::TenantId;
+
+use super::{
+    sealed, CollectionLayout, RetrievalBackend, RouteAuthority, SearchRequest, Store, StoredPage,
+};
 use crate::collection::Distance;
 use crate::error::{Error, Result};
 use crate::filter::{FilterValue, Node, ScopedFilter};
+use crate::health::CollectionHealth;
 use crate::point::{StoredHit, StoredPoint, TENANT_FIELD};
+use crate::route::{RouteEntry, RouteTable};
 
 const ROUTES_FILE: &str = "routes.json";
 const COLLECTIONS_DIR: &str = "collections";
+const LOCK_FILE: &str = ".lock";
 
-/// One physical collection's isolation health, from [`EdgeBackend::inspect`].
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct CollectionHealth {
-    /// The physical collection (shard directory) name.
-    pub physical_name: String,
-    /// Approximate number of points.
-    pub points: usize,
-    /// `tenant_id` has a payload index.
-    pub tenant_index: bool,
-    /// That index is a keyword index marked `is_tenant`.
-    pub tenant_index_is_tenant: bool,
-}
-
-impl CollectionHealth {
-    /// Whether the collection is set up as the SDK requires.
-    pub fn is_healthy(&self) -> bool {
-        self.tenant_index && self.tenant_index_is_tenant
-    }
-}
 const WAL_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// One open shard and the lock that serializes its writes with its flushes.
@@ -88,7 +83,10 @@ struct Inner {
     shards: RwLock<HashMap<String, Arc<EdgeCollection>>>,
     open_lock: Mutex<()>,
     routes_lock: Mutex<()>,
+    routes: Arc<RouteTable>,
     inline_reads: AtomicBool,
+    /// Holds the exclusive lock on the root for the backend's lifetime.
+    _root_lock: fs::File,
 }
 
 /// Embedded vector storage on qdrant-edge 0.7.0 (the default backend).
@@ -99,9 +97,21 @@ struct Inner {
 /// let backend = tenant_retrieval::EdgeBackend::open(dir.path())?;
 /// # let _ = backend; Ok(()) }
 /// ```
-#[derive(Clone)]
+///
+/// Not `Clone`: handing it to [`Retrieval::builder`](crate::Retrieval::builder)
+/// moves it into the platform, and the root lock keeps anyone from opening
+/// the same root again, so no handle on the raw storage is left behind.
+/// (The test-only `test-support` feature makes it `Clone` for the crate's
+/// own tests and benchmarks.)
 pub struct EdgeBackend {
     inner: Arc<Inner>,
+}
+
+#[cfg(feature = "test-support")]
+impl Clone for EdgeBackend {
+    fn clone(&self) -> Self {
+        self.handle()
+    }
 }
 
 impl std::fmt::Debug for EdgeBackend {
@@ -112,22 +122,60 @@ impl std::fmt::Debug for EdgeBackend {
     }
 }
 
-impl sealed::Sealed for EdgeBackend {}
+impl sealed::Sealed for EdgeBackend {
+    fn into_store(self, _: sealed::Token) -> Arc<dyn Store> {
+        Arc::new(self)
+    }
+}
+
+impl RetrievalBackend for EdgeBackend {
+    fn kind(&self) -> &'static str {
+        "edge"
+    }
+}
 
 impl EdgeBackend {
-    /// Opens (creating if needed) a backend rooted at `root`. Collections
-    /// are opened lazily.
+    /// Opens (creating if needed) a backend rooted at `root` and locks the
+    /// root for this process. Collections are opened lazily.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackendInUse`] while another process (or another
+    /// `EdgeBackend` not cloned from this one) has the root open;
+    /// [`Error::Io`] if the root cannot be created.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         let dir = root.join(COLLECTIONS_DIR);
         fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| Error::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::BackendInUse { path: root }),
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(Error::Io {
+                    path: lock_path,
+                    source,
+                })
+            }
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
                 shards: RwLock::default(),
                 open_lock: Mutex::new(()),
                 routes_lock: Mutex::new(()),
+                routes: Arc::default(),
                 inline_reads: AtomicBool::new(false),
+                _root_lock: lock,
             }),
         })
     }
@@ -145,6 +193,13 @@ impl EdgeBackend {
     /// runs inline. Writes always run on the blocking pool.
     pub fn set_inline_reads(&self, inline: bool) {
         self.inner.inline_reads.store(inline, Ordering::Relaxed);
+    }
+
+    /// Another handle on the same backend (for this crate's blocking tasks).
+    fn handle(&self) -> EdgeBackend {
+        EdgeBackend {
+            inner: self.inner.clone(),
+        }
     }
 
     /// The root directory.
@@ -225,7 +280,8 @@ impl EdgeBackend {
 
     /// Inspects every collection under this backend's root: point count and
     /// whether the SDK's `tenant_id` field carries a keyword index marked
-    /// `is_tenant` (what `tenant-doctor --qdrant-path` reports).
+    /// `is_tenant` (what `tenant-doctor --qdrant-path` reports). Reads no
+    /// payloads.
     pub fn inspect(&self) -> Result<Vec<CollectionHealth>> {
         let dir = self.inner.root.join(COLLECTIONS_DIR);
         let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
@@ -241,7 +297,11 @@ impl EdgeBackend {
         names
             .into_iter()
             .map(|name| {
-                let info = self.with_raw_shard(&name, |shard| shard.info())?;
+                let info = {
+                    let c = self.get(&name)?;
+                    let _w = c.writer.lock().unwrap_or_else(|e| e.into_inner());
+                    c.shard.info()
+                };
                 let tenant = info
                     .payload_schema
                     .iter()
@@ -266,9 +326,12 @@ impl EdgeBackend {
             .collect()
     }
 
-    /// Runs `f` on the raw qdrant-edge shard of `physical`, holding its
-    /// writer lock. This bypasses every tenant check: it exists for
-    /// operators, benchmarks and leak drills. Call `flush` after writing.
+    /// Test support only (feature `test-support`, never enable it in a
+    /// production build): runs `f` on the raw qdrant-edge shard of
+    /// `physical`, holding its writer lock. This bypasses every tenant
+    /// check; benchmarks use it as the raw baseline and tests to plant
+    /// points behind the SDK's back. Call `flush` after writing.
+    #[cfg(feature = "test-support")]
     pub fn with_raw_shard<T>(&self, physical: &str, f: impl FnOnce(&EdgeShard) -> T) -> Result<T> {
         let c = self.get(physical)?;
         let _w = c.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -447,13 +510,21 @@ fn scored_to_hit(p: ScoredPoint) -> Result<StoredHit> {
 }
 
 #[async_trait]
-impl RetrievalBackend for EdgeBackend {
+impl Store for EdgeBackend {
     fn kind(&self) -> &'static str {
         "edge"
     }
 
+    fn routes(&self) -> &Arc<RouteTable> {
+        &self.inner.routes
+    }
+
+    fn route_authority(&self) -> RouteAuthority {
+        RouteAuthority::Local
+    }
+
     async fn ensure_collection(&self, physical: &str, layout: CollectionLayout) -> Result<()> {
-        let this = self.clone();
+        let this = self.handle();
         let physical = physical.to_owned();
         blocking(move || this.create(&physical, layout)).await
     }
@@ -464,7 +535,7 @@ impl RetrievalBackend for EdgeBackend {
     }
 
     async fn drop_collection(&self, physical: &str) -> Result<()> {
-        let this = self.clone();
+        let this = self.handle();
         let physical = physical.to_owned();
         blocking(move || {
             let _g = this
@@ -607,9 +678,22 @@ impl RetrievalBackend for EdgeBackend {
         }
     }
 
-    async fn store_routes(&self, routes: &[RouteEntry]) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(routes).map_err(Error::edge)?;
-        let this = self.clone();
+    async fn fetch_route(&self, tenant: TenantId, collection: &str) -> Result<Option<RouteEntry>> {
+        Ok(self
+            .inner
+            .routes
+            .snapshot()
+            .into_iter()
+            .find(|r| r.tenant == tenant && r.collection == collection))
+    }
+
+    async fn store_route(&self, entry: &RouteEntry) -> Result<()> {
+        let mut table = self.inner.routes.snapshot();
+        table.retain(|r| !(r.tenant == entry.tenant && r.collection == entry.collection));
+        table.push(entry.clone());
+        table.sort_by(|a, b| (a.tenant, &a.collection).cmp(&(b.tenant, &b.collection)));
+        let bytes = serde_json::to_vec_pretty(&table).map_err(Error::edge)?;
+        let this = self.handle();
         blocking(move || {
             let _g = this
                 .inner
@@ -617,6 +701,19 @@ impl RetrievalBackend for EdgeBackend {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             write_atomically(&this.inner.root, ROUTES_FILE, &bytes)
+        })
+        .await
+    }
+
+    async fn health(&self, prefix: &str) -> Result<Vec<CollectionHealth>> {
+        let this = self.handle();
+        let prefix = prefix.to_owned();
+        blocking(move || {
+            Ok(this
+                .inspect()?
+                .into_iter()
+                .filter(|h| h.physical_name.starts_with(&prefix))
+                .collect())
         })
         .await
     }

@@ -1,27 +1,55 @@
-//! The storage side: one trait, two implementations.
+//! The storage side: one public marker trait, one private operations trait,
+//! two implementations.
 //!
-//! A backend stores points in physical collections. It never decides the
-//! tenant scope: every read, count, scroll and delete takes a
-//! [`ScopedFilter`], which only this crate can make and which always
-//! starts with the tenant condition. The trait is sealed: a backend is
-//! trusted only after passing the crate's conformance suite.
+//! [`RetrievalBackend`] is what users see: a sealed trait with no method
+//! that touches data. Everything a backend can do (create and drop
+//! collections, write stored points, search, persist routes) lives on
+//! [`Store`], which no code outside this crate can name or call: a backend
+//! handed to [`Retrieval::builder`](crate::Retrieval::builder) is reachable
+//! only through the tenant-scoped client and the audited operator handle.
+//! Reads, counts, scrolls and deletes take a [`ScopedFilter`], which only
+//! this crate can make and which always starts with the tenant condition.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use tenant_core::{IsolationTier, TenantId};
+use tenant_core::TenantId;
 use uuid::Uuid;
 
 use crate::collection::Distance;
 use crate::error::Result;
 use crate::filter::ScopedFilter;
+use crate::health::CollectionHealth;
 use crate::point::{StoredHit, StoredPoint};
+use crate::route::{RouteEntry, RouteTable};
 
-pub mod edge;
+pub(crate) mod edge;
 #[cfg(feature = "server")]
-pub mod server;
+pub(crate) mod server;
 
 pub(crate) mod sealed {
-    pub trait Sealed {}
+    /// Proof that a call comes from inside this crate: it cannot be made
+    /// anywhere else.
+    pub struct Token(pub(crate) ());
+
+    pub trait Sealed {
+        /// The backend's operations, for [`Retrieval`](crate::Retrieval).
+        fn into_store(self, token: Token) -> std::sync::Arc<dyn super::Store>;
+    }
+}
+
+/// Vector storage a [`Retrieval`](crate::Retrieval) can run on:
+/// [`EdgeBackend`](crate::EdgeBackend) (embedded qdrant-edge) and, with the
+/// `server` feature, [`QdrantBackend`](crate::QdrantBackend).
+///
+/// Sealed and without data methods: once a backend is handed to
+/// [`Retrieval::builder`](crate::Retrieval::builder), tenant data is
+/// reachable only through a [`RetrievalClient`](crate::RetrievalClient)
+/// (which carries the tenant condition on every call) or an audited
+/// [`RetrievalOperator`](crate::RetrievalOperator).
+pub trait RetrievalBackend: sealed::Sealed + Send + Sync + 'static {
+    /// Short name for errors and logs (`edge`, `qdrant`).
+    fn kind(&self) -> &'static str;
 }
 
 /// What a backend needs to create a physical collection.
@@ -31,18 +59,6 @@ pub struct CollectionLayout {
     pub dims: usize,
     /// Distance.
     pub distance: Distance,
-}
-
-/// A persisted routing decision: `tenant`'s points of `collection` live on
-/// `tier`, whatever the tier resolver says (written by promote/demote).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteEntry {
-    /// The tenant.
-    pub tenant: TenantId,
-    /// The logical collection.
-    pub collection: String,
-    /// Where its points live.
-    pub tier: IsolationTier,
 }
 
 /// One page of a scroll.
@@ -67,16 +83,29 @@ pub struct SearchRequest<'a> {
     pub score_threshold: Option<f32>,
 }
 
-/// Vector storage used by [`Retrieval`](crate::Retrieval).
-///
-/// Implementations: [`EdgeBackend`](crate::EdgeBackend) (embedded
-/// qdrant-edge) and, with the `server` feature,
-/// [`QdrantBackend`](crate::QdrantBackend) (gRPC). Writes return only once
-/// durable.
+/// Who holds the truth about routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteAuthority {
+    /// This process alone serves the backend (the edge root is locked), so
+    /// the in-memory route table is the truth.
+    Local,
+    /// Other processes share the backend: every operation re-reads its
+    /// route after running and retries when it changed.
+    Shared,
+}
+
+/// Everything a backend does. Not nameable outside this crate.
 #[async_trait]
-pub trait RetrievalBackend: sealed::Sealed + Send + Sync + 'static {
+pub trait Store: Send + Sync + 'static {
     /// Short name for errors and logs (`edge`, `qdrant`).
     fn kind(&self) -> &'static str;
+
+    /// The in-process route cache and migration gates, shared by every
+    /// [`Retrieval`](crate::Retrieval) built on this backend.
+    fn routes(&self) -> &Arc<RouteTable>;
+
+    /// Whether other processes can change routes.
+    fn route_authority(&self) -> RouteAuthority;
 
     /// Creates `physical` with the tenant keyword index (`is_tenant`) if it
     /// does not exist.
@@ -113,6 +142,13 @@ pub trait RetrievalBackend: sealed::Sealed + Send + Sync + 'static {
     /// The persisted routing table.
     async fn load_routes(&self) -> Result<Vec<RouteEntry>>;
 
-    /// Replaces the persisted routing table; returns once durable.
-    async fn store_routes(&self, routes: &[RouteEntry]) -> Result<()>;
+    /// The persisted route of (`tenant`, `collection`), read now.
+    async fn fetch_route(&self, tenant: TenantId, collection: &str) -> Result<Option<RouteEntry>>;
+
+    /// Persists one route entry; returns once durable.
+    async fn store_route(&self, entry: &RouteEntry) -> Result<()>;
+
+    /// Isolation health of every physical collection whose name starts
+    /// with `prefix`.
+    async fn health(&self, prefix: &str) -> Result<Vec<CollectionHealth>>;
 }

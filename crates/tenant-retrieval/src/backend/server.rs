@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -20,25 +20,31 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use qdrant_client::qdrant::condition::ConditionOneOf;
+use qdrant_client::qdrant::payload_index_params::IndexParams;
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::r#match::MatchValue;
 use qdrant_client::qdrant::vector_output::Vector as VectorKind;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
     DeleteCollectionBuilder, DeletePointsBuilder, FieldCondition, FieldType, Filter,
-    KeywordIndexParamsBuilder, Match, PointId, PointStruct, Range, ScrollPointsBuilder,
-    SearchPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    GetPointsBuilder, KeywordIndexParamsBuilder, Match, PointId, PointStruct, Range,
+    ScrollPointsBuilder, SearchPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
 use serde_json::{Map, Value};
 use sha2::Sha256;
+use tenant_core::TenantId;
 use uuid::Uuid;
 
-use super::{sealed, CollectionLayout, RetrievalBackend, RouteEntry, SearchRequest, StoredPage};
+use super::{
+    sealed, CollectionLayout, RetrievalBackend, RouteAuthority, SearchRequest, Store, StoredPage,
+};
 use crate::collection::Distance;
 use crate::error::{Error, Result};
 use crate::filter::{FilterValue, Node, ScopedFilter};
+use crate::health::CollectionHealth;
 use crate::point::{StoredHit, StoredPoint, TENANT_FIELD};
+use crate::route::{RouteEntry, RouteTable};
 
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 const ROUTES_DIMS: u64 = 1;
@@ -90,6 +96,7 @@ impl QdrantBackendBuilder {
             timeout: self.timeout,
             routes_collection: self.routes_collection,
             scoped: Mutex::default(),
+            routes: Arc::default(),
         })
     }
 
@@ -124,6 +131,7 @@ pub struct QdrantBackend {
     timeout: Duration,
     routes_collection: String,
     scoped: Mutex<HashMap<String, ScopedClient>>,
+    routes: Arc<RouteTable>,
 }
 
 impl fmt::Debug for QdrantBackend {
@@ -135,7 +143,17 @@ impl fmt::Debug for QdrantBackend {
     }
 }
 
-impl sealed::Sealed for QdrantBackend {}
+impl sealed::Sealed for QdrantBackend {
+    fn into_store(self, _: sealed::Token) -> Arc<dyn Store> {
+        Arc::new(self)
+    }
+}
+
+impl RetrievalBackend for QdrantBackend {
+    fn kind(&self) -> &'static str {
+        "qdrant"
+    }
+}
 
 impl QdrantBackend {
     /// Starts configuring a backend for the gRPC endpoint `url`
@@ -260,10 +278,24 @@ fn to_map(payload: HashMap<String, qdrant_client::qdrant::Value>) -> Map<String,
     Map::from(Payload::from(payload))
 }
 
+/// The routes collection's point for (`tenant`, `collection`): one point
+/// per route, id derived from both, so an upsert replaces exactly it.
+fn route_point_id(tenant: TenantId, collection: &str) -> PointId {
+    PointId::from(crate::point::point_id(tenant, &format!("route:{collection}")).to_string())
+}
+
 #[async_trait]
-impl RetrievalBackend for QdrantBackend {
+impl Store for QdrantBackend {
     fn kind(&self) -> &'static str {
         "qdrant"
+    }
+
+    fn routes(&self) -> &Arc<RouteTable> {
+        &self.routes
+    }
+
+    fn route_authority(&self) -> RouteAuthority {
+        RouteAuthority::Shared
     }
 
     async fn ensure_collection(&self, physical: &str, layout: CollectionLayout) -> Result<()> {
@@ -423,9 +455,7 @@ impl RetrievalBackend for QdrantBackend {
 
     async fn load_routes(&self) -> Result<Vec<RouteEntry>> {
         let name = &self.routes_collection;
-        if !self.admin.collection_exists(name).await.map_err(err)? {
-            return Ok(Vec::new());
-        }
+        self.ensure_routes_collection().await?;
         let mut out = Vec::new();
         let mut offset: Option<PointId> = None;
         loop {
@@ -449,40 +479,108 @@ impl RetrievalBackend for QdrantBackend {
         Ok(out)
     }
 
-    async fn store_routes(&self, routes: &[RouteEntry]) -> Result<()> {
-        let name = &self.routes_collection;
-        if !self.admin.collection_exists(name).await.map_err(err)? {
-            self.admin
-                .create_collection(CreateCollectionBuilder::new(name.as_str()).vectors_config(
-                    VectorParamsBuilder::new(ROUTES_DIMS, qdrant_client::qdrant::Distance::Dot),
-                ))
-                .await
-                .map_err(err)?;
+    async fn fetch_route(&self, tenant: TenantId, collection: &str) -> Result<Option<RouteEntry>> {
+        let res = self
+            .admin
+            .get_points(
+                GetPointsBuilder::new(
+                    self.routes_collection.as_str(),
+                    vec![route_point_id(tenant, collection)],
+                )
+                .with_payload(true),
+            )
+            .await
+            .map_err(err)?;
+        match res.result.into_iter().next() {
+            Some(p) => Ok(Some(
+                serde_json::from_value(Value::Object(to_map(p.payload))).map_err(err)?,
+            )),
+            None => Ok(None),
         }
-        // One point per (tenant, collection), id derived from both: an
-        // upsert replaces exactly that entry.
-        let points: Vec<PointStruct> = routes
-            .iter()
-            .map(|r| {
-                let id = crate::point::point_id(r.tenant, &format!("route:{}", r.collection));
-                let payload = match serde_json::to_value(r) {
-                    Ok(Value::Object(m)) => Ok(m),
-                    Ok(_) => Err(err("route entry is not an object")),
-                    Err(e) => Err(err(e)),
-                }?;
-                Ok(PointStruct::new(
-                    id.to_string(),
-                    vec![1.0f32],
-                    Payload::from(payload),
-                ))
-            })
-            .collect::<Result<_>>()?;
-        if !points.is_empty() {
-            self.admin
-                .upsert_points(UpsertPointsBuilder::new(name.as_str(), points).wait(true))
-                .await
-                .map_err(err)?;
-        }
+    }
+
+    async fn store_route(&self, entry: &RouteEntry) -> Result<()> {
+        let payload = match serde_json::to_value(entry).map_err(err)? {
+            Value::Object(m) => m,
+            _ => return Err(err("route entry is not an object")),
+        };
+        let point = PointStruct::new(
+            route_point_id(entry.tenant, &entry.collection),
+            vec![1.0f32],
+            Payload::from(payload),
+        );
+        self.admin
+            .upsert_points(
+                UpsertPointsBuilder::new(self.routes_collection.as_str(), vec![point]).wait(true),
+            )
+            .await
+            .map_err(err)?;
         Ok(())
+    }
+
+    async fn health(&self, prefix: &str) -> Result<Vec<CollectionHealth>> {
+        let mut names: Vec<String> = self
+            .admin
+            .list_collections()
+            .await
+            .map_err(err)?
+            .collections
+            .into_iter()
+            .map(|c| c.name)
+            .filter(|n| n.starts_with(prefix) && *n != self.routes_collection)
+            .collect();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let info = self
+                .admin
+                .collection_info(name.as_str())
+                .await
+                .map_err(err)?
+                .result
+                .unwrap_or_default();
+            let index = info.payload_schema.get(TENANT_FIELD);
+            let is_tenant = index
+                .and_then(|i| i.params.as_ref())
+                .and_then(|p| p.index_params.as_ref())
+                .is_some_and(|p| {
+                    matches!(
+                        p,
+                        IndexParams::KeywordIndexParams(k) if k.is_tenant == Some(true)
+                    )
+                });
+            out.push(CollectionHealth {
+                physical_name: name,
+                points: usize::try_from(info.points_count.unwrap_or(0)).unwrap_or(usize::MAX),
+                tenant_index: index.is_some(),
+                tenant_index_is_tenant: is_tenant,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl QdrantBackend {
+    /// Creates the routes collection if it is missing (tolerating a
+    /// concurrent creation by another process).
+    async fn ensure_routes_collection(&self) -> Result<()> {
+        let name = self.routes_collection.as_str();
+        if self.admin.collection_exists(name).await.map_err(err)? {
+            return Ok(());
+        }
+        let created = self
+            .admin
+            .create_collection(CreateCollectionBuilder::new(name).vectors_config(
+                VectorParamsBuilder::new(ROUTES_DIMS, qdrant_client::qdrant::Distance::Dot),
+            ))
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if self.admin.collection_exists(name).await.map_err(err)? => {
+                let _ = e;
+                Ok(())
+            }
+            Err(e) => Err(err(e)),
+        }
     }
 }

@@ -12,6 +12,12 @@ use tenant_retrieval::{
     CollectionSpec, Document, EdgeBackend, HashEmbedder, Naming, Retrieval, RetrievalClient,
 };
 
+/// A second, unrelated issuer: what an attacker (or a misconfigured
+/// service) mints contexts with.
+pub fn rogue_issuer() -> ContextIssuer {
+    ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()))
+}
+
 pub const DIMS: usize = 32;
 pub const DOCS: &str = "docs";
 pub const SEALED: &str = "vault";
@@ -27,9 +33,12 @@ pub enum Kind {
 pub struct World {
     pub issuer: ContextIssuer,
     pub retrieval: Retrieval,
+    /// A handle on the edge backend for raw access (`test-support` only).
     pub edge: Option<EdgeBackend>,
     pub dir: Option<tempfile::TempDir>,
     pub embed: HashEmbedder,
+    /// The platform's operator tenant (see `World::operator`).
+    pub operators: TenantId,
 }
 
 pub fn specs() -> Vec<CollectionSpec> {
@@ -47,33 +56,71 @@ pub fn data_master() -> MasterKey {
     MasterKey::from_bytes(KeyId::new("data-1").unwrap(), [7u8; 32])
 }
 
+/// The backend to build on, and (with the test-only `test-support`
+/// feature, which makes `EdgeBackend` clonable) a handle kept for raw
+/// access.
+pub fn with_raw_handle(edge: EdgeBackend) -> (EdgeBackend, Option<EdgeBackend>) {
+    #[cfg(feature = "test-support")]
+    {
+        let kept = edge.clone();
+        (edge, Some(kept))
+    }
+    #[cfg(not(feature = "test-support"))]
+    {
+        (edge, None)
+    }
+}
+
+/// A platform builder with everything but the backend-specific parts.
+pub fn platform<B: tenant_retrieval::RetrievalBackend>(
+    backend: B,
+    issuer: &ContextIssuer,
+    tiers: StaticTiers,
+    operators: TenantId,
+) -> tenant_retrieval::RetrievalBuilder<tenant_core::PlatformAuthority, tenant_retrieval::WithKeys>
+{
+    let mut b = Retrieval::builder(backend)
+        .authority(issuer.authority())
+        .keys(DerivedKeyProvider::new(data_master()))
+        .tiers(tiers)
+        .operator_tenant(operators);
+    for s in specs() {
+        b = b.collection(s);
+    }
+    b
+}
+
 /// `None` for `Kind::Server` without `QDRANT_URL` (prints that it skipped).
 pub async fn world(kind: Kind, tiers: StaticTiers) -> Option<World> {
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
+    let operators = TenantId::random();
     match kind {
         Kind::Edge => {
             let dir = tempfile::tempdir().unwrap();
-            let edge = EdgeBackend::open(dir.path()).unwrap();
-            let mut b = Retrieval::builder(edge.clone())
-                .tiers(tiers)
-                .keys(DerivedKeyProvider::new(data_master()));
-            for s in specs() {
-                b = b.collection(s);
-            }
+            let (edge, kept) = with_raw_handle(EdgeBackend::open(dir.path()).unwrap());
+            let retrieval = platform(edge, &issuer, tiers, operators)
+                .build()
+                .await
+                .unwrap();
             Some(World {
                 issuer,
-                retrieval: b.build().await.unwrap(),
-                edge: Some(edge),
+                retrieval,
+                edge: kept,
                 dir: Some(dir),
                 embed: HashEmbedder::new(DIMS),
+                operators,
             })
         }
-        Kind::Server => server_world(issuer, tiers).await,
+        Kind::Server => server_world(issuer, tiers, operators).await,
     }
 }
 
 #[cfg(feature = "server")]
-async fn server_world(issuer: ContextIssuer, tiers: StaticTiers) -> Option<World> {
+async fn server_world(
+    issuer: ContextIssuer,
+    tiers: StaticTiers,
+    operators: TenantId,
+) -> Option<World> {
     let Ok(url) = std::env::var("QDRANT_URL") else {
         skipped();
         return None;
@@ -84,24 +131,23 @@ async fn server_world(issuer: ContextIssuer, tiers: StaticTiers) -> Option<World
     if let Ok(key) = std::env::var("QDRANT_API_KEY") {
         backend = backend.api_key(key);
     }
-    let mut b = Retrieval::builder(backend.build().unwrap())
-        .tiers(tiers)
-        .keys(DerivedKeyProvider::new(data_master()))
-        .naming(Naming::with_prefix(run).unwrap());
-    for s in specs() {
-        b = b.collection(s);
-    }
+    let retrieval = platform(backend.build().unwrap(), &issuer, tiers, operators)
+        .naming(Naming::with_prefix(run).unwrap())
+        .build()
+        .await
+        .unwrap();
     Some(World {
         issuer,
-        retrieval: b.build().await.unwrap(),
+        retrieval,
         edge: None,
         dir: None,
         embed: HashEmbedder::new(DIMS),
+        operators,
     })
 }
 
 #[cfg(not(feature = "server"))]
-async fn server_world(_: ContextIssuer, _: StaticTiers) -> Option<World> {
+async fn server_world(_: ContextIssuer, _: StaticTiers, _: TenantId) -> Option<World> {
     skipped();
     None
 }
@@ -146,6 +192,34 @@ impl World {
 
     pub fn doc(&self, id: &str, text: &str) -> Document {
         Document::new(id, self.embed.embed_one(text), text)
+    }
+
+    /// An operator context (the platform's operator tenant, every
+    /// collection).
+    pub fn operator_ctx(&self) -> TenantContext {
+        self.issuer
+            .context()
+            .tenant(self.operators)
+            .principal(PrincipalId::new("oncall@platform.example").unwrap())
+            .capabilities(Capabilities::unrestricted())
+            .issue()
+            .unwrap()
+    }
+
+    pub fn operator(&self) -> tenant_retrieval::RetrievalOperator {
+        self.retrieval.operator(&self.operator_ctx()).unwrap()
+    }
+
+    /// Names of the platform's physical collections (through the operator
+    /// handle).
+    pub async fn physical_names(&self) -> Vec<String> {
+        self.operator()
+            .health()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.physical_name)
+            .collect()
     }
 }
 

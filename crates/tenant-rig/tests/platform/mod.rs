@@ -34,13 +34,17 @@ impl Platform {
     /// vocabulary (so similarity alone would mix them) and `lang = en`.
     pub async fn start() -> Platform {
         let dir = tempfile::tempdir().unwrap();
+        let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
         let retrieval = Retrieval::builder(EdgeBackend::open(dir.path()).unwrap())
+            .authority(issuer.authority())
+            .keys(DerivedKeyProvider::new(MasterKey::generate(
+                KeyId::new("data-1").unwrap(),
+            )))
             .collection(CollectionSpec::new("docs", DIMS).unwrap())
             .tiers(StaticTiers::new(IsolationTier::Pool))
             .build()
             .await
             .unwrap();
-        let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k1").unwrap()));
         let registry = ToolRegistry::new(&issuer.authority());
         registry
             .register(FnTool::new(
