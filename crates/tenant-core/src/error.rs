@@ -201,10 +201,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// A revocation-store error keeping the client's error as its source.
-    pub fn revocation_store(
-        reason: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub fn revocation_store(reason: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Error::RevocationStore {
             reason: reason.into(),
             source: Some(source.into()),

@@ -83,8 +83,8 @@ mod token_keys;
 
 pub use audit::AUDIT_TARGET;
 pub use authority::PlatformAuthority;
-pub use classify::{Classify, ErrorStatus};
 pub use capabilities::{Capabilities, Scope, ScopeKind, MAX_NAME_LEN, MAX_SCOPE_NAMES};
+pub use classify::{Classify, ErrorStatus};
 pub use context::TenantContext;
 pub use delegation::DelegationBuilder;
 pub use error::{BoxError, ClaimRejection, Error, Result};

@@ -20,7 +20,10 @@ impl Kms {
         Self {
             calls: AtomicUsize::new(0),
             down: Default::default(),
-            keys: DerivedKeyProvider::new(MasterKey::from_bytes(KeyId::new("kms").unwrap(), [9; 32])),
+            keys: DerivedKeyProvider::new(MasterKey::from_bytes(
+                KeyId::new("kms").unwrap(),
+                [9; 32],
+            )),
         }
     }
 }
@@ -48,17 +51,36 @@ async fn a_key_cache_never_awaits_on_the_synchronous_path_and_loads_once() {
 
     let miss = cache.data_key(tenant, Purpose::PayloadSealing).unwrap_err();
     assert!(matches!(miss, Error::KeyUnavailable { tenant: t, .. } if t == tenant));
-    assert_eq!(miss.status(), ErrorStatus::Unavailable { retry_after: None });
+    assert_eq!(
+        miss.status(),
+        ErrorStatus::Unavailable { retry_after: None }
+    );
     assert_eq!(cache.provider().calls.load(Ordering::SeqCst), 0);
 
-    cache.load(tenant, &[Purpose::PayloadSealing, Purpose::Vault]).await.unwrap();
-    cache.load(tenant, &[Purpose::PayloadSealing]).await.unwrap();
-    assert_eq!(cache.provider().calls.load(Ordering::SeqCst), 2, "fresh keys are not reloaded");
+    cache
+        .load(tenant, &[Purpose::PayloadSealing, Purpose::Vault])
+        .await
+        .unwrap();
+    cache
+        .load(tenant, &[Purpose::PayloadSealing])
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.provider().calls.load(Ordering::SeqCst),
+        2,
+        "fresh keys are not reloaded"
+    );
     let sync = cache.data_key(tenant, Purpose::PayloadSealing).unwrap();
-    let direct = cache.provider().keys.data_key(tenant, Purpose::PayloadSealing).unwrap();
+    let direct = cache
+        .provider()
+        .keys
+        .data_key(tenant, Purpose::PayloadSealing)
+        .unwrap();
     assert_eq!(sync.expose_bytes(), direct.expose_bytes());
     // Another tenant's key is another key, and still not loaded.
-    assert!(cache.data_key(TenantId::random(), Purpose::PayloadSealing).is_err());
+    assert!(cache
+        .data_key(TenantId::random(), Purpose::PayloadSealing)
+        .is_err());
 
     cache.forget(tenant);
     assert!(cache.data_key(tenant, Purpose::Vault).is_err());
@@ -88,15 +110,23 @@ async fn a_key_cache_is_bounded_and_reloads_stale_keys() {
         .filter(|t| cache.data_key(**t, Purpose::Vault).is_ok())
         .count();
     assert_eq!(held, 2);
-    assert!(cache.data_key(tenants[2], Purpose::Vault).is_ok(), "the newest key stays");
+    assert!(
+        cache.data_key(tenants[2], Purpose::Vault).is_ok(),
+        "the newest key stays"
+    );
     cache.load(tenants[2], &[Purpose::Vault]).await.unwrap();
-    assert_eq!(cache.provider().calls.load(Ordering::SeqCst), 4, "a stale key is reloaded");
+    assert_eq!(
+        cache.provider().calls.load(Ordering::SeqCst),
+        4,
+        "a stale key is reloaded"
+    );
 }
 
 #[tokio::test]
 async fn every_sync_key_provider_is_an_async_one() {
-    let keys: Arc<dyn KeyProvider> =
-        Arc::new(DerivedKeyProvider::new(MasterKey::generate(KeyId::new("d").unwrap())));
+    let keys: Arc<dyn KeyProvider> = Arc::new(DerivedKeyProvider::new(MasterKey::generate(
+        KeyId::new("d").unwrap(),
+    )));
     let t = TenantId::random();
     let a = keys.load_data_key(t, Purpose::Vault).await.unwrap();
     let b = KeyProvider::data_key(&keys, t, Purpose::Vault).unwrap();
@@ -142,7 +172,11 @@ async fn the_issuer_reads_tiers_an_async_source_resolved() {
             .issue()
             .unwrap()
     };
-    assert_eq!(issue(silo).tier(), IsolationTier::Pool, "fallback before resolving");
+    assert_eq!(
+        issue(silo).tier(),
+        IsolationTier::Pool,
+        "fallback before resolving"
+    );
     assert_eq!(tiers.resolve(silo).await.unwrap(), IsolationTier::Silo);
     assert_eq!(tiers.resolve(silo).await.unwrap(), IsolationTier::Silo);
     assert_eq!(issue(silo).tier(), IsolationTier::Silo);
@@ -179,8 +213,10 @@ fn tiers_load_from_json_and_toml_and_errors_name_the_field() {
         r#"{"default": "pool", "tenants": {"6f1c1f4e-8a4b-4c3e-9d6a-0b7e3a2f5c11": "gold"}}"#,
     ));
     assert_eq!(f, "tenants.6f1c1f4e-8a4b-4c3e-9d6a-0b7e3a2f5c11");
-    let (f, reason) = field(config::from_toml_str(r#"default = "pool"
-        tier_for_everyone = "silo""#));
+    let (f, reason) = field(config::from_toml_str(
+        r#"default = "pool"
+        tier_for_everyone = "silo""#,
+    ));
     assert_eq!(f, "tier_for_everyone");
     assert!(reason.contains("unknown field"), "{reason}");
     let (f, _) = field(config::from_toml_str("default = "));
@@ -192,13 +228,35 @@ fn errors_classify_for_callers() {
     use ErrorStatus::*;
     let cases: Vec<(Error, ErrorStatus, &str)> = vec![
         (Error::ContextExpired, Unauthenticated, "context_expired"),
-        (Error::ForeignAuthority, Unauthenticated, "foreign_authority"),
-        (ClaimRejection::BadSignature.into(), Unauthenticated, "bad_signature"),
+        (
+            Error::ForeignAuthority,
+            Unauthenticated,
+            "foreign_authority",
+        ),
+        (
+            ClaimRejection::BadSignature.into(),
+            Unauthenticated,
+            "bad_signature",
+        ),
         (Error::NotDescendant, PermissionDenied, "not_descendant"),
-        (Error::Widening { capability: "tools" }, PermissionDenied, "widening"),
-        (Error::RevocationsStale, Unavailable { retry_after: None }, "revocations_stale"),
+        (
+            Error::Widening {
+                capability: "tools",
+            },
+            PermissionDenied,
+            "widening",
+        ),
+        (
+            Error::RevocationsStale,
+            Unavailable { retry_after: None },
+            "revocations_stale",
+        ),
         (Error::InvalidTtl("zero"), InvalidInput, "invalid_ttl"),
-        (Error::InvalidConfiguration("x".into()), Internal, "invalid_configuration"),
+        (
+            Error::InvalidConfiguration("x".into()),
+            Internal,
+            "invalid_configuration",
+        ),
     ];
     for (e, status, kind) in cases {
         assert_eq!((e.status(), e.kind()), (status, kind), "{e}");

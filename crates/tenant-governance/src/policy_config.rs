@@ -41,7 +41,7 @@ pub(crate) struct LimitsConfig {
 }
 
 fn period(field: &str, secs: f64) -> Result<Duration, String> {
-    if !secs.is_finite() || secs < 0.001 || secs > 366.0 * 86_400.0 {
+    if !secs.is_finite() || !(0.001..=366.0 * 86_400.0).contains(&secs) {
         return Err(invalid_field(
             field,
             "must be a number of seconds between 0.001 and one year",
@@ -54,7 +54,9 @@ fn amount(field: &str, value: u64) -> Result<u64, String> {
     if value > MAX_AMOUNT {
         return Err(invalid_field(
             field,
-            format!("{value} is above the largest amount the ledger represents exactly ({MAX_AMOUNT})"),
+            format!(
+                "{value} is above the largest amount the ledger represents exactly ({MAX_AMOUNT})"
+            ),
         ));
     }
     Ok(value)
@@ -148,9 +150,7 @@ impl TryFrom<TenantPolicyConfig> for TenantPolicy {
             p = p.max_queued(n);
         }
         if let Some(models) = c.models {
-            p = p
-                .models(models)
-                .map_err(|e| invalid_field("models", e))?;
+            p = p.models(models).map_err(|e| invalid_field("models", e))?;
         }
         if let Some(n) = c.max_context_tokens {
             p = p.max_context_tokens(n);

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenant_core::{PlatformAuthority, Scoped, TenantContext, WantsTenant};
 use tenant_core::operation_span;
 use tenant_core::telemetry::traced;
+use tenant_core::{PlatformAuthority, Scoped, TenantContext, WantsTenant};
 
 use crate::telemetry::{count_refusal, timed};
 
@@ -361,7 +361,12 @@ impl Quotas {
         traced(span, async {
             self.admit(ctx, "quota.register", "context pool")?;
             let pool = own_pool(ctx, ctx.capabilities().token_budget());
-            timed(self.ledger_kind(), "register", self.inner.ledger.register(&pool)).await
+            timed(
+                self.ledger_kind(),
+                "register",
+                self.inner.ledger.register(&pool),
+            )
+            .await
         })
         .await
     }

@@ -44,7 +44,10 @@ async fn a_policy_from_toml_limits_what_it_says() {
         .capabilities(Capabilities::unrestricted())
         .issue()
         .unwrap();
-    let _held = quotas.reserve(&ctx, &Estimate::new("small", 900, 0)).await.unwrap();
+    let _held = quotas
+        .reserve(&ctx, &Estimate::new("small", 900, 0))
+        .await
+        .unwrap();
     let err = quotas
         .reserve(&ctx, &Estimate::new("small", 200, 0))
         .await
@@ -59,15 +62,30 @@ fn policy_mistakes_name_their_field() {
         other => panic!("{text}: {other:?}"),
     };
     let cases = [
-        ("[default]\ntenant.tokens = { limit = 10, period_secs = 0 }", "default.tenant.tokens.period_secs"),
-        ("[default]\ntenant.tokens = { limit = 10 }", "default.tenant.tokens"),
-        ("[default]\ntenant.cost_micros = { limit = 18446744073709551615, period_secs = 60 }", "default.tenant.cost_micros.limit"),
-        ("[default]\ntenant.requests = { capacity = 1, refill_per_second = -1.0 }", "default.tenant.requests.refill_per_second"),
+        (
+            "[default]\ntenant.tokens = { limit = 10, period_secs = 0 }",
+            "default.tenant.tokens.period_secs",
+        ),
+        (
+            "[default]\ntenant.tokens = { limit = 10 }",
+            "default.tenant.tokens",
+        ),
+        (
+            "[default]\ntenant.cost_micros = { limit = 18446744073709551615, period_secs = 60 }",
+            "default.tenant.cost_micros.limit",
+        ),
+        (
+            "[default]\ntenant.requests = { capacity = 1, refill_per_second = -1.0 }",
+            "default.tenant.requests.refill_per_second",
+        ),
         ("[default]\nweight = 0", "default.weight"),
         ("[default]\nmodels = [\"\"]", "default.models"),
         ("[tiers.bridge]\nweight = 1", "tiers.bridge"),
         ("[tenants.acme]\nweight = 1", "tenants.acme"),
-        ("[default]\non_ledger_failure = \"sometimes\"", "default.on_ledger_failure"),
+        (
+            "[default]\non_ledger_failure = \"sometimes\"",
+            "default.on_ledger_failure",
+        ),
         ("[default]\ntokens_per_hour = 5", "default.tokens_per_hour"),
     ];
     for (text, expected) in cases {

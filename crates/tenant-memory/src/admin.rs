@@ -7,8 +7,8 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Connection, PgPool, Postgres, Row, Transaction};
-use tenant_core::{KeyId, PlatformAuthority, Subkey, TenantContext, TenantId};
 use tenant_core::telemetry::traced;
+use tenant_core::{KeyId, PlatformAuthority, Subkey, TenantContext, TenantId};
 
 use crate::binding::{PostgresKey, Reach};
 use crate::error::{Error, Result};

@@ -270,21 +270,24 @@ impl MemoryStore {
     ///
     /// [`Error::Context`] for an invalid context, database errors otherwise.
     pub async fn last_messages(&self, thread: ThreadId, n: usize) -> Result<Vec<Message>> {
-        self.run(memory_span!("memory.last_messages", self, "SELECT"), async {
-            let mut ex = self.exec().await?;
-            let rows = sqlx::query(LAST_SQL)
-                .persistent(self.prepared())
-                .bind(self.bound())
-                .bind(self.ctx.tenant().as_uuid())
-                .bind(thread.as_uuid())
-                .bind(page_limit(n))
-                .fetch_all(&mut *ex)
-                .await?;
-            ex.finish().await?;
-            rows.iter()
-                .map(|row| Message::from_row(thread, row))
-                .collect()
-        })
+        self.run(
+            memory_span!("memory.last_messages", self, "SELECT"),
+            async {
+                let mut ex = self.exec().await?;
+                let rows = sqlx::query(LAST_SQL)
+                    .persistent(self.prepared())
+                    .bind(self.bound())
+                    .bind(self.ctx.tenant().as_uuid())
+                    .bind(thread.as_uuid())
+                    .bind(page_limit(n))
+                    .fetch_all(&mut *ex)
+                    .await?;
+                ex.finish().await?;
+                rows.iter()
+                    .map(|row| Message::from_row(thread, row))
+                    .collect()
+            },
+        )
         .await
     }
 }

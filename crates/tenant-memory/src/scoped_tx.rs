@@ -5,8 +5,8 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use sqlx::PgConnection;
-use tenant_core::TenantContext;
 use tenant_core::telemetry::traced;
+use tenant_core::TenantContext;
 
 use crate::error::Result;
 use crate::session_reset::CallerConnection;

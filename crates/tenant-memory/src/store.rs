@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-use tenant_core::{PlatformAuthority, Scoped, Subkey, TenantContext, WantsTenant};
 use tenant_core::telemetry::traced;
+use tenant_core::{PlatformAuthority, Scoped, Subkey, TenantContext, WantsTenant};
 
 use crate::binding::{BoundContext, PostgresKey, Reach};
 use crate::error::{Error, Result};

@@ -253,20 +253,23 @@ impl MemoryStore {
     ///
     /// [`Error::ThreadNotFound`] if the handle's tenant has no such thread.
     pub async fn set_thread_metadata(&self, id: ThreadId, metadata: Value) -> Result<Thread> {
-        self.run(memory_span!("memory.set_thread_metadata", self, "UPDATE"), async {
-            let mut tx = self.begin_bound().await?;
-            let row = sqlx::query(UPDATE_SQL)
-                .persistent(self.prepared())
-                .bind(self.ctx.tenant().as_uuid())
-                .bind(id.0)
-                .bind(metadata)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(Error::ThreadNotFound)?;
-            let thread = Thread::from_row(&row)?;
-            tx.commit().await?;
-            Ok(thread)
-        })
+        self.run(
+            memory_span!("memory.set_thread_metadata", self, "UPDATE"),
+            async {
+                let mut tx = self.begin_bound().await?;
+                let row = sqlx::query(UPDATE_SQL)
+                    .persistent(self.prepared())
+                    .bind(self.ctx.tenant().as_uuid())
+                    .bind(id.0)
+                    .bind(metadata)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(Error::ThreadNotFound)?;
+                let thread = Thread::from_row(&row)?;
+                tx.commit().await?;
+                Ok(thread)
+            },
+        )
         .await
     }
 
@@ -279,28 +282,31 @@ impl MemoryStore {
     /// [`Error::ThreadHasUnreachableData`] (nothing deleted) while
     /// checkpoints in namespaces the context may not touch belong to it.
     pub async fn delete_thread(&self, id: ThreadId) -> Result<()> {
-        self.run(memory_span!("memory.delete_thread", self, "DELETE"), async {
-            let mut ex = self.exec_write().await?;
-            let deleted: bool = sqlx::query_scalar(DELETE_SQL)
-                .persistent(self.prepared())
-                .bind(self.bound())
-                .bind(id.0)
-                .fetch_one(&mut *ex)
-                .await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
-                        Error::ThreadHasUnreachableData
-                    }
-                    _ => e.into(),
-                })?;
-            ex.finish().await?;
-            if !deleted {
-                return Err(Error::ThreadNotFound);
-            }
-            self.ctx
-                .audit_allowed("memory.delete_thread", &id.to_string());
-            Ok(())
-        })
+        self.run(
+            memory_span!("memory.delete_thread", self, "DELETE"),
+            async {
+                let mut ex = self.exec_write().await?;
+                let deleted: bool = sqlx::query_scalar(DELETE_SQL)
+                    .persistent(self.prepared())
+                    .bind(self.bound())
+                    .bind(id.0)
+                    .fetch_one(&mut *ex)
+                    .await
+                    .map_err(|e| match &e {
+                        sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+                            Error::ThreadHasUnreachableData
+                        }
+                        _ => e.into(),
+                    })?;
+                ex.finish().await?;
+                if !deleted {
+                    return Err(Error::ThreadNotFound);
+                }
+                self.ctx
+                    .audit_allowed("memory.delete_thread", &id.to_string());
+                Ok(())
+            },
+        )
         .await
     }
 }

@@ -100,12 +100,10 @@ impl InputSchema {
                 reason: "nested too deeply".into(),
             });
         }
-        self.validator
-            .validate(value)
-            .map_err(|e| SchemaViolation {
-                path: e.instance_path().to_string(),
-                reason: e.masked().to_string(),
-            })
+        self.validator.validate(value).map_err(|e| SchemaViolation {
+            path: e.instance_path().to_string(),
+            reason: e.masked().to_string(),
+        })
     }
 }
 

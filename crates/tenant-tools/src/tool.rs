@@ -10,8 +10,8 @@ use tenant_core::TenantContext;
 
 use crate::credentials::Credentials;
 use crate::egress::{EgressClient, EgressPolicy, EgressProxy};
-use crate::policy::ToolPolicy;
 use crate::error::{Error, Result};
+use crate::policy::ToolPolicy;
 use crate::redaction::Redactor;
 #[cfg(target_os = "linux")]
 use crate::sandbox::{RunOptions, Sandbox, SandboxCommand, SandboxOutput};

@@ -205,7 +205,10 @@ impl FileVault {
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 #[async_trait::async_trait]
@@ -220,7 +223,9 @@ impl Vault for FileVault {
         let corrupt = || Error::VaultCorrupt {
             integration: integration.to_owned(),
         };
-        let (magic, rest) = bytes.split_at_checked(FILE_MAGIC.len()).ok_or_else(corrupt)?;
+        let (magic, rest) = bytes
+            .split_at_checked(FILE_MAGIC.len())
+            .ok_or_else(corrupt)?;
         let (nonce_bytes, sealed) = rest.split_at_checked(NONCE_LEN).ok_or_else(corrupt)?;
         if magic != FILE_MAGIC {
             return Err(corrupt());
@@ -231,7 +236,13 @@ impl Vault for FileVault {
         let plain = self
             .cipher(tenant)
             .await?
-            .decrypt(nonce, Payload { msg: sealed, aad: &aad })
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: sealed,
+                    aad: &aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| corrupt())?;
         let text = std::str::from_utf8(&plain).map_err(|_| corrupt())?;

@@ -314,14 +314,24 @@ async fn requests_to_one_destination_reuse_a_pinned_connection() {
         assert_eq!((r.status, r.body.as_str()), (200, "pong"));
     }
     // A clone shares the client and its connections.
-    let r = client.clone().get_text(&url, DEFAULT_MAX_BODY).await.unwrap();
+    let r = client
+        .clone()
+        .get_text(&url, DEFAULT_MAX_BODY)
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(requests.load(Ordering::SeqCst), 4);
-    assert_eq!(connections.load(Ordering::SeqCst), 1, "the connection was reused");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the connection was reused"
+    );
 
     // Reuse never widens the policy: every request is checked again.
     assert!(matches!(
-        client.get_text("http://localhost:1/", DEFAULT_MAX_BODY).await,
+        client
+            .get_text("http://localhost:1/", DEFAULT_MAX_BODY)
+            .await,
         Err(Error::EgressDenied { .. })
     ));
     assert!(matches!(

@@ -242,7 +242,12 @@ async fn the_file_vault_encrypts_and_binds_each_secret_to_its_tenant() {
         .await
         .unwrap();
     assert_eq!(
-        vault.get(a, "github").await.unwrap().unwrap().expose_secret(),
+        vault
+            .get(a, "github")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
         SECRET
     );
     assert!(vault.get(b, "github").await.unwrap().is_none());
@@ -269,7 +274,12 @@ async fn the_file_vault_encrypts_and_binds_each_secret_to_its_tenant() {
     // Reopening with the same keys reads it back; a flipped bit does not.
     let reopened = FileVault::open(dir.path(), keys).unwrap();
     assert_eq!(
-        reopened.get(a, "github").await.unwrap().unwrap().expose_secret(),
+        reopened
+            .get(a, "github")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
         SECRET
     );
     let mut bytes = std::fs::read(a_file).unwrap();
@@ -320,7 +330,12 @@ fn tool_policies_load_from_configuration_and_errors_name_the_field() {
         .tenant(&ctx_with_tools(&p.issuer, a, &["echo", "shell"]))
         .build()
         .unwrap();
-    let names: Vec<_> = tools_a.list().unwrap().into_iter().map(|t| t.name).collect();
+    let names: Vec<_> = tools_a
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, ["echo"]);
 
     let field = |text: &str| match config::from_toml_str::<ToolPolicies>(text) {
@@ -336,11 +351,18 @@ fn tool_policies_load_from_configuration_and_errors_name_the_field() {
     let (f, _) = field(&format!(
         "[tenants.{a}]\negress.inject = [{{ host = \"x.example:443\", integration = \"g\", how = \"bearer\" }}]"
     ));
-    assert_eq!(f, format!("tenants.{a}.egress.inject[0]"), "an injection for a host not allowed");
+    assert_eq!(
+        f,
+        format!("tenants.{a}.egress.inject[0]"),
+        "an injection for a host not allowed"
+    );
     let (f, _) = field(&format!(
         "[tenants.{a}]\negress.inject = [{{ host = \"a.example\", integration = \"g\", how = \"carrier-pigeon\" }}]"
     ));
-    assert!(f.starts_with(&format!("tenants.{a}.egress.inject[0]")), "{f}");
+    assert!(
+        f.starts_with(&format!("tenants.{a}.egress.inject[0]")),
+        "{f}"
+    );
     let (f, _) = field("[tenants.not-a-tenant]\ntools = []");
     assert_eq!(f, "tenants.not-a-tenant");
     let (f, _) = field(&format!("[tenants.{a}]\ntool = [\"echo\"]"));

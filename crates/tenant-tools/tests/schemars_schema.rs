@@ -2,7 +2,6 @@
 //! `$defs`, `oneOf` and formats) registers as it is and validates inputs:
 //! conforming ones reach the tool, others are refused before it runs.
 
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -66,7 +65,10 @@ async fn a_schemars_schema_with_refs_registers_and_validates_inputs() {
         .unwrap();
     let tenant = TenantId::random();
     let policies = ToolPolicies::new();
-    policies.set(tenant, ToolPolicy::deny_all().allow_tools(["create_ticket"]));
+    policies.set(
+        tenant,
+        ToolPolicy::deny_all().allow_tools(["create_ticket"]),
+    );
     let ctx = issuer
         .context()
         .tenant(tenant)
@@ -84,7 +86,10 @@ async fn a_schemars_schema_with_refs_registers_and_validates_inputs() {
     let person = json!({"email": "bob@example.com", "age": 40});
     let good = json!({"title": "printer", "reporter": person, "watchers": [person],
                       "priority": {"custom": {"level": 3}}});
-    assert_eq!(tools.call("create_ticket", good.clone()).await.unwrap(), json!("printer"));
+    assert_eq!(
+        tools.call("create_ticket", good.clone()).await.unwrap(),
+        json!("printer")
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 
     let with = |path: &str, value: serde_json::Value| {
@@ -95,11 +100,20 @@ async fn a_schemars_schema_with_refs_registers_and_validates_inputs() {
     let mut extra = good.clone();
     extra["admin"] = json!(true);
     for (bad, at) in [
-        (with("/reporter/email", json!("not-an-address")), "/reporter/email"),
+        (
+            with("/reporter/email", json!("not-an-address")),
+            "/reporter/email",
+        ),
         (with("/watchers/0/age", json!(200)), "/watchers/0/age"),
-        (with("/watchers/0", json!({"email": "c@example.com"})), "/watchers/0"),
+        (
+            with("/watchers/0", json!({"email": "c@example.com"})),
+            "/watchers/0",
+        ),
         (with("/priority", json!("urgent")), "/priority"),
-        (with("/priority", json!({"custom": {"level": -1}})), "/priority"),
+        (
+            with("/priority", json!({"custom": {"level": -1}})),
+            "/priority",
+        ),
         (extra, ""),
     ] {
         match tools.call("create_ticket", bad.clone()).await {
@@ -107,5 +121,9 @@ async fn a_schemars_schema_with_refs_registers_and_validates_inputs() {
             other => panic!("{bad}: {other:?}"),
         }
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "no invalid input reached the tool");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "no invalid input reached the tool"
+    );
 }

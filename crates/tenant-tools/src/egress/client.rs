@@ -240,9 +240,7 @@ impl EgressClient {
             let url = req.url().clone();
             let policy = &self.shared.policy;
             let (host, port) = policy.check_parsed(&url).map_err(denied)?;
-            let addrs = resolve_checked(policy, &host, port)
-                .await
-                .map_err(denied)?;
+            let addrs = resolve_checked(policy, &host, port).await.map_err(denied)?;
             let next = req.try_clone();
             let method = req.method().clone();
             let response = self
