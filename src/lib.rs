@@ -19,9 +19,10 @@
 //! Feature `axum` (off by default) adds `axum_extract`: a tower layer and
 //! an extractor that verify a bearer JWT into a [`TenantContext`], and
 //! HTTP responses for every SDK error; feature `rig` adds `rig` (a
-//! tenant-fixed rig `VectorStoreIndex` and tools); feature `cli` builds the
-//! `tenant-doctor` binary; feature `toml` reads configuration files in
-//! TOML ([`config`]).
+//! tenant-fixed rig `VectorStoreIndex` and tools); feature `mcp` adds `mcp`
+//! (a tenant's tools served over MCP, remote MCP servers per tenant);
+//! feature `cli` builds the `tenant-doctor` binary; feature `toml` reads
+//! configuration files in TOML ([`config`]).
 //!
 //! Start with the [`prelude`], which brings in the issuer, the context and
 //! every handle type, and a [`Platform`], which builds all handles of one
@@ -77,6 +78,15 @@ pub struct GettingStartedDoctests;
 #[cfg_attr(docsrs, doc(cfg(feature = "rig")))]
 pub mod rig {
     pub use tenant_rig::*;
+}
+
+/// MCP, tenant-scoped: a tenant's tools served over MCP with tokens bound to
+/// tenant and resource, and remote MCP servers per tenant (`tenant-mcp`,
+/// feature `mcp`).
+#[cfg(feature = "mcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
+pub mod mcp {
+    pub use tenant_mcp::*;
 }
 
 /// Tenant-scoped vector retrieval (`tenant-retrieval`).

@@ -103,6 +103,15 @@ impl ToolCall {
         &self.credentials
     }
 
+    /// The run's redactor. A tool that holds a secret obtained other than
+    /// through [`Credentials`] (a bearer token it mints, a session key a
+    /// remote service returns) remembers it here, so the executor scrubs
+    /// it from the output and errors of this and every later call of the
+    /// run.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
     #[cfg(target_os = "linux")]
     #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
     /// The run's workspace (`<root>/<tenant>/<run>`).

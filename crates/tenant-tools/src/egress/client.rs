@@ -203,6 +203,23 @@ impl EgressClient {
         Ok(client)
     }
 
+    /// A client for a protocol that drives its own HTTP exchange with one
+    /// origin (such as an MCP transport): `url` is checked against the
+    /// policy, its host resolved with the policy's address checks, and the
+    /// client can reach exactly those addresses (kept and reused while they
+    /// stay the same). It follows no redirect (a
+    /// redirect is returned to the caller as is) and uses no proxy.
+    ///
+    /// Errors: [`Error::EgressDenied`] when the URL, its host or a resolved
+    /// address is not allowed.
+    pub async fn pinned_client(&self, url: &str) -> Result<reqwest::Client> {
+        let policy = &self.shared.policy;
+        let url = policy.check_url(url)?;
+        let (host, port) = policy.check_parsed(&url).map_err(denied)?;
+        let addrs = resolve_checked(policy, &host, port).await.map_err(denied)?;
+        self.pinned_for(&host, port, &addrs)
+    }
+
     /// The policy this client enforces.
     pub fn policy(&self) -> &EgressPolicy {
         &self.shared.policy
