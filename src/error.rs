@@ -47,7 +47,7 @@ impl Classify for SdkError {
             #[cfg(feature = "memory")]
             SdkError::Memory(e) => e.status(),
             #[cfg(feature = "retrieval")]
-            SdkError::Retrieval(e) => retrieval::status(e),
+            SdkError::Retrieval(e) => e.status(),
             #[cfg(feature = "tools")]
             SdkError::Tools(e) => e.status(),
             #[cfg(feature = "governance")]
@@ -62,54 +62,12 @@ impl Classify for SdkError {
             #[cfg(feature = "memory")]
             SdkError::Memory(e) => e.kind(),
             #[cfg(feature = "retrieval")]
-            SdkError::Retrieval(e) => retrieval::kind(e),
+            SdkError::Retrieval(e) => e.kind(),
             #[cfg(feature = "tools")]
             SdkError::Tools(e) => e.kind(),
             #[cfg(feature = "governance")]
             SdkError::Governance(e) => e.kind(),
             SdkError::NotConfigured(_) => "not_configured",
-        }
-    }
-}
-
-/// Classification of retrieval errors, until `tenant-retrieval` implements
-/// [`Classify`] itself.
-#[cfg(feature = "retrieval")]
-mod retrieval {
-    use tenant_core::{Classify, ErrorStatus};
-    use tenant_retrieval::Error;
-
-    pub(super) fn status(e: &Error) -> ErrorStatus {
-        match e {
-            Error::Context(e) => e.status(),
-            Error::CollectionNotAllowed(_) => ErrorStatus::PermissionDenied,
-            Error::UnknownCollection(_) => ErrorStatus::NotFound,
-            Error::InvalidInput { .. }
-            | Error::ReservedMetadataKey(_)
-            | Error::DimensionMismatch { .. }
-            | Error::FilterOnSealedField(_) => ErrorStatus::InvalidInput,
-            Error::Backend { .. } | Error::Io { .. } => {
-                ErrorStatus::Unavailable { retry_after: None }
-            }
-            _ => ErrorStatus::Internal,
-        }
-    }
-
-    pub(super) fn kind(e: &Error) -> &'static str {
-        match e {
-            Error::Context(e) => e.kind(),
-            Error::CollectionNotAllowed(_) => "collection_not_allowed",
-            Error::UnknownCollection(_) => "unknown_collection",
-            Error::InvalidInput { .. } => "invalid_input",
-            Error::ReservedMetadataKey(_) => "reserved_metadata_key",
-            Error::DimensionMismatch { .. } => "dimension_mismatch",
-            Error::FilterOnSealedField(_) => "filter_on_sealed_field",
-            Error::LeakDetected { .. } => "leak_detected",
-            Error::Sealing(_) => "sealing",
-            Error::Migration { .. } => "migration",
-            Error::Backend { .. } => "backend",
-            Error::Io { .. } => "io",
-            _ => "retrieval",
         }
     }
 }

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tenant_core::{Scoped, TenantContext, WantsTenant};
+use tenant_core::telemetry::traced;
+use tenant_core::{operation_span, Scoped, TenantContext, WantsTenant};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -193,7 +194,7 @@ impl RetrievalClient {
     ) -> Result<Self> {
         if !ctx.capabilities().collections().allows(collection) {
             let err = Error::CollectionNotAllowed(collection.to_owned());
-            ctx.audit_denied("retrieval.open", collection, &err);
+            ctx.deny("retrieval.open", collection, &err);
             return Err(err);
         }
         let spec = retrieval.spec(collection)?;
@@ -245,6 +246,16 @@ impl RetrievalClient {
     /// are durable. All documents are validated first; nothing is written
     /// if any is invalid. Batch documents: each call costs one flush.
     pub async fn upsert(&self, docs: impl IntoIterator<Item = Document>) -> Result<()> {
+        let span = operation_span!(
+            "retrieval.upsert",
+            &self.ctx,
+            db.system = "qdrant",
+            db.collection.name = self.spec.name(),
+        );
+        traced(span, self.upsert_in_span(docs)).await
+    }
+
+    async fn upsert_in_span(&self, docs: impl IntoIterator<Item = Document>) -> Result<()> {
         self.check()?;
         let docs: Vec<Document> = docs.into_iter().collect();
         async {
@@ -286,7 +297,17 @@ impl RetrievalClient {
     ///
     /// The query vector must have the collection's dimensions and finite
     /// values ([`Error::DimensionMismatch`], [`Error::NonFinite`]).
-    pub async fn search(&self, mut query: SearchQuery) -> Result<Vec<Record>> {
+    pub async fn search(&self, query: SearchQuery) -> Result<Vec<Record>> {
+        let span = operation_span!(
+            "retrieval.search",
+            &self.ctx,
+            db.system = "qdrant",
+            db.collection.name = self.spec.name(),
+        );
+        traced(span, self.search_in_span(query)).await
+    }
+
+    async fn search_in_span(&self, mut query: SearchQuery) -> Result<Vec<Record>> {
         self.check()?;
         async {
             check_limit(query.top_k, "top_k")?;
@@ -364,6 +385,16 @@ impl RetrievalClient {
     /// The documents with these ids that this tenant has (others are
     /// skipped), in point-id order.
     pub async fn get_many(&self, doc_ids: &[&str]) -> Result<Vec<Record>> {
+        let span = operation_span!(
+            "retrieval.get",
+            &self.ctx,
+            db.system = "qdrant",
+            db.collection.name = self.spec.name(),
+        );
+        traced(span, self.get_many_in_span(doc_ids)).await
+    }
+
+    async fn get_many_in_span(&self, doc_ids: &[&str]) -> Result<Vec<Record>> {
         self.check()?;
         async {
             let scope = self.ids_scope(doc_ids)?;
@@ -381,6 +412,16 @@ impl RetrievalClient {
     /// Deletes this tenant's documents with these ids; returns how many
     /// existed. Another tenant's document with the same id is untouched.
     pub async fn delete(&self, doc_ids: &[&str]) -> Result<u64> {
+        let span = operation_span!(
+            "retrieval.delete",
+            &self.ctx,
+            db.system = "qdrant",
+            db.collection.name = self.spec.name(),
+        );
+        traced(span, self.delete_in_span(doc_ids)).await
+    }
+
+    async fn delete_in_span(&self, doc_ids: &[&str]) -> Result<u64> {
         self.check()?;
         let scope = self.ids_scope(doc_ids);
         async { self.delete_scope(scope?).await }
@@ -390,6 +431,16 @@ impl RetrievalClient {
 
     /// Deletes this tenant's documents matching `filter`; returns how many.
     pub async fn delete_where(&self, filter: MetadataFilter) -> Result<u64> {
+        let span = operation_span!(
+            "retrieval.delete_where",
+            &self.ctx,
+            db.system = "qdrant",
+            db.collection.name = self.spec.name(),
+        );
+        traced(span, self.delete_where_in_span(filter)).await
+    }
+
+    async fn delete_where_in_span(&self, filter: MetadataFilter) -> Result<u64> {
         self.check()?;
         let scope = self.scope(Some(filter));
         async { self.delete_scope(scope?).await }
@@ -401,6 +452,16 @@ impl RetrievalClient {
     /// given). Counting reads no payloads, so points that a read would
     /// quarantine are counted too.
     pub async fn count(&self, filter: Option<MetadataFilter>) -> Result<u64> {
+        let span = operation_span!(
+            "retrieval.count",
+            &self.ctx,
+            db.system = "qdrant",
+            db.collection.name = self.spec.name(),
+        );
+        traced(span, self.count_in_span(filter)).await
+    }
+
+    async fn count_in_span(&self, filter: Option<MetadataFilter>) -> Result<u64> {
         self.check()?;
         async {
             let scope = self.scope(filter)?;
@@ -421,6 +482,21 @@ impl RetrievalClient {
     /// fewer than `limit` records when points were quarantined; continue
     /// while `next` is set.
     pub async fn scroll(
+        &self,
+        filter: Option<MetadataFilter>,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page> {
+        let span = operation_span!(
+            "retrieval.scroll",
+            &self.ctx,
+            db.system = "qdrant",
+            db.collection.name = self.spec.name(),
+        );
+        traced(span, self.scroll_in_span(filter, cursor, limit)).await
+    }
+
+    async fn scroll_in_span(
         &self,
         filter: Option<MetadataFilter>,
         cursor: Option<Cursor>,
