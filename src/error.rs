@@ -34,6 +34,16 @@ pub enum SdkError {
     #[cfg_attr(docsrs, doc(cfg(feature = "governance")))]
     #[error(transparent)]
     Governance(#[from] tenant_governance::Error),
+    /// From `tenant-rig`.
+    #[cfg(feature = "rig")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rig")))]
+    #[error(transparent)]
+    Rig(#[from] tenant_rig::Error),
+    /// From `tenant-mcp`.
+    #[cfg(feature = "mcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
+    #[error(transparent)]
+    Mcp(#[from] tenant_mcp::Error),
     /// A handle was asked of a [`Platform`](crate::Platform) that was not
     /// configured with its platform-wide resource.
     #[error("{0} is not configured on this platform")]
@@ -52,6 +62,10 @@ impl Classify for SdkError {
             SdkError::Tools(e) => e.status(),
             #[cfg(feature = "governance")]
             SdkError::Governance(e) => e.status(),
+            #[cfg(feature = "rig")]
+            SdkError::Rig(e) => e.status(),
+            #[cfg(feature = "mcp")]
+            SdkError::Mcp(e) => tenant_core::Classify::status(e),
             SdkError::NotConfigured(_) => ErrorStatus::Internal,
         }
     }
@@ -67,6 +81,10 @@ impl Classify for SdkError {
             SdkError::Tools(e) => e.kind(),
             #[cfg(feature = "governance")]
             SdkError::Governance(e) => e.kind(),
+            #[cfg(feature = "rig")]
+            SdkError::Rig(e) => e.kind(),
+            #[cfg(feature = "mcp")]
+            SdkError::Mcp(e) => e.kind(),
             SdkError::NotConfigured(_) => "not_configured",
         }
     }
