@@ -4,6 +4,8 @@
 //! scheme, and 401/403/429/503 with their headers.
 #![cfg(all(feature = "axum", feature = "tools", feature = "governance"))]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,23 +14,20 @@ use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
+use jsonwebtoken::get_current_timestamp;
 use serde_json::{json, Value};
+use support::{sign, tools_and_quota, verifier, SECRET};
 use tenant_sdk::axum_extract::{Tenant, TenantAuth, TenantAuthLayer};
 use tenant_sdk::prelude::*;
 use tenant_sdk::Revocation;
 use tower::ServiceExt;
 
-const SECRET: &[u8] = b"axum test secret, at least 32 bytes long";
-
 fn jwt(tenant: TenantId, key: &[u8], exp: u64) -> String {
-    encode(
-        &Header::default(),
-        &json!({"sub": "user@example.com", "tenant_id": tenant.to_string(), "iss": "idp",
-                "aud": "api", "exp": exp, "jti": uuid_like(tenant)}),
-        &EncodingKey::from_secret(key),
+    sign(
+        json!({"sub": "user@example.com", "tenant_id": tenant.to_string(),
+               "exp": exp, "jti": uuid_like(tenant)}),
+        key,
     )
-    .unwrap()
 }
 
 fn uuid_like(tenant: TenantId) -> String {
@@ -79,38 +78,8 @@ fn app(revocations: Revocations) -> App {
         .revocations(revocations)
         .build()
         .unwrap();
-    let verifier = ClaimVerifier::builder()
-        .hs256(SECRET)
-        .issuer("idp")
-        .audience("api")
-        .capabilities(Capabilities::unrestricted())
-        .build()
-        .unwrap();
-    let registry = ToolRegistry::new(&issuer.authority());
-    for name in ["echo", "shell"] {
-        registry
-            .register(FnTool::new(
-                name,
-                "",
-                json!({"type": "object"}),
-                |_c, i| async move { Ok(i) },
-            ))
-            .unwrap();
-    }
-    let policies = ToolPolicies::new();
-    let hour = Duration::from_secs(3600);
-    let quotas = Quotas::builder(&issuer.authority())
-        .policy(Policy::new(
-            TenantPolicy::new().tenant_limits(Limits::unlimited().tokens_per(1_000, hour)),
-        ))
-        .build()
-        .unwrap();
-    let platform = Platform::builder(&issuer.authority())
-        .tools(&registry, &policies)
-        .quotas(&quotas)
-        .build()
-        .unwrap();
-    let auth = Arc::new(TenantAuth::new(verifier, issuer));
+    let (platform, policies) = tools_and_quota(&issuer, &["echo", "shell"], 1_000);
+    let auth = Arc::new(TenantAuth::new(verifier(), issuer));
     let router = Router::new()
         .route("/whoami", get(whoami))
         .route("/call", post(call))
@@ -160,6 +129,10 @@ async fn send(router: &Router, method: &str, path: &str, auth: Option<&str>, bod
         retry_after,
         body: String::from_utf8(bytes.to_vec()).unwrap(),
     }
+}
+
+async fn call_tool(app: &App, auth: &str, body: Value) -> Reply {
+    send(&app.router, "POST", "/call", Some(auth), body).await
 }
 
 async fn whoami_with(router: &Router, auth: Option<&str>) -> Reply {
@@ -224,46 +197,18 @@ async fn what_the_context_may_not_do_is_403_and_a_spent_quota_is_429_with_retry_
         .set(tenant, ToolPolicy::deny_all().allow_tools(["echo"]));
     let auth = format!("Bearer {}", token(tenant));
 
-    let r = send(
-        &app.router,
-        "POST",
-        "/call",
-        Some(&auth),
-        json!({"tool": "echo"}),
-    )
-    .await;
+    let r = call_tool(&app, &auth, json!({"tool": "echo"})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
-    let r = send(
-        &app.router,
-        "POST",
-        "/call",
-        Some(&auth),
-        json!({"tool": "shell"}),
-    )
-    .await;
+    let r = call_tool(&app, &auth, json!({"tool": "shell"})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert_eq!(r.json()["error"], "tool_not_allowed");
     assert_eq!(r.www_authenticate, None);
 
     // 1,000 tokens per hour: the first 900 pass, the next 200 do not.
-    let r = send(
-        &app.router,
-        "POST",
-        "/call",
-        Some(&auth),
-        json!({"tool": "echo", "tokens": 900}),
-    )
-    .await;
+    let r = call_tool(&app, &auth, json!({"tool": "echo", "tokens": 900})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let r = send(
-        &app.router,
-        "POST",
-        "/call",
-        Some(&auth),
-        json!({"tool": "echo", "tokens": 200}),
-    )
-    .await;
+    let r = call_tool(&app, &auth, json!({"tool": "echo", "tokens": 200})).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
     assert_eq!(r.json()["error"], "quota_exceeded");
     let after = r.retry_after.expect("a Retry-After header");
@@ -306,13 +251,7 @@ async fn a_revoked_token_is_401_and_a_stale_revocation_view_is_503() {
 #[tokio::test]
 async fn the_extractor_works_without_the_layer_and_reuses_its_context_with_it() {
     let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("k").unwrap()));
-    let verifier = ClaimVerifier::builder()
-        .hs256(SECRET)
-        .issuer("idp")
-        .audience("api")
-        .build()
-        .unwrap();
-    let auth = Arc::new(TenantAuth::new(verifier, issuer));
+    let auth = Arc::new(TenantAuth::new(verifier(), issuer));
     async fn tenant_of(Tenant(ctx): Tenant) -> String {
         ctx.tenant().to_string()
     }

@@ -4,18 +4,20 @@
 //! recorder, and both are checked by name and attribute.
 #![cfg(all(feature = "axum", feature = "tools", feature = "governance"))]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
+use jsonwebtoken::get_current_timestamp;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::{json, Value};
+use support::{sign, tools_and_quota, verifier, SECRET};
 use tenant_sdk::axum_extract::{TenantAuth, TenantAuthLayer};
 use tenant_sdk::prelude::*;
 use tower::ServiceExt;
@@ -24,8 +26,6 @@ use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
-
-const SECRET: &[u8] = b"telemetry test secret, at least 32 bytes";
 
 /// A finished picture of one span: its name and every field recorded on it.
 #[derive(Clone, Debug)]
@@ -111,53 +111,22 @@ async fn one_request_exports_operation_spans_and_metrics_with_their_attributes()
         .telemetry(Telemetry::new().tenant_labels(true))
         .build()
         .unwrap();
-    let verifier = ClaimVerifier::builder()
-        .hs256(SECRET)
-        .issuer("idp")
-        .audience("api")
-        .capabilities(Capabilities::unrestricted())
-        .build()
-        .unwrap();
-    let registry = ToolRegistry::new(&issuer.authority());
-    for name in ["search", "shell"] {
-        registry
-            .register(FnTool::new(
-                name,
-                "",
-                json!({"type": "object"}),
-                |_c, i| async move { Ok(i) },
-            ))
-            .unwrap();
-    }
-    let policies = ToolPolicies::new();
-    let quotas = Quotas::builder(&issuer.authority())
-        .policy(Policy::new(TenantPolicy::new().tenant_limits(
-            Limits::unlimited().tokens_per(1_000, Duration::from_secs(3600)),
-        )))
-        .build()
-        .unwrap();
-    let platform = Platform::builder(&issuer.authority())
-        .tools(&registry, &policies)
-        .quotas(&quotas)
-        .build()
-        .unwrap();
+    let (platform, policies) = tools_and_quota(&issuer, &["search", "shell"], 1_000);
     let router = Router::new()
         .route("/run", post(run))
         .layer(TenantAuthLayer::new(Arc::new(TenantAuth::new(
-            verifier,
-            issuer.clone(),
+            verifier(),
+            issuer,
         ))))
         .with_state(platform);
 
     let tenant = TenantId::random();
     policies.set(tenant, ToolPolicy::deny_all().allow_tools(["search"]));
-    let token = encode(
-        &Header::default(),
-        &json!({"sub": "alice@example.com", "tenant_id": tenant.to_string(), "iss": "idp",
-                "aud": "api", "exp": get_current_timestamp() + 600}),
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap();
+    let token = sign(
+        json!({"sub": "alice@example.com", "tenant_id": tenant.to_string(),
+               "exp": get_current_timestamp() + 600}),
+        SECRET,
+    );
     let request = Request::post("/run")
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Body::empty())
