@@ -141,6 +141,7 @@ async fn migrate(owner_pool: &PgPool, app_role: &str) -> Result<()> {
         "SELECT r.rolsuper, r.rolbypassrls, r.rolname = current_user AS is_self \
          FROM pg_roles r WHERE r.rolname = $1",
     )
+    .persistent(false)
     .bind(app_role)
     .fetch_optional(owner_pool)
     .await?;
@@ -171,6 +172,7 @@ async fn migrate(owner_pool: &PgPool, app_role: &str) -> Result<()> {
     sqlx::raw_sql(PINNED_PATH_SQL).execute(&mut *conn).await?;
     migrator().run(&mut *conn).await?;
     sqlx::query("SELECT tenant_sdk.grant_app_role($1)")
+        .persistent(false)
         .bind(app_role)
         .execute(&mut *conn)
         .await?;
@@ -230,6 +232,7 @@ impl MemoryAdmin {
                              (SELECT inner_prefix = $2 AND outer_pad = $3 \
                                 FROM tenant_sdk.context_keys WHERE key_id = $1))",
         )
+        .persistent(false)
         .bind(self.key.key_id())
         .bind(&inner_prefix[..])
         .bind(&outer_pad[..])
@@ -239,6 +242,7 @@ impl MemoryAdmin {
             return Err(Error::KeyIdConflict(self.key.key_id().to_owned()));
         }
         sqlx::query("UPDATE tenant_sdk.context_keys SET retired_at = NULL WHERE key_id = $1")
+            .persistent(false)
             .bind(self.key.key_id())
             .execute(&self.pool)
             .await?;
@@ -279,6 +283,7 @@ impl MemoryAdmin {
             "UPDATE tenant_sdk.context_keys SET retired_at = now() \
              WHERE key_id = $1 AND retired_at IS NULL",
         )
+        .persistent(false)
         .bind(key_id.as_str())
         .execute(&self.pool)
         .await?;
@@ -294,12 +299,14 @@ impl MemoryAdmin {
         let mut tx = self.pool.begin_with(begin).await?;
         let bound = self.key.sign_context(ctx, Reach::WholeTenant);
         sqlx::query(BIND_SQL)
+            .persistent(false)
             .bind(bound.as_str())
             .execute(&mut *tx)
             .await?;
         // On Citus the binding must reach the worker of the tenant's shards
         // too; on a single node this is one more cheap statement.
         sqlx::query(WORKER_BIND_SQL)
+            .persistent(false)
             .bind(bound.as_str())
             .bind(ctx.tenant().as_uuid())
             .execute(&mut *tx)
@@ -326,6 +333,7 @@ impl MemoryAdmin {
             for table in TABLES {
                 let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
                 let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .persistent(false)
                     .bind(tenant.as_uuid())
                     .execute(&mut *tx)
                     .await?;
@@ -378,6 +386,7 @@ impl MemoryAdmin {
                      WHERE tenant_id = $1 ORDER BY to_jsonb(t)::text"
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .persistent(false)
                     .bind(tenant.as_uuid())
                     .fetch_all(&mut *tx)
                     .await?
@@ -402,6 +411,7 @@ async fn count_rows(
     for table in TABLES {
         let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1");
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
             .bind(tenant.as_uuid())
             .fetch_one(&mut **tx)
             .await?;

@@ -302,7 +302,10 @@ pub async fn doctor_with_column(pool: &PgPool, tenant_column: &str) -> Result<Do
         .await?;
     let conn = &mut *tx;
 
-    let row = sqlx::query(ROLE_SQL).fetch_one(&mut *conn).await?;
+    let row = sqlx::query(ROLE_SQL)
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await?;
     let mut role = RoleReport {
         name: row.try_get("name")?,
         superuser: row.try_get("rolsuper")?,
@@ -317,6 +320,7 @@ pub async fn doctor_with_column(pool: &PgPool, tenant_column: &str) -> Result<Do
 
     let mut tables = Vec::new();
     for row in sqlx::query(sqlx::AssertSqlSafe(tables_sql()))
+        .persistent(false)
         .bind(tenant_column)
         .fetch_all(&mut *conn)
         .await?
@@ -325,12 +329,14 @@ pub async fn doctor_with_column(pool: &PgPool, tenant_column: &str) -> Result<Do
         let owned: bool = row.try_get("owned")?;
         role.owns_tenant_tables |= owned;
         let unled: Vec<String> = sqlx::query_scalar(CONSTRAINTS_SQL)
+            .persistent(false)
             .bind(oid)
             .bind(tenant_column)
             .fetch_all(&mut *conn)
             .await?;
         let truncate: bool = row.try_get("truncate")?;
         let policies = sqlx::query(POLICIES_SQL)
+            .persistent(false)
             .bind(oid)
             .fetch_all(&mut *conn)
             .await?
@@ -370,6 +376,7 @@ pub async fn doctor_with_column(pool: &PgPool, tenant_column: &str) -> Result<Do
 
     let mut views = Vec::new();
     for row in sqlx::query(sqlx::AssertSqlSafe(views_sql()))
+        .persistent(false)
         .fetch_all(&mut *conn)
         .await?
     {

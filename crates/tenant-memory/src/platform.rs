@@ -129,7 +129,10 @@ impl MemoryPlatform {
     ///
     /// [`Error::UnsafeAppRole`] naming the reason; database errors.
     pub async fn verify(&self) -> Result<()> {
-        let row = sqlx::query(VERIFY_SQL).fetch_one(&self.pool).await?;
+        let row = sqlx::query(VERIFY_SQL)
+            .persistent(false)
+            .fetch_one(&self.pool)
+            .await?;
         let role: String = row.try_get("role")?;
         let unsafe_role = |reason| Error::UnsafeAppRole {
             role: role.clone(),

@@ -6,7 +6,7 @@
 //! 2. the statement is parsed by the PostgreSQL parser (libpg_query) and
 //!    must be one plain query naming only allowlisted relations, functions,
 //!    types and operators ([`FUNCTIONS`], [`TYPES`]; see `sql_allowlist`);
-//! 3. it runs as a subquery of `SELECT to_jsonb(q) FROM (...) q LIMIT n`,
+//! 3. it runs as a subquery of `SELECT to_jsonb(q) FROM (SELECT * FROM (...) LIMIT n) q`,
 //!    with an empty `search_path`, inside a `READ ONLY` transaction with a
 //!    local `statement_timeout`, and the result is capped in rows and bytes;
 //! 4. with the signed context bound, so row-level security returns only the
@@ -168,13 +168,17 @@ impl SqlQueryTool {
         let cap = i64::try_from(self.max_rows).unwrap_or(i64::MAX - 1);
         let bytes = i64::try_from(self.max_bytes).unwrap_or(i64::MAX);
         // The running total of the rows' JSON sizes stops the result in the
-        // database; rows past either cap are never sent.
+        // database; rows past either cap are never sent. The row cap sits on
+        // an inner subquery so that a cluster plans the agent's query on its
+        // own (Citus pushes the limit to the shards) and the whole-row JSON
+        // is made where the columns still have their names.
         let wrapped = format!(
             "SELECT CASE WHEN r.total <= {bytes} THEN r.row END AS row, r.produced FROM ( \
                 SELECT j.row, count(*) OVER () AS produced, row_number() OVER () AS n, \
                        sum(pg_catalog.octet_length(j.row::pg_catalog.text)) \
                            OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS total \
-                FROM (SELECT pg_catalog.to_jsonb(q) AS row FROM (\n{body}\n) AS q LIMIT {}) AS j \
+                FROM (SELECT pg_catalog.to_jsonb(q) AS row \
+                      FROM (SELECT * FROM (\n{body}\n) AS q0 LIMIT {}) AS q) AS j \
              ) AS r WHERE r.total <= {bytes} OR r.n = 1",
             cap + 1
         );

@@ -144,7 +144,7 @@ pub(crate) fn page_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE)
 }
 
-const DELETE_SQL: &str = "SELECT tenant_memory.delete_thread($2) AS deleted \
+const DELETE_SQL: &str = "SELECT tenant_memory.delete_thread($3, $2) AS deleted \
      FROM (SELECT set_config('tenant_sdk.ctx', $1, true) AS bound OFFSET 0) AS b";
 
 impl MemoryStore {
@@ -290,6 +290,7 @@ impl MemoryStore {
                     .persistent(self.prepared())
                     .bind(self.bound())
                     .bind(id.0)
+                    .bind(self.ctx.tenant().as_uuid())
                     .fetch_one(&mut *ex)
                     .await
                     .map_err(|e| match &e {

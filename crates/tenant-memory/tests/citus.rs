@@ -47,22 +47,7 @@ async fn cluster() -> Option<Cluster> {
         }
     };
     let superuser = PgPool::connect(db.superuser_url()).await.unwrap();
-    // The test kit creates the roles on every node before joining them, so
-    // Citus does not know them as cluster-wide objects and would try to
-    // re-create the owner on the workers (superuser only) when the owner's
-    // migrations create its first function. Once, as the superuser, make a
-    // role-owned object so Citus records the roles. (In a deployment, roles
-    // are created on the coordinator, which does this.)
-    sqlx::raw_sql(
-        "BEGIN; \
-         CREATE FUNCTION public.tenant_sdk_role_probe() RETURNS int LANGUAGE sql AS 'SELECT 1'; \
-         ALTER FUNCTION public.tenant_sdk_role_probe() OWNER TO tenant_owner; \
-         COMMIT; \
-         DROP FUNCTION public.tenant_sdk_role_probe();",
-    )
-    .execute(&superuser)
-    .await
-    .unwrap();
+    support::citus_knows_the_roles(&superuser).await;
     let issuer = support::issuer();
     let key = issuer.subkey(Purpose::Postgres);
     let owner = PgPool::connect(db.owner_url()).await.unwrap();
@@ -254,5 +239,37 @@ async fn the_memory_store_isolates_tenants_on_a_citus_cluster() {
     for (ctx, export) in tenants.iter().zip(&before).skip(1) {
         assert_eq!(&c.admin.export_tenant(ctx).await.unwrap(), export);
     }
+    // A thread deleted by its own tenant: gone with its messages, routed to
+    // the tenant's shard; the third tenant keeps everything.
+    let owner = c.store(&tenants[1]);
+    let thread = owner.list_threads(1).await.unwrap()[0].id;
+    owner.delete_thread(thread).await.unwrap();
+    assert_eq!(owner.thread(thread).await.unwrap(), None);
+    assert!(owner.last_messages(thread, 10).await.unwrap().is_empty());
+    assert_eq!(
+        &c.admin.export_tenant(&tenants[2]).await.unwrap(),
+        &before[2]
+    );
     announce("tenant-memory Citus suite: isolation, attacks, Silo shard, erase/export PASSED");
+}
+
+/// The attack suite of `attacks.rs`, verbatim, on the cluster.
+mod attacks {
+    async fn fixture() -> Option<crate::support::Fixture> {
+        crate::support::Fixture::on_citus().await
+    }
+
+    include!("suites/attacks.rs");
+}
+
+/// The randomized isolation suite of `isolation.rs`, verbatim, on the
+/// cluster.
+mod isolation {
+    const ISOLATION_CASES: u32 = 6;
+
+    async fn fixture() -> Option<crate::support::Fixture> {
+        crate::support::Fixture::on_citus().await
+    }
+
+    include!("suites/isolation.rs");
 }

@@ -253,3 +253,25 @@ async fn nothing_a_client_leaves_on_a_server_connection_reaches_the_next() {
     assert_eq!(p.admin.export_tenant(&ctx).await.unwrap(), before);
     announce("tenant-memory PgBouncer suite: pooled-connection attacks PASSED");
 }
+
+/// The attack suite of `attacks.rs`, verbatim, with the application pool
+/// through PgBouncer.
+mod attacks {
+    async fn fixture() -> Option<crate::support::Fixture> {
+        crate::support::Fixture::through_pgbouncer().await
+    }
+
+    include!("suites/attacks.rs");
+}
+
+/// The randomized isolation suite of `isolation.rs`, verbatim, with the
+/// application pool through PgBouncer.
+mod isolation {
+    const ISOLATION_CASES: u32 = 8;
+
+    async fn fixture() -> Option<crate::support::Fixture> {
+        crate::support::Fixture::through_pgbouncer().await
+    }
+
+    include!("suites/isolation.rs");
+}

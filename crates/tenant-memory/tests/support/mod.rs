@@ -17,7 +17,7 @@ use tenant_memory::{
     Expected, MemoryAdmin, MemoryPlatform, MemoryStore, MessageRole, NewCheckpoint, NewMessage,
     TenantExport,
 };
-use tenant_testkit::{TestDatabase, TestPostgres, APP_ROLE};
+use tenant_testkit::{TestCitus, TestDatabase, TestPgBouncer, TestPostgres, APP_ROLE};
 
 /// The master key all tests share, so one installed key serves them all.
 const MASTER: [u8; 32] = [42; 32];
@@ -29,7 +29,19 @@ pub fn issuer() -> ContextIssuer {
     ))
 }
 
+/// Where the application's statements go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deployment {
+    /// Straight to one PostgreSQL.
+    Single,
+    /// Through PgBouncer in transaction pooling mode.
+    PgBouncer,
+    /// To the coordinator of a Citus cluster.
+    Citus,
+}
+
 pub struct Fixture {
+    pub deployment: Deployment,
     pub db: TestDatabase,
     pub issuer: ContextIssuer,
     pub key: Subkey,
@@ -72,6 +84,66 @@ fn migrated_database() -> TestDatabase {
     db
 }
 
+static CITUS_DB: OnceLock<Result<TestDatabase, String>> = OnceLock::new();
+
+/// Creates a database on the test kit's Citus cluster, migrates it (twice:
+/// migrations are idempotent on a cluster), installs the key and
+/// distributes the schema.
+fn distributed_database() -> Result<TestDatabase, String> {
+    let db = TestCitus::try_shared()
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.fresh_database().map_err(|e| e.to_string()))?;
+    let (superuser, owner) = (db.superuser_url().to_owned(), db.owner_url().to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let superuser = PgPool::connect(&superuser).await.unwrap();
+            citus_knows_the_roles(&superuser).await;
+            superuser.close().await;
+            let owner = PgPool::connect(&owner).await.unwrap();
+            let issuer = issuer();
+            let admin = MemoryAdmin::new(
+                &owner,
+                &issuer.subkey(Purpose::Postgres),
+                &issuer.authority(),
+            )
+            .unwrap();
+            for _ in 0..2 {
+                admin.migrate(APP_ROLE).await.unwrap();
+                admin.install_key().await.unwrap();
+                admin.distribute().await.unwrap();
+            }
+            owner.close().await;
+        })
+    })
+    .join()
+    .unwrap();
+    announce("tenant-memory Citus suite RUNNING on a coordinator and its workers");
+    Ok(db)
+}
+
+/// The test kit creates the roles on every node before joining them, so
+/// Citus does not know them as cluster-wide objects and would try to
+/// re-create the owner on the workers (superuser only) when the owner's
+/// migrations create its first function. Once, as the superuser, make a
+/// role-owned object so Citus records the roles. (In a deployment, roles
+/// are created on the coordinator, which does this.)
+pub async fn citus_knows_the_roles(superuser: &PgPool) {
+    sqlx::raw_sql(
+        "BEGIN; \
+         CREATE FUNCTION public.tenant_sdk_role_probe() RETURNS int LANGUAGE sql AS 'SELECT 1'; \
+         ALTER FUNCTION public.tenant_sdk_role_probe() OWNER TO tenant_owner; \
+         COMMIT; \
+         DROP FUNCTION public.tenant_sdk_role_probe();",
+    )
+    .execute(superuser)
+    .await
+    .unwrap();
+}
+
 impl Fixture {
     /// Pools on the binary's shared, migrated database.
     pub async fn shared() -> Fixture {
@@ -95,7 +167,66 @@ impl Fixture {
         Self::on(db, 1).await
     }
 
+    /// Like [`Fixture::shared`] with the application pool (8 clients)
+    /// through PgBouncer in transaction pooling mode (2 server
+    /// connections); `None`, announced, without a `pgbouncer` executable.
+    pub async fn through_pgbouncer() -> Option<Fixture> {
+        let bouncer = match tokio::task::spawn_blocking(|| {
+            TestPgBouncer::try_shared().map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap()
+        {
+            Ok(bouncer) => bouncer,
+            Err(e) => {
+                announce_once(&format!(
+                    "tenant-memory PgBouncer suite SKIPPED: no PgBouncer ({e})"
+                ));
+                return None;
+            }
+        };
+        let db = SHARED_DB.get_or_init(migrated_database).clone();
+        let through = bouncer.database(&db);
+        let fx = Self::assemble(db, through.app_url(), 8, Deployment::PgBouncer).await;
+        fx.platform.verify().await.unwrap();
+        Some(fx)
+    }
+
+    /// Pools on the binary's shared database on the test kit's Citus
+    /// cluster (migrated twice, key installed, distributed); `None`,
+    /// announced, without the Citus extension.
+    pub async fn on_citus() -> Option<Fixture> {
+        let db = match tokio::task::spawn_blocking(|| {
+            CITUS_DB.get_or_init(distributed_database).clone()
+        })
+        .await
+        .unwrap()
+        {
+            Ok(db) => db,
+            Err(e) => {
+                announce_once(&format!(
+                    "tenant-memory Citus suite SKIPPED: no Citus cluster ({e})"
+                ));
+                return None;
+            }
+        };
+        let app_url = db.app_url().to_owned();
+        let fx = Self::assemble(db, &app_url, 4, Deployment::Citus).await;
+        fx.platform.verify().await.unwrap();
+        Some(fx)
+    }
+
     async fn on(db: TestDatabase, app_connections: u32) -> Fixture {
+        let app_url = db.app_url().to_owned();
+        Self::assemble(db, &app_url, app_connections, Deployment::Single).await
+    }
+
+    async fn assemble(
+        db: TestDatabase,
+        app_url: &str,
+        app_connections: u32,
+        deployment: Deployment,
+    ) -> Fixture {
         let issuer = issuer();
         let key = issuer.subkey(Purpose::Postgres);
         let owner = PgPoolOptions::new()
@@ -106,13 +237,19 @@ impl Fixture {
         let app = PgPoolOptions::new()
             .max_connections(app_connections)
             .acquire_timeout(Duration::from_secs(30))
-            .connect(db.app_url())
+            .connect(app_url)
             .await
             .unwrap();
         let authority = issuer.authority();
         let admin = MemoryAdmin::new(&owner, &key, &authority).unwrap();
         let platform = MemoryPlatform::new(&app, &key, &authority).unwrap();
+        let platform = match deployment {
+            Deployment::Single => platform,
+            Deployment::PgBouncer => platform.behind_transaction_pooler(),
+            Deployment::Citus => platform.on_citus(),
+        };
         Fixture {
+            deployment,
             db,
             issuer,
             key,
@@ -207,6 +344,16 @@ pub fn now_ms() -> u64 {
 pub fn announce(line: &str) {
     use std::io::Write;
     let _ = std::io::stderr().write_all(format!("\n*** {line} ***\n").as_bytes());
+}
+
+/// [`announce`], once per test binary and line.
+pub fn announce_once(line: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.iter().any(|l| l == line) {
+        said.push(line.to_owned());
+        announce(line);
+    }
 }
 
 /// Every API of one store, repeatedly, asserting it sees only rows tagged
