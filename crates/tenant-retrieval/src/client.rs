@@ -20,6 +20,19 @@ use crate::quarantine;
 use crate::retrieval::Retrieval;
 use crate::route::Access;
 
+/// The span of one client operation: the context's attributes, the store
+/// and the logical collection.
+macro_rules! client_span {
+    ($name:literal, $client:expr) => {
+        operation_span!(
+            $name,
+            &$client.ctx,
+            db.system = "qdrant",
+            db.collection.name = $client.spec.name(),
+        )
+    };
+}
+
 /// Largest accepted `top_k` and scroll page.
 pub const MAX_LIMIT: usize = 1_000;
 
@@ -246,12 +259,7 @@ impl RetrievalClient {
     /// are durable. All documents are validated first; nothing is written
     /// if any is invalid. Batch documents: each call costs one flush.
     pub async fn upsert(&self, docs: impl IntoIterator<Item = Document>) -> Result<()> {
-        let span = operation_span!(
-            "retrieval.upsert",
-            &self.ctx,
-            db.system = "qdrant",
-            db.collection.name = self.spec.name(),
-        );
+        let span = client_span!("retrieval.upsert", self);
         traced(span, self.upsert_in_span(docs)).await
     }
 
@@ -298,12 +306,7 @@ impl RetrievalClient {
     /// The query vector must have the collection's dimensions and finite
     /// values ([`Error::DimensionMismatch`], [`Error::NonFinite`]).
     pub async fn search(&self, query: SearchQuery) -> Result<Vec<Record>> {
-        let span = operation_span!(
-            "retrieval.search",
-            &self.ctx,
-            db.system = "qdrant",
-            db.collection.name = self.spec.name(),
-        );
+        let span = client_span!("retrieval.search", self);
         traced(span, self.search_in_span(query)).await
     }
 
@@ -385,12 +388,7 @@ impl RetrievalClient {
     /// The documents with these ids that this tenant has (others are
     /// skipped), in point-id order.
     pub async fn get_many(&self, doc_ids: &[&str]) -> Result<Vec<Record>> {
-        let span = operation_span!(
-            "retrieval.get",
-            &self.ctx,
-            db.system = "qdrant",
-            db.collection.name = self.spec.name(),
-        );
+        let span = client_span!("retrieval.get", self);
         traced(span, self.get_many_in_span(doc_ids)).await
     }
 
@@ -412,12 +410,7 @@ impl RetrievalClient {
     /// Deletes this tenant's documents with these ids; returns how many
     /// existed. Another tenant's document with the same id is untouched.
     pub async fn delete(&self, doc_ids: &[&str]) -> Result<u64> {
-        let span = operation_span!(
-            "retrieval.delete",
-            &self.ctx,
-            db.system = "qdrant",
-            db.collection.name = self.spec.name(),
-        );
+        let span = client_span!("retrieval.delete", self);
         traced(span, self.delete_in_span(doc_ids)).await
     }
 
@@ -431,12 +424,7 @@ impl RetrievalClient {
 
     /// Deletes this tenant's documents matching `filter`; returns how many.
     pub async fn delete_where(&self, filter: MetadataFilter) -> Result<u64> {
-        let span = operation_span!(
-            "retrieval.delete_where",
-            &self.ctx,
-            db.system = "qdrant",
-            db.collection.name = self.spec.name(),
-        );
+        let span = client_span!("retrieval.delete_where", self);
         traced(span, self.delete_where_in_span(filter)).await
     }
 
@@ -452,12 +440,7 @@ impl RetrievalClient {
     /// given). Counting reads no payloads, so points that a read would
     /// quarantine are counted too.
     pub async fn count(&self, filter: Option<MetadataFilter>) -> Result<u64> {
-        let span = operation_span!(
-            "retrieval.count",
-            &self.ctx,
-            db.system = "qdrant",
-            db.collection.name = self.spec.name(),
-        );
+        let span = client_span!("retrieval.count", self);
         traced(span, self.count_in_span(filter)).await
     }
 
@@ -487,12 +470,7 @@ impl RetrievalClient {
         cursor: Option<Cursor>,
         limit: usize,
     ) -> Result<Page> {
-        let span = operation_span!(
-            "retrieval.scroll",
-            &self.ctx,
-            db.system = "qdrant",
-            db.collection.name = self.spec.name(),
-        );
+        let span = client_span!("retrieval.scroll", self);
         traced(span, self.scroll_in_span(filter, cursor, limit)).await
     }
 
