@@ -1,6 +1,9 @@
 //! An HTTP service whose every handler runs for the tenant named by a
 //! verified bearer JWT: ingest documents, ask (retrieval + memory), call a
-//! tool.
+//! tool. `TenantAuthLayer` verifies every request's token (401 with
+//! `WWW-Authenticate` otherwise), a `Platform` builds each request's
+//! handles, and SDK errors are responses (403 for what the tenant may not
+//! do, ...).
 //!
 //! Run with `cargo run --features axum --example axum_service`. It listens
 //! on `$BIND` (default `127.0.0.1:3000`) and prints demo tokens for two
@@ -15,105 +18,28 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
-use tenant_sdk::axum_extract::{Tenant, TenantAuth};
-use tenant_sdk::memory::{
-    MemoryAdmin, MemoryPlatform, MemoryStore, MessageRole, NewMessage, ThreadId,
-};
-use tenant_sdk::retrieval::{
-    CollectionSpec, Document, EdgeBackend, HashEmbedder, Retrieval, RetrievalClient, SearchQuery,
-};
-use tenant_sdk::tools::{
-    FnTool, MemoryVault, ToolExecutor, ToolPolicies, ToolPolicy, ToolRegistry,
-};
-use tenant_sdk::*;
+use tenant_sdk::axum_extract::{TenantAuth, TenantAuthLayer};
+use tenant_sdk::prelude::*;
 
 const IDP_SECRET: &[u8] = b"demo HS256 secret - use your IdP's key in production";
 const DIMS: usize = 64;
 
-/// Platform-wide resources; handlers turn them into tenant handles.
-struct Platform {
-    auth: Arc<TenantAuth>,
-    retrieval: Retrieval,
-    memory: MemoryPlatform,
-    registry: ToolRegistry,
-    vault: Arc<MemoryVault>,
-    policies: ToolPolicies,
-    embed: HashEmbedder,
-}
-
+/// What handlers share: the platform (every store's resources) and the
+/// embedder. The layer has already verified the token into the request's
+/// `TenantContext`; `platform.handles(&ctx)` turns it into handles.
 #[derive(Clone)]
-struct AppState(Arc<Platform>);
-
-impl FromRef<AppState> for Arc<TenantAuth> {
-    fn from_ref(state: &AppState) -> Self {
-        state.0.auth.clone()
-    }
-}
-
-/// Any SDK error as a JSON response; never another tenant's data.
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<tenant_sdk::retrieval::Error> for ApiError {
-    fn from(e: tenant_sdk::retrieval::Error) -> Self {
-        ApiError(StatusCode::BAD_REQUEST, e.to_string())
-    }
-}
-
-impl From<tenant_sdk::memory::Error> for ApiError {
-    fn from(e: tenant_sdk::memory::Error) -> Self {
-        ApiError(StatusCode::BAD_REQUEST, e.to_string())
-    }
-}
-
-impl From<tenant_sdk::tools::Error> for ApiError {
-    fn from(e: tenant_sdk::tools::Error) -> Self {
-        let status = match e {
-            tenant_sdk::tools::Error::ToolNotAllowed { .. } => StatusCode::FORBIDDEN,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError(status, e.to_string())
-    }
-}
-
-impl Platform {
-    fn docs(&self, ctx: &TenantContext) -> Result<RetrievalClient, ApiError> {
-        Ok(RetrievalClient::builder()
-            .backend(&self.retrieval)
-            .collection("docs")
-            .tenant(ctx)
-            .build()?)
-    }
-
-    fn memory(&self, ctx: &TenantContext) -> Result<MemoryStore, ApiError> {
-        Ok(MemoryStore::builder()
-            .platform(&self.memory)
-            .tenant(ctx)
-            .build()?)
-    }
-
-    fn tools(&self, ctx: &TenantContext) -> Result<ToolExecutor, ApiError> {
-        Ok(ToolExecutor::builder()
-            .registry(&self.registry)
-            .vault(&self.vault)
-            .policies(&self.policies)
-            .tenant(ctx)
-            .build()?)
-    }
+struct App {
+    platform: Platform,
+    embed: HashEmbedder,
 }
 
 #[derive(Deserialize)]
@@ -123,13 +49,15 @@ struct Ingest {
 }
 
 async fn ingest(
-    State(app): State<AppState>,
-    Tenant(ctx): Tenant,
+    State(app): State<App>,
+    Extension(ctx): Extension<TenantContext>,
     Json(body): Json<Ingest>,
-) -> Result<Json<Value>, ApiError> {
-    let docs = app.0.docs(&ctx)?;
-    let vector = app.0.embed.embed_one(&body.text);
-    docs.upsert([Document::new(body.id.clone(), vector, body.text)])
+) -> Result<Json<Value>, SdkError> {
+    let handles = app.platform.handles(&ctx)?;
+    let vector = app.embed.embed_one(&body.text);
+    handles
+        .retrieval()?
+        .upsert([Document::new(body.id.clone(), vector, body.text)])
         .await?;
     Ok(Json(json!({ "ingested": body.id })))
 }
@@ -141,12 +69,12 @@ struct Ask {
 }
 
 async fn ask(
-    State(app): State<AppState>,
-    Tenant(ctx): Tenant,
+    State(app): State<App>,
+    Extension(ctx): Extension<TenantContext>,
     Json(body): Json<Ask>,
-) -> Result<Json<Value>, ApiError> {
-    let docs = app.0.docs(&ctx)?;
-    let memory = app.0.memory(&ctx)?;
+) -> Result<Json<Value>, SdkError> {
+    let handles = app.platform.handles(&ctx)?;
+    let memory = handles.memory()?;
     let thread = match body.thread {
         Some(id) => id,
         None => memory.create_thread("chat", json!({})).await?.id,
@@ -157,8 +85,9 @@ async fn ask(
             NewMessage::new(MessageRole::User, json!(body.question)),
         )
         .await?;
-    let hits = docs
-        .search(SearchQuery::new(app.0.embed.embed_one(&body.question)).top_k(3))
+    let hits = handles
+        .retrieval()?
+        .search(SearchQuery::new(app.embed.embed_one(&body.question)).top_k(3))
         .await?;
     let answer = hits
         .iter()
@@ -179,26 +108,33 @@ async fn ask(
 }
 
 async fn get_doc(
-    State(app): State<AppState>,
-    Tenant(ctx): Tenant,
+    State(app): State<App>,
+    Extension(ctx): Extension<TenantContext>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    match app.0.docs(&ctx)?.get(&id).await? {
-        Some(doc) => Ok(Json(json!({ "id": doc.id, "text": doc.text }))),
-        None => Err(ApiError(
+) -> Result<Response, SdkError> {
+    let handles = app.platform.handles(&ctx)?;
+    Ok(match handles.retrieval()?.get(&id).await? {
+        Some(doc) => Json(json!({ "id": doc.id, "text": doc.text })).into_response(),
+        None => (
             StatusCode::NOT_FOUND,
-            format!("no document `{id}`"),
-        )),
-    }
+            Json(json!({ "error": "not_found", "message": format!("no document `{id}`") })),
+        )
+            .into_response(),
+    })
 }
 
 async fn call_tool(
-    State(app): State<AppState>,
-    Tenant(ctx): Tenant,
+    State(app): State<App>,
+    Extension(ctx): Extension<TenantContext>,
     Path(name): Path<String>,
     Json(input): Json<Value>,
-) -> Result<Json<Value>, ApiError> {
-    let output = app.0.tools(&ctx)?.call(&name, input).await?;
+) -> Result<Json<Value>, SdkError> {
+    let output = app
+        .platform
+        .handles(&ctx)?
+        .tools()?
+        .call(&name, input)
+        .await?;
     Ok(Json(json!({ "output": output })))
 }
 
@@ -292,21 +228,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         policies.set(t, ToolPolicy::deny_all().allow_tools(["calculator"]));
     }
 
-    let state = AppState(Arc::new(Platform {
-        auth: Arc::new(TenantAuth::new(verifier, issuer)),
-        retrieval,
-        memory,
-        registry,
-        vault: Arc::new(MemoryVault::new()),
-        policies,
-        embed: HashEmbedder::new(DIMS),
-    }));
+    let platform = Platform::builder(&issuer.authority())
+        .memory(&memory)
+        .retrieval(&retrieval, "docs")
+        .tools(&registry, &policies)
+        .vault(&Arc::new(MemoryVault::new()))
+        .build()?;
+    let auth = Arc::new(TenantAuth::new(verifier, issuer));
     let app = Router::new()
         .route("/ingest", post(ingest))
         .route("/ask", post(ask))
         .route("/docs/{id}", get(get_doc))
         .route("/tools/{name}", post(call_tool))
-        .with_state(state);
+        .layer(TenantAuthLayer::new(auth))
+        .with_state(App {
+            platform,
+            embed: HashEmbedder::new(DIMS),
+        });
 
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&bind).await?;

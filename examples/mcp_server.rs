@@ -175,7 +175,9 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     println!("the researcher calling refund: {}", describe(&denied));
 
     // ---- 4. a credential the server does not accept -------------------------
-    vault.put(acme, "orders", SecretString::from("not-a-token".to_owned()))?;
+    vault
+        .put(acme, "orders", SecretString::from("not-a-token".to_owned()))
+        .await?;
     let rejected = acme_mcp
         .register(
             RemoteServer::new("orders-key", &url)?

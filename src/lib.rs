@@ -16,14 +16,24 @@
 //! | `tools`      | [`tools`]      | `tenant-tools`      |
 //! | `governance` | [`governance`] | `tenant-governance` |
 //!
-//! Feature `axum` (off by default) adds `axum_extract`, an extractor that
-//! verifies a bearer JWT into a [`TenantContext`]; feature `rig` adds `rig`
-//! (a tenant-fixed rig `VectorStoreIndex` and tools); feature `mcp` adds
-//! `mcp` (a tenant's tools served over MCP, remote MCP servers per tenant);
-//! feature `cli` builds the `tenant-doctor` binary.
+//! Feature `axum` (off by default) adds `axum_extract`: a tower layer and
+//! an extractor that verify a bearer JWT into a [`TenantContext`], and
+//! HTTP responses for every SDK error; feature `rig` adds `rig` (a
+//! tenant-fixed rig `VectorStoreIndex` and tools); feature `mcp` adds `mcp`
+//! (a tenant's tools served over MCP, remote MCP servers per tenant);
+//! feature `cli` builds the `tenant-doctor` binary; feature `toml` reads
+//! configuration files in TOML ([`config`]).
+//!
+//! Start with the [`prelude`], which brings in the issuer, the context and
+//! every handle type, and a [`Platform`], which builds all handles of one
+//! context in one call ([`Platform::handles`]). Errors of every crate
+//! convert into [`SdkError`], which tells a caller how to react
+//! ([`Classify`]). Spans and metrics follow one convention
+//! ([`telemetry`]; the metric names are listed there and in
+//! `docs/operations.md`).
 //!
 //! ```
-//! use tenant_sdk::*;
+//! use tenant_sdk::prelude::*;
 //!
 //! let issuer = ContextIssuer::new(MasterKey::generate(KeyId::new("2026-11")?));
 //! let ctx = issuer
@@ -38,15 +48,34 @@
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use tenant_core::*;
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum_extract;
+mod error;
+mod platform;
+pub mod prelude;
+
+pub use error::SdkError;
+pub use platform::{Handles, Platform, PlatformBuilder};
+
+/// The README's code, compiled and run as doctests so it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// The getting-started guide's code, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/getting-started.md")]
+pub struct GettingStartedDoctests;
 
 /// rig integration: a tenant-fixed vector index and the tenant's allowed
 /// tools as rig tools (`tenant-rig`, feature `rig`).
 #[cfg(feature = "rig")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rig")))]
 pub mod rig {
     pub use tenant_rig::*;
 }
@@ -55,30 +84,35 @@ pub mod rig {
 /// tenant and resource, and remote MCP servers per tenant (`tenant-mcp`,
 /// feature `mcp`).
 #[cfg(feature = "mcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
 pub mod mcp {
     pub use tenant_mcp::*;
 }
 
 /// Tenant-scoped vector retrieval (`tenant-retrieval`).
 #[cfg(feature = "retrieval")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retrieval")))]
 pub mod retrieval {
     pub use tenant_retrieval::*;
 }
 
 /// Tenant-scoped agent memory in PostgreSQL (`tenant-memory`).
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub mod memory {
     pub use tenant_memory::*;
 }
 
 /// Tenant-scoped tool execution (`tenant-tools`).
 #[cfg(feature = "tools")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tools")))]
 pub mod tools {
     pub use tenant_tools::*;
 }
 
 /// Quotas, scheduling and model entitlements (`tenant-governance`).
 #[cfg(feature = "governance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "governance")))]
 pub mod governance {
     pub use tenant_governance::*;
 }

@@ -59,7 +59,9 @@ fn doctor_rejects_unknown_arguments_with_usage() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: tenant-doctor"));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(stderr.contains("usage: tenant-doctor"), "{stderr}");
+    assert!(stderr.contains("--bogus"), "{stderr}");
 }
 
 #[tokio::test]

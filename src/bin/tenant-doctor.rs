@@ -17,37 +17,34 @@
 //!
 //! Exit status: 0 healthy, 1 problems found, 2 usage or connection error.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use serde_json::{json, Value};
 
+/// Checks a deployment's isolation set-up: the application role's
+/// database, embedded qdrant-edge collections, the kernel's sandbox
+/// support. With no option, checks the sandbox.
+#[derive(Parser)]
+#[command(name = "tenant-doctor", version)]
 struct Args {
+    /// PostgreSQL URL of the *application* role.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
-    qdrant_path: Option<std::path::PathBuf>,
+    /// Root directory of an embedded qdrant-edge backend.
+    #[arg(long, value_name = "DIR")]
+    qdrant_path: Option<PathBuf>,
+    /// Probe the kernel for the tool sandbox's layers.
+    #[arg(long)]
     sandbox: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
     json: bool,
 }
 
-const USAGE: &str = "usage: tenant-doctor [--database-url URL] [--sandbox] [--json]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        database_url: std::env::var("DATABASE_URL").ok(),
-        qdrant_path: None,
-        sandbox: false,
-        json: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--database-url" => args.database_url = Some(it.next().ok_or(USAGE)?),
-            "--qdrant-path" => args.qdrant_path = Some(it.next().ok_or(USAGE)?.into()),
-            "--sandbox" => args.sandbox = true,
-            "--json" => args.json = true,
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
-        }
-    }
+fn parse_args() -> Result<Args, clap::Error> {
+    let mut args = Args::try_parse()?;
     if args.database_url.is_none() && args.qdrant_path.is_none() {
         args.sandbox = true;
     }
@@ -62,10 +59,12 @@ struct Section {
     lines: Vec<String>,
 }
 
+#[cfg(target_os = "linux")]
 fn sandbox_section() -> Section {
     let s = tenant_sdk::tools::SandboxSupport::detect();
     let healthy = s.namespaces && s.landlock_enforced && s.seccomp_enforced;
     let mark = |ok: bool| if ok { "ok " } else { "MISSING" };
+    let cgroups = s.cgroups.as_ref().map(|c| format!("{c:?}"));
     Section {
         name: "sandbox",
         healthy,
@@ -74,6 +73,8 @@ fn sandbox_section() -> Section {
             "landlock_abi": s.landlock_abi,
             "landlock_enforced": s.landlock_enforced,
             "seccomp_enforced": s.seccomp_enforced,
+            "minimal_root": s.minimal_root,
+            "cgroups": cgroups,
         }),
         lines: vec![
             format!(
@@ -86,7 +87,26 @@ fn sandbox_section() -> Section {
                 s.landlock_abi.map_or("none".into(), |v| v.to_string())
             ),
             format!("{} seccomp filter enforced", mark(s.seccomp_enforced)),
+            format!(
+                "{} minimal root (fresh root with read-only system binds)",
+                mark(s.minimal_root)
+            ),
+            format!(
+                "{} per-sandbox cgroups{}",
+                mark(s.cgroups.is_some()),
+                cgroups.map_or(String::new(), |c| format!(" ({c})"))
+            ),
         ],
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sandbox_section() -> Section {
+    Section {
+        name: "sandbox",
+        healthy: false,
+        json: json!({ "supported": false }),
+        lines: vec!["MISSING the tool sandbox needs Linux (namespaces, Landlock, seccomp)".into()],
     }
 }
 
@@ -157,8 +177,13 @@ async fn database_section(url: &str) -> Result<Section, String> {
 async fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{msg}");
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            print!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprint!("{e}");
             return ExitCode::from(2);
         }
     };

@@ -87,6 +87,16 @@ impl PlatformAuthority {
     }
 }
 
+/// Two authorities are equal when they are the same issuer's (not merely
+/// the same key).
+impl PartialEq for PlatformAuthority {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for PlatformAuthority {}
+
 impl fmt::Debug for PlatformAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PlatformAuthority")

@@ -178,6 +178,12 @@ impl TenantContext {
         self.claims().tier
     }
 
+    /// What the SDK's spans and metrics may reveal about this context (the
+    /// issuer's [`Telemetry`](crate::Telemetry)).
+    pub fn telemetry(&self) -> crate::Telemetry {
+        self.authority().telemetry()
+    }
+
     /// What this context may do.
     pub fn capabilities(&self) -> &Capabilities {
         &self.claims().capabilities

@@ -95,8 +95,14 @@ pub enum Error {
     #[error("malformed revocation entry: {0}")]
     MalformedRevocation(&'static str),
     /// A revocation store could not be reached or answered an error.
-    #[error("revocation store error: {0}")]
-    RevocationStore(String),
+    #[error("revocation store error: {reason}")]
+    RevocationStore {
+        /// What went wrong.
+        reason: String,
+        /// The store client's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The context's proof does not verify: it was forged or tampered with.
     #[error("tenant context proof does not verify")]
     BadProof,
@@ -141,6 +147,42 @@ pub enum Error {
     /// A key could not be loaded, created or parsed.
     #[error("key error: {0}")]
     Key(String),
+    /// A key service (KMS, HSM, secrets manager) behind an
+    /// [`AsyncKeyProvider`](crate::AsyncKeyProvider) failed, or a
+    /// [`KeyCache`](crate::KeyCache) was asked synchronously for a key it
+    /// does not hold yet.
+    #[error("key unavailable for tenant {tenant}: {reason}")]
+    KeyUnavailable {
+        /// The tenant whose key was asked for.
+        tenant: crate::TenantId,
+        /// What went wrong.
+        reason: String,
+        /// The key service's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A tier source behind an [`AsyncTierResolver`](crate::AsyncTierResolver)
+    /// failed.
+    #[error("tier unavailable for tenant {tenant}: {reason}")]
+    TierUnavailable {
+        /// The tenant whose tier was asked for.
+        tenant: crate::TenantId,
+        /// What went wrong.
+        reason: String,
+        /// The tier source's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A configuration file (TOML, JSON) did not parse or failed
+    /// validation; `field` is the path of the offending value
+    /// (`tenants.6f1c…`, `default`, ...).
+    #[error("invalid configuration at `{field}`: {reason}")]
+    Config {
+        /// Path of the offending field (`.` separated; `""` for the root).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Reading or writing a key file failed.
     #[error("key store I/O error at {path}: {source}")]
     KeyStoreIo {
@@ -151,5 +193,102 @@ pub enum Error {
     },
 }
 
+/// A boxed error from a store client, key service or other plug point.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Result alias for `tenant-core`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A revocation-store error keeping the client's error as its source.
+    pub fn revocation_store(reason: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::RevocationStore {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl crate::Classify for ClaimRejection {
+    fn status(&self) -> crate::ErrorStatus {
+        crate::ErrorStatus::Unauthenticated
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ClaimRejection::Malformed => "malformed",
+            ClaimRejection::AlgorithmNotAllowed => "algorithm_not_allowed",
+            ClaimRejection::BadSignature => "bad_signature",
+            ClaimRejection::Expired => "expired",
+            ClaimRejection::NotYetValid => "not_yet_valid",
+            ClaimRejection::WrongIssuer => "wrong_issuer",
+            ClaimRejection::WrongAudience => "wrong_audience",
+            ClaimRejection::MissingClaim(_) => "missing_claim",
+            ClaimRejection::InvalidTenant => "invalid_tenant",
+            ClaimRejection::InvalidPrincipal => "invalid_principal",
+            ClaimRejection::InvalidClaim(_) => "invalid_claim",
+            ClaimRejection::DuplicateClaim(_) => "duplicate_claim",
+            ClaimRejection::IssuedInFuture => "issued_in_future",
+            ClaimRejection::UnsupportedCriticalHeader => "unsupported_critical_header",
+            ClaimRejection::UnknownKeyId => "unknown_key_id",
+            ClaimRejection::Oversized => "oversized",
+            ClaimRejection::Revoked => "revoked",
+        }
+    }
+}
+
+impl crate::Classify for Error {
+    fn status(&self) -> crate::ErrorStatus {
+        use crate::ErrorStatus as S;
+        match self {
+            Error::InvalidId { .. } | Error::InvalidTtl(_) => S::InvalidInput,
+            Error::ContextExpired
+            | Error::ContextRevoked
+            | Error::BadProof
+            | Error::UnknownKey(_)
+            | Error::MalformedToken(_)
+            | Error::ForeignAuthority
+            | Error::ClaimRejected(_) => S::Unauthenticated,
+            Error::Widening { .. }
+            | Error::OutlivesParent
+            | Error::DelegationDepthExceeded { .. }
+            | Error::NotDescendant => S::PermissionDenied,
+            Error::RevocationsStale
+            | Error::RevocationStore { .. }
+            | Error::KeyUnavailable { .. }
+            | Error::TierUnavailable { .. }
+            | Error::KeyStoreIo { .. } => S::Unavailable { retry_after: None },
+            Error::MalformedRevocation(_)
+            | Error::InvalidConfiguration(_)
+            | Error::Config { .. }
+            | Error::Key(_) => S::Internal,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidId { .. } => "invalid_id",
+            Error::ContextExpired => "context_expired",
+            Error::ContextRevoked => "context_revoked",
+            Error::RevocationsStale => "revocations_stale",
+            Error::MalformedRevocation(_) => "malformed_revocation",
+            Error::RevocationStore { .. } => "revocation_store",
+            Error::BadProof => "bad_proof",
+            Error::UnknownKey(_) => "unknown_key",
+            Error::MalformedToken(_) => "malformed_token",
+            Error::Widening { .. } => "widening",
+            Error::OutlivesParent => "outlives_parent",
+            Error::DelegationDepthExceeded { .. } => "delegation_depth_exceeded",
+            Error::ForeignAuthority => "foreign_authority",
+            Error::NotDescendant => "not_descendant",
+            Error::InvalidTtl(_) => "invalid_ttl",
+            Error::InvalidConfiguration(_) => "invalid_configuration",
+            Error::Config { .. } => "config",
+            Error::ClaimRejected(r) => r.kind(),
+            Error::Key(_) => "key",
+            Error::KeyUnavailable { .. } => "key_unavailable",
+            Error::TierUnavailable { .. } => "tier_unavailable",
+            Error::KeyStoreIo { .. } => "key_store_io",
+        }
+    }
+}

@@ -13,6 +13,7 @@ use crate::keys::{KeyId, MasterKey, Purpose, Subkey};
 use crate::origin::Origin;
 use crate::proof::ProofKey;
 use crate::revocation::Revocations;
+use crate::telemetry::Telemetry;
 use crate::tier::{IsolationTier, StaticTiers, TierResolver};
 use crate::token_keys::{TokenSigner, TokenVerifier};
 
@@ -30,9 +31,14 @@ pub(crate) struct Authority {
     revocations: Revocations,
     tiers: Arc<dyn TierResolver>,
     max_ttl: Duration,
+    telemetry: Telemetry,
 }
 
 impl Authority {
+    pub(crate) fn telemetry(&self) -> Telemetry {
+        self.telemetry
+    }
+
     pub(crate) fn signing_key(&self) -> &ProofKey {
         &self.signing
     }
@@ -122,6 +128,7 @@ impl ContextIssuer {
             revocations: Revocations::new(),
             tiers: Arc::new(StaticTiers::new(IsolationTier::Pool)),
             max_ttl: DEFAULT_MAX_TTL,
+            telemetry: Telemetry::default(),
         })
     }
 
@@ -135,7 +142,9 @@ impl ContextIssuer {
     /// 3. [`accept_previous`](ContextIssuerBuilder::accept_previous) for
     ///    each retired key still accepted during rotation,
     /// 4. [`max_ttl`](ContextIssuerBuilder::max_ttl) (default 24 hours),
-    /// 5. [`build`](ContextIssuerBuilder::build).
+    /// 5. [`telemetry`](ContextIssuerBuilder::telemetry) — what spans and
+    ///    metrics may reveal (default: no principal, no tenant labels),
+    /// 6. [`build`](ContextIssuerBuilder::build).
     pub fn builder(master: MasterKey) -> ContextIssuerBuilder {
         ContextIssuerBuilder {
             master,
@@ -143,6 +152,7 @@ impl ContextIssuer {
             revocations: None,
             tiers: None,
             max_ttl: DEFAULT_MAX_TTL,
+            telemetry: Telemetry::default(),
         }
     }
 
@@ -163,6 +173,7 @@ impl ContextIssuer {
             revocations: config.revocations,
             tiers: config.tiers,
             max_ttl: config.max_ttl,
+            telemetry: config.telemetry,
         };
         Self {
             master: Arc::new(config.master),
@@ -235,6 +246,7 @@ struct Config {
     revocations: Revocations,
     tiers: Arc<dyn TierResolver>,
     max_ttl: Duration,
+    telemetry: Telemetry,
 }
 
 /// Configures a [`ContextIssuer`]; made by [`ContextIssuer::builder`].
@@ -249,9 +261,17 @@ pub struct ContextIssuerBuilder {
     revocations: Option<Revocations>,
     tiers: Option<Arc<dyn TierResolver>>,
     max_ttl: Duration,
+    telemetry: Telemetry,
 }
 
 impl ContextIssuerBuilder {
+    /// What the SDK's spans and metrics may reveal about the contexts of
+    /// this issuer (see [`Telemetry`]).
+    pub fn telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
     /// The revocation registry every context of this issuer is checked
     /// against, for the issuer's whole life (share it with whatever keeps
     /// it up to date, e.g. a revocation store follower).
@@ -314,6 +334,7 @@ impl ContextIssuerBuilder {
                 .tiers
                 .unwrap_or_else(|| Arc::new(StaticTiers::new(IsolationTier::Pool))),
             max_ttl: self.max_ttl,
+            telemetry: self.telemetry,
         }))
     }
 }

@@ -1,15 +1,20 @@
 //! Per-tenant data keys.
 //!
 //! Retrieval sealing and the vault encrypt each tenant's data under that
-//! tenant's own key, obtained from a [`KeyProvider`]. Two implementations
-//! ship here; a KMS or HSM plugs in by implementing the trait.
+//! tenant's own key, obtained from a [`KeyProvider`] (synchronous: the key
+//! is derived or read locally) or an [`AsyncKeyProvider`] (a KMS, an HSM or
+//! a secrets manager behind the network). Every `KeyProvider` is also an
+//! `AsyncKeyProvider`. A [`KeyCache`] in front of an async provider serves
+//! hot paths without awaiting the key service: it answers the synchronous
+//! `KeyProvider` from what it has loaded.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretBox};
 
@@ -63,6 +68,204 @@ pub trait KeyProvider: Send + Sync + 'static {
 impl<T: KeyProvider + ?Sized> KeyProvider for Arc<T> {
     fn data_key(&self, tenant: TenantId, purpose: Purpose) -> Result<DataKey> {
         (**self).data_key(tenant, purpose)
+    }
+}
+
+/// Source of per-tenant data keys behind an asynchronous service (a KMS
+/// that unwraps per-tenant keys, an HSM, a secrets manager).
+///
+/// Every [`KeyProvider`] is one (its synchronous answer, at once). A key
+/// service is slow and can fail: put a [`KeyCache`] in front of it, load a
+/// tenant's keys when a request for the tenant starts, and hand the cache
+/// to layers that need keys on a hot path.
+///
+/// ```
+/// use tenant_core::*;
+/// struct Kms; // a remote key service
+/// #[async_trait::async_trait]
+/// impl AsyncKeyProvider for Kms {
+///     async fn load_data_key(&self, tenant: TenantId, purpose: Purpose) -> Result<DataKey> {
+///         // ... unwrap the tenant's key with the KMS ...
+///         # DerivedKeyProvider::new(MasterKey::from_bytes(KeyId::new("kms")?, [7; 32]))
+///         #     .data_key(tenant, purpose)
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<()> {
+/// let keys = KeyCache::new(Kms);
+/// let tenant = TenantId::random();
+/// assert!(keys.data_key(tenant, Purpose::Vault).is_err()); // not loaded: never awaits
+/// keys.load(tenant, &[Purpose::Vault]).await?;              // once per request start
+/// let key = keys.data_key(tenant, Purpose::Vault)?;         // hot path: from memory
+/// # let _ = key; Ok(()) }
+/// ```
+#[async_trait::async_trait]
+pub trait AsyncKeyProvider: Send + Sync + 'static {
+    /// The data key of `tenant` for `purpose`. Must be stable, as
+    /// [`KeyProvider::data_key`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyUnavailable`] (with the service's error as its source)
+    /// when the service fails.
+    async fn load_data_key(&self, tenant: TenantId, purpose: Purpose) -> Result<DataKey>;
+}
+
+#[async_trait::async_trait]
+impl<T: KeyProvider + ?Sized> AsyncKeyProvider for T {
+    async fn load_data_key(&self, tenant: TenantId, purpose: Purpose) -> Result<DataKey> {
+        self.data_key(tenant, purpose)
+    }
+}
+
+/// How long a [`KeyCache`] keeps a key by default.
+pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
+/// How many (tenant, purpose) keys a [`KeyCache`] holds by default.
+pub const DEFAULT_KEY_CACHE_CAPACITY: usize = 10_000;
+
+struct CachedKey {
+    key_id: KeyId,
+    secret: Arc<KeyBytes>,
+    loaded: Instant,
+}
+
+/// An [`AsyncKeyProvider`] with its recently loaded keys in memory.
+///
+/// [`load`](Self::load) fetches what is missing or older than the
+/// time-to-live (one request to the service per key, concurrent loads of
+/// the same key coalesced by the service's own caching, not here);
+/// [`data_key`](KeyProvider::data_key) (the synchronous [`KeyProvider`])
+/// answers from memory only and returns [`Error::KeyUnavailable`] for a key
+/// not loaded yet, so a hot path never awaits the service. An expired key
+/// is still served synchronously until the next `load` replaces it: the
+/// time-to-live bounds how long a destroyed or rotated key can be used
+/// after the next load, not in between. Bounded: at capacity, the oldest
+/// keys are dropped. [`forget`](Self::forget) drops a tenant's keys at once
+/// (erasure, crypto-shredding).
+pub struct KeyCache<P> {
+    provider: P,
+    ttl: Duration,
+    capacity: usize,
+    keys: RwLock<HashMap<(TenantId, Purpose), CachedKey>>,
+    /// Serialises insertions that evict, so capacity holds under load.
+    evicting: Mutex<()>,
+}
+
+impl<P: AsyncKeyProvider> KeyCache<P> {
+    /// A cache in front of `provider` with the default time-to-live and
+    /// capacity.
+    pub fn new(provider: P) -> Self {
+        Self {
+            provider,
+            ttl: DEFAULT_KEY_CACHE_TTL,
+            capacity: DEFAULT_KEY_CACHE_CAPACITY,
+            keys: RwLock::default(),
+            evicting: Mutex::new(()),
+        }
+    }
+
+    /// How long a loaded key counts as fresh for [`load`](Self::load).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How many (tenant, purpose) keys are kept at most (at least 1).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// The provider behind the cache.
+    pub fn provider(&self) -> &P {
+        &self.provider
+    }
+
+    /// Loads `tenant`'s keys for `purposes` that are missing or stale.
+    ///
+    /// # Errors
+    ///
+    /// The provider's error for the first key that fails to load; keys
+    /// loaded before it stay cached.
+    pub async fn load(&self, tenant: TenantId, purposes: &[Purpose]) -> Result<()> {
+        for &purpose in purposes {
+            let fresh = read_lock(&self.keys)
+                .get(&(tenant, purpose))
+                .is_some_and(|k| k.loaded.elapsed() < self.ttl);
+            if !fresh {
+                let key = self.provider.load_data_key(tenant, purpose).await?;
+                self.insert(tenant, purpose, key);
+            }
+        }
+        Ok(())
+    }
+
+    /// The key, loaded through the provider when missing or stale.
+    ///
+    /// # Errors
+    ///
+    /// The provider's error.
+    pub async fn get(&self, tenant: TenantId, purpose: Purpose) -> Result<DataKey> {
+        self.load(tenant, std::slice::from_ref(&purpose)).await?;
+        self.data_key(tenant, purpose)
+    }
+
+    /// Drops every cached key of `tenant`.
+    pub fn forget(&self, tenant: TenantId) {
+        write_lock(&self.keys).retain(|(t, _), _| *t != tenant);
+    }
+
+    fn insert(&self, tenant: TenantId, purpose: Purpose, key: DataKey) {
+        let _guard = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = write_lock(&self.keys);
+        if keys.len() >= self.capacity && !keys.contains_key(&(tenant, purpose)) {
+            let excess = keys.len() + 1 - self.capacity;
+            let mut by_age: Vec<_> = keys.iter().map(|(k, v)| (v.loaded, *k)).collect();
+            by_age.sort_by_key(|(loaded, _)| *loaded);
+            for (_, k) in by_age.into_iter().take(excess) {
+                keys.remove(&k);
+            }
+        }
+        keys.insert(
+            (tenant, purpose),
+            CachedKey {
+                key_id: key.key_id,
+                secret: Arc::new(key.secret),
+                loaded: Instant::now(),
+            },
+        );
+    }
+}
+
+impl<P: AsyncKeyProvider> KeyProvider for KeyCache<P> {
+    /// The cached key, never awaiting the provider.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyUnavailable`] when the key was not [`load`](Self::load)ed.
+    fn data_key(&self, tenant: TenantId, purpose: Purpose) -> Result<DataKey> {
+        let keys = read_lock(&self.keys);
+        match keys.get(&(tenant, purpose)) {
+            Some(k) => Ok(DataKey {
+                tenant,
+                key_id: k.key_id.clone(),
+                secret: SecretBox::new(Box::new(*k.secret.expose_secret())),
+            }),
+            None => Err(Error::KeyUnavailable {
+                tenant,
+                reason: "the key is not loaded in the cache (call KeyCache::load first)".into(),
+                source: None,
+            }),
+        }
+    }
+}
+
+impl<P> fmt::Debug for KeyCache<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .field("cached", &read_lock(&self.keys).len())
+            .finish_non_exhaustive()
     }
 }
 

@@ -56,10 +56,13 @@
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
 mod authority;
 mod capabilities;
+mod classify;
+pub mod config;
 mod context;
 mod delegation;
 mod encoding;
@@ -73,6 +76,7 @@ mod origin;
 mod proof;
 mod revocation;
 mod scope;
+pub mod telemetry;
 mod tier;
 mod token;
 mod token_keys;
@@ -80,9 +84,10 @@ mod token_keys;
 pub use audit::AUDIT_TARGET;
 pub use authority::PlatformAuthority;
 pub use capabilities::{Capabilities, Scope, ScopeKind, MAX_NAME_LEN, MAX_SCOPE_NAMES};
+pub use classify::{Classify, ErrorStatus};
 pub use context::TenantContext;
 pub use delegation::DelegationBuilder;
-pub use error::{ClaimRejection, Error, Result};
+pub use error::{BoxError, ClaimRejection, Error, Result};
 pub use ids::{AgentId, ContextId, PrincipalId, TenantId};
 pub use issuer::{
     ContextBuilder, ContextIssuer, ContextIssuerBuilder, ReadyToIssue, WantsPrincipal, WantsTenant,
@@ -92,15 +97,28 @@ pub use jwt::{
     ClaimVerifier, ClaimVerifierBuilder, JwkKeys, JwksLoader, DEFAULT_TENANT_CLAIM, MAX_JWT_LEN,
     MAX_LEEWAY, MAX_NUMERIC_DATE,
 };
-pub use key_provider::{DataKey, DerivedKeyProvider, FileKeyProvider, KeyProvider};
+pub use key_provider::{
+    AsyncKeyProvider, DataKey, DerivedKeyProvider, FileKeyProvider, KeyCache, KeyProvider,
+    DEFAULT_KEY_CACHE_CAPACITY, DEFAULT_KEY_CACHE_TTL,
+};
 pub use keys::{KeyId, MasterKey, Purpose, Subkey};
 #[cfg(feature = "redis")]
 pub use revocation::{RedisRevocationStore, RevocationFollower, STREAM_RETENTION};
 pub use revocation::{Revocation, RevocationStore, Revocations};
 pub use scope::Scoped;
-pub use tier::{IsolationTier, StaticTiers, TierResolver};
+pub use telemetry::Telemetry;
+pub use tier::{
+    AsyncTierResolver, IsolationTier, StaticTiers, TierCache, TierResolver, TiersConfig,
+    DEFAULT_TIER_CACHE_TTL,
+};
 pub use token::ContextToken;
 pub use token_keys::TokenVerifier;
 
 /// Re-exported so users name the same `secrecy` types the SDK uses.
 pub use secrecy;
+
+/// What the SDK's macros expand to; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use tracing;
+}

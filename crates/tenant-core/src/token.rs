@@ -132,12 +132,28 @@ impl ContextIssuer {
     }
 
     fn accept_with(&self, token: &str, verifier: &TokenVerifier) -> Result<TenantContext> {
-        let claims = decode_and_verify(token, verifier).inspect_err(|e| {
-            crate::audit::rejected("context_token.accept", e);
-        })?;
-        let ctx = TenantContext::sign(claims, self.shared_authority().clone());
-        ctx.check_fresh()?;
-        Ok(ctx)
+        let span = tracing::info_span!(
+            target: crate::telemetry::SPAN_TARGET,
+            "context.accept_token",
+            tenant.id = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let result = decode_and_verify(token, verifier)
+            .inspect_err(|e| crate::audit::rejected("context.accept_token", e))
+            .and_then(|claims| {
+                let ctx = TenantContext::sign(claims, self.shared_authority().clone());
+                ctx.check_fresh()?;
+                Ok(ctx)
+            });
+        match &result {
+            Ok(ctx) => {
+                span.record("tenant.id", tracing::field::display(ctx.tenant()));
+            }
+            Err(e) => crate::telemetry::record_error(&span, e),
+        }
+        result
     }
 }
 

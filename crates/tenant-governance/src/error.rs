@@ -36,6 +36,10 @@ pub enum Error {
     LedgerUnavailable {
         /// What went wrong (no credentials or tenant data).
         reason: String,
+        /// The ledger client's error (Redis), when there is one. Shared:
+        /// one failed batch answers every call in it.
+        #[source]
+        source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// The model is outside the tenant's policy or the context's
     /// capabilities.
@@ -107,6 +111,55 @@ pub enum Error {
     /// A builder was configured inconsistently.
     #[error("invalid configuration: {0}")]
     InvalidConfiguration(String),
+}
+
+impl Error {
+    /// An [`Error::LedgerUnavailable`] without a source.
+    pub(crate) fn ledger_unavailable(reason: impl Into<String>) -> Self {
+        Error::LedgerUnavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+}
+
+impl tenant_core::Classify for Error {
+    fn status(&self) -> tenant_core::ErrorStatus {
+        use tenant_core::ErrorStatus as S;
+        match self {
+            Error::Context(e) => e.status(),
+            Error::QuotaExceeded { retry_after, .. } => S::ResourceExhausted {
+                retry_after: *retry_after,
+            },
+            Error::QueueFull { .. } | Error::Overloaded { .. } => S::ResourceExhausted {
+                retry_after: Some(Duration::from_secs(1)),
+            },
+            Error::LedgerUnavailable { .. } => S::Unavailable { retry_after: None },
+            Error::ModelNotAllowed { .. } => S::PermissionDenied,
+            Error::ContextTooLong { .. } | Error::AmountOutOfRange { .. } => S::InvalidInput,
+            Error::AncestorNotRegistered
+            | Error::ModelUnpriced { .. }
+            | Error::UnknownHold
+            | Error::InvalidConfiguration(_) => S::Internal,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Context(e) => e.kind(),
+            Error::QuotaExceeded { .. } => "quota_exceeded",
+            Error::LedgerUnavailable { .. } => "ledger_unavailable",
+            Error::ModelNotAllowed { .. } => "model_not_allowed",
+            Error::ContextTooLong { .. } => "context_too_long",
+            Error::QueueFull { .. } => "queue_full",
+            Error::Overloaded { .. } => "overloaded",
+            Error::AmountOutOfRange { .. } => "amount_out_of_range",
+            Error::AncestorNotRegistered => "ancestor_not_registered",
+            Error::ModelUnpriced { .. } => "model_unpriced",
+            Error::UnknownHold => "unknown_hold",
+            Error::InvalidConfiguration(_) => "invalid_configuration",
+        }
+    }
 }
 
 fn retry_hint(retry_after: &Option<Duration>) -> String {

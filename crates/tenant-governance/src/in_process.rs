@@ -429,9 +429,9 @@ impl Shard {
                 reason: format!("the tenant keeps {per_tenant} ledger keys in this process"),
             })
         } else if self.map.len() + missing > per_shard {
-            Err(Error::LedgerUnavailable {
-                reason: "in-process ledger is full of active tenants".into(),
-            })
+            Err(Error::ledger_unavailable(
+                "in-process ledger is full of active tenants",
+            ))
         } else {
             Ok(())
         }
@@ -579,6 +579,10 @@ fn entry_mut<'a>(
 
 #[async_trait]
 impl Ledger for InProcessLedger {
+    fn kind(&self) -> &'static str {
+        "in_process"
+    }
+
     async fn reserve(&self, request: &HoldRequest) -> Result<Hold> {
         self.reserve_now(request, now_ms())
     }

@@ -400,6 +400,11 @@ pub trait Ledger: Send + Sync + 'static {
     /// or [`Error::LedgerUnavailable`](crate::Error::LedgerUnavailable).
     async fn reserve(&self, request: &HoldRequest) -> Result<Hold>;
 
+    /// A short name of the ledger for metrics (`in_process`, `redis`).
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
+
     /// Ends a hold and charges `actual` (which may differ from the held
     /// amount) to the current period of every level. Charging happens even
     /// when the hold has already expired: the call did happen (an expired

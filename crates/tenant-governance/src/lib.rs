@@ -79,6 +79,7 @@ mod in_process;
 mod ledger;
 mod model_gate;
 mod policy;
+mod policy_config;
 mod pricing;
 mod quota;
 #[cfg(feature = "redis")]
@@ -97,6 +98,7 @@ mod redis_layout;
 mod redis_ledger;
 mod request_rate;
 mod scheduler;
+mod telemetry;
 mod usage;
 
 pub use error::{Error, Result};

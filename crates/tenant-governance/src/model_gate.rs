@@ -291,28 +291,35 @@ impl ModelGate {
     /// [`Error::Context`], [`Error::ModelNotAllowed`],
     /// [`Error::ContextTooLong`]; each is also a `tenant_audit` event.
     pub fn authorize(&self, request: &ModelRequest) -> Result<AuthorizedCall> {
-        let _entered = self.ctx.span().entered();
-        if let Err(e) = self.platform.authority.admit(&self.ctx) {
-            self.ctx.audit_denied("model.call", &request.model, &e);
-            return Err(e.into());
+        let span = tenant_core::operation_span!(
+            "model.authorize",
+            &self.ctx,
+            gen_ai.request.model = request.model.as_str(),
+        );
+        let _entered = span.enter();
+        let result = self.authorize_in_span(request);
+        if let Err(e) = &result {
+            self.ctx.deny("model.call", &request.model, e);
+            tenant_core::telemetry::record_error(&span, e);
         }
+        result
+    }
+
+    fn authorize_in_span(&self, request: &ModelRequest) -> Result<AuthorizedCall> {
+        self.platform.authority.admit(&self.ctx)?;
         if !self.models.allows(&request.model) {
-            let e = Error::ModelNotAllowed {
+            return Err(Error::ModelNotAllowed {
                 model: request.model.clone(),
-            };
-            self.ctx.audit_denied("model.call", &request.model, &e);
-            return Err(e);
+            });
         }
         let requested = request
             .input_tokens
             .saturating_add(request.max_output_tokens);
         if requested > self.max_context {
-            let e = Error::ContextTooLong {
+            return Err(Error::ContextTooLong {
                 requested,
                 max: self.max_context,
-            };
-            self.ctx.audit_denied("model.call", &request.model, &e);
-            return Err(e);
+            });
         }
         if request.cache_salt.is_some() {
             tracing::debug!(model = %request.model, "caller-supplied cache salt stripped");

@@ -6,6 +6,29 @@
 //! tenant's budget, scheduling weight and model list are configured in one
 //! place.
 //!
+//! Loadable from configuration (`tenant_core::config::from_toml_str` or
+//! `from_json_str`; a mistake names its field):
+//!
+//! ```toml
+//! [default]                        # every tier not listed below
+//! tenant.tokens = { limit = 1_000_000, period_secs = 3600 }
+//! tenant.requests = { capacity = 10, refill_per_second = 2.0 }
+//! agent.tokens = { limit = 200_000, period_secs = 3600 }
+//! models = ["small", "large"]
+//! max_context_tokens = 128_000
+//!
+//! [tiers.silo]
+//! tenant.cost_micros = { limit = 50_000_000, period_secs = 86400 }
+//! weight = 4
+//! on_ledger_failure = { open = { tokens = 20_000, cost_micros = 5_000 } }
+//!
+//! [tenants."6f1c1f4e-8a4b-4c3e-9d6a-0b7e3a2f5c11"]
+//! tenant.tokens = { limit = 5_000_000, period_secs = 3600 }
+//!
+//! [platform]
+//! tokens = { limit = 100_000_000, period_secs = 60 }
+//! ```
+//!
 //! [`Quotas`]: crate::Quotas
 //! [`FairScheduler`]: crate::FairScheduler
 //! [`ModelGate`]: crate::ModelGate
@@ -54,7 +77,8 @@ pub struct RateLimit {
 ///     .requests(20, 5.0);
 /// assert!(limits.is_limited());
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(try_from = "crate::policy_config::LimitsConfig")]
 pub struct Limits {
     pub(crate) tokens: Option<PeriodBudget>,
     pub(crate) cost: Option<PeriodBudget>,
@@ -177,7 +201,8 @@ impl FailureMode {
 /// assert_eq!(policy.scheduling_weight(), 4);
 /// # Ok::<(), tenant_governance::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(try_from = "crate::policy_config::TenantPolicyConfig")]
 pub struct TenantPolicy {
     pub(crate) tenant: Limits,
     pub(crate) agent: Limits,
@@ -314,7 +339,8 @@ impl TenantPolicy {
 ///     .platform(Limits::unlimited().tokens_per(50_000_000, hour));
 /// assert_eq!(policy.for_tenant(big_customer, IsolationTier::Pool).scheduling_weight(), 8);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(try_from = "crate::policy_config::PolicyConfig")]
 pub struct Policy {
     pool: TenantPolicy,
     silo: TenantPolicy,

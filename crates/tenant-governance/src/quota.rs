@@ -3,8 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tenant_core::operation_span;
+use tenant_core::telemetry::traced;
 use tenant_core::{PlatformAuthority, Scoped, TenantContext, WantsTenant};
-use tracing::Instrument;
+
+use crate::telemetry::{count_refusal, timed};
 
 use crate::error::{Error, Result};
 use crate::fail_open::FailOpenJournal;
@@ -175,9 +178,13 @@ impl Quotas {
     /// audits a refusal.
     fn admit(&self, ctx: &TenantContext, action: &str, resource: &str) -> Result<()> {
         self.inner.authority.admit(ctx).map_err(|e| {
-            ctx.audit_denied(action, resource, &e);
+            ctx.deny(action, resource, &e);
             Error::from(e)
         })
+    }
+
+    fn ledger_kind(&self) -> &'static str {
+        self.inner.ledger.kind()
     }
 
     /// The policy.
@@ -239,10 +246,16 @@ impl Quotas {
     /// tenant is over its share of the ledger; and
     /// [`Error::LedgerUnavailable`] when the ledger fails and the tenant's
     /// policy fails closed (or its fail-open allowance is spent).
+    ///
+    /// Runs in a span `quota.reserve` (with `gen_ai.request.model`); a
+    /// refusal is counted in `tenant_sdk_quota_refusals_total`.
     pub async fn reserve(&self, ctx: &TenantContext, estimate: &Estimate) -> Result<Reservation> {
-        self.reserve_inner(ctx, estimate)
-            .instrument(ctx.span())
-            .await
+        let span = operation_span!(
+            "quota.reserve",
+            ctx,
+            gen_ai.request.model = estimate.model(),
+        );
+        traced(span, self.reserve_inner(ctx, estimate)).await
     }
 
     async fn reserve_inner(&self, ctx: &TenantContext, estimate: &Estimate) -> Result<Reservation> {
@@ -255,7 +268,7 @@ impl Quotas {
                 let e = Error::ModelUnpriced {
                     model: estimate.model().to_owned(),
                 };
-                ctx.audit_denied("quota.reserve", estimate.model(), &e);
+                ctx.deny("quota.reserve", estimate.model(), &e);
                 return Err(e);
             }
             None => ModelRate::new(),
@@ -268,22 +281,29 @@ impl Quotas {
             amount,
             ttl: self.inner.hold_ttl,
         };
-        let hold = match self.inner.ledger.reserve(&request).await {
+        let reserved = timed(
+            self.ledger_kind(),
+            "reserve",
+            self.inner.ledger.reserve(&request),
+        )
+        .await;
+        let hold = match reserved {
             Ok(hold) => {
                 self.inner.fail_open.ledger_answered(ctx.tenant());
                 Held::Ledger(hold)
             }
-            Err(Error::LedgerUnavailable { reason }) => {
+            Err(Error::LedgerUnavailable { reason, source }) => {
                 let FailureMode::Open { allowance } = policy.on_ledger_failure else {
-                    let e = Error::LedgerUnavailable { reason };
-                    ctx.audit_denied("quota.reserve", estimate.model(), &e);
+                    let e = Error::LedgerUnavailable { reason, source };
+                    ctx.deny("quota.reserve", estimate.model(), &e);
                     return Err(e);
                 };
                 if !self.inner.fail_open.admit(ctx.tenant(), amount, allowance) {
                     let e = Error::LedgerUnavailable {
                         reason: format!("{reason} (the tenant's fail-open allowance is spent)"),
+                        source,
                     };
-                    ctx.audit_denied("quota.reserve", estimate.model(), &e);
+                    ctx.deny("quota.reserve", estimate.model(), &e);
                     return Err(e);
                 }
                 ctx.audit_denied(
@@ -304,7 +324,8 @@ impl Quotas {
                 ) {
                     self.inner.fail_open.ledger_answered(ctx.tenant());
                 }
-                ctx.audit_denied("quota.reserve", estimate.model(), &e);
+                count_refusal(ctx, &e);
+                ctx.deny("quota.reserve", estimate.model(), &e);
                 return Err(e);
             }
         };
@@ -336,12 +357,18 @@ impl Quotas {
     ///
     /// [`Error::Context`], [`Error::Overloaded`], [`Error::LedgerUnavailable`].
     pub async fn register(&self, ctx: &TenantContext) -> Result<()> {
-        self.admit(ctx, "quota.register", "context pool")?;
-        self.inner
-            .ledger
-            .register(&own_pool(ctx, ctx.capabilities().token_budget()))
-            .instrument(ctx.span())
+        let span = operation_span!("quota.register", ctx);
+        traced(span, async {
+            self.admit(ctx, "quota.register", "context pool")?;
+            let pool = own_pool(ctx, ctx.capabilities().token_budget());
+            timed(
+                self.ledger_kind(),
+                "register",
+                self.inner.ledger.register(&pool),
+            )
             .await
+        })
+        .await
     }
 
     /// The state of one level for `ctx` (`QuotaLevel::Context` is the
@@ -351,6 +378,11 @@ impl Quotas {
     ///
     /// [`Error::Context`], [`Error::LedgerUnavailable`].
     pub async fn usage(&self, ctx: &TenantContext, level: QuotaLevel) -> Result<LevelUsage> {
+        let span = operation_span!("quota.usage", ctx);
+        traced(span, self.usage_inner(ctx, level)).await
+    }
+
+    async fn usage_inner(&self, ctx: &TenantContext, level: QuotaLevel) -> Result<LevelUsage> {
         self.admit(ctx, "quota.usage", "usage")?;
         let policy = self.inner.policy.for_context(ctx);
         let tenant = ctx.tenant();
@@ -360,7 +392,7 @@ impl Quotas {
             QuotaLevel::Agent => spec(LevelKey::Agent(tenant, ctx.agent().clone()), &policy.agent),
             QuotaLevel::Context => own_pool(ctx, ctx.capabilities().token_budget()),
         };
-        self.inner.ledger.usage(&spec).instrument(ctx.span()).await
+        timed(self.ledger_kind(), "usage", self.inner.ledger.usage(&spec)).await
     }
 
     /// Waits until every settlement and release the ledger has deferred so
@@ -484,25 +516,32 @@ impl Reservation {
     /// stays until it expires, when it is charged at its estimate (only from
     /// a ledger that does not defer, or one whose background task has
     /// stopped).
-    pub async fn settle(mut self, actual: Usage) -> Result<Settlement> {
+    pub async fn settle(self, actual: Usage) -> Result<Settlement> {
+        let span = operation_span!(
+            "quota.settle",
+            &self.ctx,
+            gen_ai.request.model = self.model.as_str(),
+            gen_ai.usage.input_tokens = actual.input_tokens,
+            gen_ai.usage.output_tokens = actual.output_tokens,
+        );
+        traced(span, self.settle_inner(actual)).await
+    }
+
+    async fn settle_inner(mut self, actual: Usage) -> Result<Settlement> {
         let usage = self.rate.amount(actual.input_tokens, actual.output_tokens);
         let in_range = usage.bounded("the settled usage");
         let charged = usage.saturated();
         let overrun = usage.exceeds(&self.reserved);
         match self.hold.take() {
             Some(Held::Ledger(hold)) => {
-                self.quotas
-                    .inner
-                    .ledger
-                    .settle(hold, charged)
-                    .instrument(self.ctx.span())
-                    .await?;
+                let ledger = &self.quotas.inner.ledger;
+                timed(ledger.kind(), "settle", ledger.settle(hold, charged)).await?;
             }
             Some(Held::Unaccounted(levels)) => self.charge_unaccounted(levels, charged),
             None => {}
         }
         if overrun {
-            tracing::warn!(parent: &self.ctx.span(), model = %self.model, reserved = self.reserved.tokens,
+            tracing::warn!(model = %self.model, reserved = self.reserved.tokens,
                 charged = usage.tokens, "usage exceeded its reservation");
         }
         in_range?;
@@ -538,15 +577,16 @@ impl Reservation {
     /// [`Error::LedgerUnavailable`]: the hold stays until it expires, when
     /// it is charged at its estimate (only from a ledger that does not
     /// defer, or one whose background task has stopped).
-    pub async fn release(mut self) -> Result<()> {
+    pub async fn release(self) -> Result<()> {
+        let span = operation_span!("quota.release", &self.ctx);
+        traced(span, self.release_inner()).await
+    }
+
+    async fn release_inner(mut self) -> Result<()> {
         match self.hold.take() {
             Some(Held::Ledger(hold)) => {
-                self.quotas
-                    .inner
-                    .ledger
-                    .release(hold)
-                    .instrument(self.ctx.span())
-                    .await
+                let ledger = &self.quotas.inner.ledger;
+                timed(ledger.kind(), "release", ledger.release(hold)).await
             }
             Some(Held::Unaccounted(_)) => {
                 self.quotas.inner.fail_open.ended(

@@ -181,8 +181,12 @@ pub(crate) enum InstanceState {
 #[derive(Debug, Clone)]
 pub(crate) enum CallError {
     /// The outcome is unknown (Redis down, timeout, connection lost): the
-    /// call may or may not have been applied.
-    Unknown(String),
+    /// call may or may not have been applied. Redis's error, when there is
+    /// one, is shared by every job of the call.
+    Unknown(
+        String,
+        Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
+    ),
     /// The script refused the whole call as malformed and changed nothing;
     /// sending it again would not help.
     Rejected(String),
@@ -191,7 +195,7 @@ pub(crate) enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Unknown(e) => f.write_str(e),
+            CallError::Unknown(e, _) => f.write_str(e),
             CallError::Rejected(e) => write!(f, "the ledger script rejected the batch: {e}"),
         }
     }
@@ -596,7 +600,7 @@ impl Encoded {
         instances: usize,
         reply: Vec<String>,
     ) -> std::result::Result<Reply, CallError> {
-        let bad = || CallError::Unknown("unexpected script reply".to_owned());
+        let bad = || CallError::Unknown("unexpected script reply".to_owned(), None);
         if reply.first().map(String::as_str) == Some("malformed") {
             return Err(CallError::Rejected(
                 reply.get(1).cloned().unwrap_or_default(),

@@ -68,8 +68,17 @@ impl Shared {
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::LedgerUnavailable {
-        reason: format!("redis: {e}"),
+    Error::ledger_unavailable(format!("redis: {e}"))
+}
+
+/// A failed call as [`Error::LedgerUnavailable`], keeping Redis's error.
+fn call_unavailable(e: &CallError) -> Error {
+    match e {
+        CallError::Unknown(_, Some(source)) => Error::LedgerUnavailable {
+            reason: format!("redis: {e}"),
+            source: Some(source.clone()),
+        },
+        _ => unavailable(e),
     }
 }
 
@@ -245,7 +254,7 @@ pub(crate) async fn batch_task(
                         );
                     }
                     Err(CallError::Rejected(e)) => lost(run.jobs.len(), &e),
-                    Err(CallError::Unknown(e)) => {
+                    Err(CallError::Unknown(e, _)) => {
                         r.jobs.extend(run.jobs);
                         failed = Some(e);
                     }
@@ -320,13 +329,13 @@ pub(crate) async fn batch_task(
                         run.jobs.into_iter().partition(|j| j.durable);
                     fail(waiting, &e);
                     match e {
-                        CallError::Unknown(e) if !durable.is_empty() => {
+                        CallError::Unknown(..) if !durable.is_empty() => {
                             tracing::warn!(operations = durable.len(), error = %e,
                                 "Redis failed under deferred quota settlements; re-sending them");
                             again.extend(durable.into_iter().map(|mut j| {
                                 // Whoever waited for it has its answer.
                                 if let Some(tx) = j.reply.take() {
-                                    let _ = tx.send(Err(unavailable(&e)));
+                                    let _ = tx.send(Err(call_unavailable(&e)));
                                 }
                                 j
                             }));
@@ -369,7 +378,7 @@ fn log_invalid(reply: &Reply) {
 fn fail(jobs: Vec<Job>, error: &CallError) {
     for job in jobs {
         if let Some(tx) = job.reply {
-            let _ = tx.send(Err(unavailable(error)));
+            let _ = tx.send(Err(call_unavailable(error)));
         }
     }
 }
@@ -450,15 +459,19 @@ impl Shared {
         }
         let inv = batch.invocation(&self.script, prefix, self.lease_ms);
         let call = async {
-            let mut conn = self.connector.get().await?;
+            let mut conn = self
+                .connector
+                .get()
+                .await
+                .map_err(|e| CallError::Unknown(e, None))?;
             inv.invoke_async::<Vec<String>>(&mut conn)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| CallError::Unknown(e.to_string(), Some(Arc::new(e))))
         };
         let reply = match tokio::time::timeout(self.op_timeout, call).await {
             Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Err(CallError::Unknown(e)),
-            Err(_) => return Err(CallError::Unknown("operation timed out".to_owned())),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(CallError::Unknown("operation timed out".to_owned(), None)),
         };
         batch.decode(jobs.len(), names.len(), reply)
     }

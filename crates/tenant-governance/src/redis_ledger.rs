@@ -527,6 +527,10 @@ fn refusal(
 
 #[async_trait]
 impl Ledger for RedisLedger {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
     async fn reserve(&self, request: &HoldRequest) -> Result<Hold> {
         request.validate()?;
         let ttl = if request.ttl.is_zero() {

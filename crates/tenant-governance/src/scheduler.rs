@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tenant_core::{PlatformAuthority, TenantContext, TenantId};
 use tokio::sync::oneshot;
-use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::policy::Policy;
@@ -194,10 +193,10 @@ impl FairScheduler {
     /// [`Error::QueueFull`] when the tenant already has `max_queued`
     /// requests waiting in that lane.
     pub async fn admit(&self, ctx: &TenantContext, lane: Lane) -> Result<SchedulerPermit> {
-        let span = ctx.span();
-        async {
+        let span = tenant_core::operation_span!("schedule.admit", ctx);
+        tenant_core::telemetry::traced(span, async {
             if let Err(e) = self.shared.authority.admit(ctx) {
-                ctx.audit_denied("schedule.admit", &lane.to_string(), &e);
+                ctx.deny("schedule.admit", &lane.to_string(), &e);
                 return Err(e.into());
             }
             let rx = self.enqueue(ctx, lane)?;
@@ -206,8 +205,7 @@ impl FairScheduler {
             // lives; treat it as a closed queue anyway.
             rx.await
                 .map_err(|_| Error::InvalidConfiguration("scheduler shut down".into()))
-        }
-        .instrument(span)
+        })
         .await
     }
 

@@ -245,7 +245,7 @@ async fn a_fail_open_tier_admits_only_its_allowance_while_redis_is_down_and_is_c
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::LedgerUnavailable { reason } if reason.contains("allowance")),
+        matches!(&err, Error::LedgerUnavailable { reason, .. } if reason.contains("allowance")),
         "600 + 500 is past the allowance: {err:?}"
     );
     // The call used 400: that stays counted until the ledger has it.

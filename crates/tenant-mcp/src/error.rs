@@ -207,6 +207,64 @@ impl Error {
     }
 }
 
+/// What an error means to a caller of the SDK (the facade's `SdkError`,
+/// spans' `error.type`). The server's own HTTP answers use
+/// [`Error::status`] and [`Error::reason_code`].
+impl tenant_core::Classify for Error {
+    fn status(&self) -> tenant_core::ErrorStatus {
+        use tenant_core::ErrorStatus as S;
+        match self {
+            Error::Context(e) => e.status(),
+            Error::Tools(e) => e.status(),
+            Error::MissingToken
+            | Error::MalformedAuthorization
+            | Error::TokenRejected(_)
+            | Error::WrongResource => S::Unauthenticated,
+            Error::TenantNotServed
+            | Error::InsufficientScope { .. }
+            | Error::DelegatedRegistration => S::PermissionDenied,
+            Error::UnknownSession | Error::ServerNotRegistered { .. } => S::NotFound,
+            Error::InvalidResource { .. }
+            | Error::MalformedRequest(_)
+            | Error::RequestTooLarge { .. }
+            | Error::InvalidAlias { .. }
+            | Error::RemoteToolRefused { .. } => S::InvalidInput,
+            Error::AliasTaken { .. } => S::Conflict,
+            Error::TooManySessions { .. } => S::ResourceExhausted { retry_after: None },
+            Error::RateLimited { retry_after } => S::ResourceExhausted {
+                retry_after: *retry_after,
+            },
+            Error::Remote(_) | Error::RemoteTimeout(_) => S::Unavailable { retry_after: None },
+            Error::MissingConfiguration(_)
+            | Error::InvalidConfiguration(_)
+            | Error::RemoteUnauthorized { .. }
+            | Error::RemoteForbidden { .. }
+            | Error::Minting(_) => S::Internal,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Context(e) => e.kind(),
+            Error::Tools(e) => e.kind(),
+            Error::InvalidResource { .. } => "invalid_resource",
+            Error::MissingConfiguration(_) => "missing_configuration",
+            Error::InvalidConfiguration(_) => "invalid_configuration",
+            Error::InvalidAlias { .. } => "invalid_alias",
+            Error::AliasTaken { .. } => "alias_taken",
+            Error::ServerNotRegistered { .. } => "server_not_registered",
+            Error::DelegatedRegistration => "delegated_registration",
+            Error::RemoteToolRefused { .. } => "remote_tool_refused",
+            Error::RemoteUnauthorized { .. } => "remote_unauthorized",
+            Error::RemoteForbidden { .. } => "remote_forbidden",
+            Error::Remote(_) => "remote",
+            Error::RemoteTimeout(_) => "remote_timeout",
+            Error::Minting(_) => "minting",
+            _ => self.reason_code(),
+        }
+    }
+}
+
 /// Context errors a presented token can cause (as opposed to a server
 /// misconfiguration, such as an issuer of another authority).
 fn is_token_context_error(e: &tenant_core::Error) -> bool {
@@ -239,5 +297,32 @@ mod tests {
             Error::Context(tenant_core::Error::ForeignAuthority).status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+
+    #[test]
+    fn classification_agrees_with_the_server_answers() {
+        use tenant_core::{Classify, ErrorStatus};
+        let wait = Duration::from_secs(3);
+        let limited = Error::RateLimited {
+            retry_after: Some(wait),
+        };
+        assert_eq!(
+            Classify::status(&limited),
+            ErrorStatus::ResourceExhausted {
+                retry_after: Some(wait)
+            }
+        );
+        assert!(limited.retryable());
+        assert_eq!(limited.kind(), "rate_limited");
+        let rejected = Error::TokenRejected(ClaimRejection::Expired);
+        assert_eq!(Classify::status(&rejected), ErrorStatus::Unauthenticated);
+        assert_eq!(rejected.kind(), "token_expired");
+        let scope = Error::InsufficientScope { tool: "x".into() };
+        assert_eq!(Classify::status(&scope), ErrorStatus::PermissionDenied);
+        let tools = Error::Tools(tenant_tools::Error::ToolNotAllowed {
+            tool: "shell".into(),
+        });
+        assert_eq!(Classify::status(&tools), ErrorStatus::PermissionDenied);
+        assert_eq!(tools.kind(), "tool_not_allowed");
     }
 }

@@ -382,7 +382,8 @@ async fn hostile_remote_schemas_and_definitions_are_refused_and_nothing_is_impor
         remote_tool(
             "regex",
             "",
-            json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "(a+)+$"}}}),
+            // Lookaround: the linear-time pattern engine cannot run it.
+            json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "^(?=a)a$"}}}),
         ),
         remote_tool("not-object", "", json!({"type": "string"})),
         remote_tool("bad name/../x", "", json!({"type": "object"})),

@@ -7,8 +7,8 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Connection, PgPool, Postgres, Row, Transaction};
+use tenant_core::telemetry::traced;
 use tenant_core::{KeyId, PlatformAuthority, Subkey, TenantContext, TenantId};
-use tracing::Instrument;
 
 use crate::binding::{PostgresKey, Reach};
 use crate::error::{Error, Result};
@@ -325,7 +325,8 @@ impl MemoryAdmin {
     /// [`Error::Context`] for a context the authority does not admit;
     /// [`Error::ErasureIncomplete`] if rows remain.
     pub async fn erase_tenant(&self, ctx: &TenantContext) -> Result<ErasureReport> {
-        async {
+        let span = memory_span!("memory.erase_tenant", ctx, "DELETE");
+        traced(span, async {
             let tenant = ctx.tenant();
             let mut tx = self.begin_for(ctx, "BEGIN").await?;
             let mut deleted = BTreeMap::new();
@@ -356,8 +357,7 @@ impl MemoryAdmin {
                 deleted,
                 remaining,
             })
-        }
-        .instrument(ctx.span())
+        })
         .await
     }
 
@@ -370,7 +370,8 @@ impl MemoryAdmin {
     /// [`Error::Context`] for a context the authority does not admit;
     /// database errors.
     pub async fn export_tenant(&self, ctx: &TenantContext) -> Result<TenantExport> {
-        async {
+        let span = memory_span!("memory.export_tenant", ctx, "SELECT");
+        traced(span, async {
             let tenant = ctx.tenant();
             let mut tx = self
                 .begin_for(
@@ -397,8 +398,7 @@ impl MemoryAdmin {
             tx.rollback().await?;
             ctx.audit_allowed("memory.export_tenant", "tenant_memory");
             Ok(TenantExport { tenant, tables })
-        }
-        .instrument(ctx.span())
+        })
         .await
     }
 }

@@ -133,38 +133,42 @@ impl MemoryStore {
         namespace: &str,
         checkpoint: NewCheckpoint,
     ) -> Result<Checkpoint> {
-        self.run(async {
-            self.allow_namespace("memory.put_checkpoint", namespace)?;
-            names::validate("checkpoint id", &checkpoint.id)?;
-            if let Some(parent) = &checkpoint.parent_id {
-                names::validate("parent checkpoint id", parent)?;
-            }
-            let tenant = self.ctx.tenant();
-            let mut tx = self.begin_bound().await?;
-            let (seq, thread_namespace, audience): (i64, String, String) = sqlx::query_as(BUMP_SQL)
-                .persistent(self.prepared())
-                .bind(tenant.as_uuid())
-                .bind(thread.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(Error::ThreadNotFound)?;
-            let row = sqlx::query(PUT_SQL)
-                .persistent(self.prepared())
-                .bind(tenant.as_uuid())
-                .bind(thread.as_uuid())
-                .bind(namespace)
-                .bind(&checkpoint.id)
-                .bind(&checkpoint.parent_id)
-                .bind(checkpoint.state)
-                .bind(checkpoint.metadata)
-                .bind(seq)
-                .bind(thread_namespace)
-                .bind(audience)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Checkpoint::from_row(thread, &row)
-        })
+        self.run(
+            memory_span!("memory.put_checkpoint", self, "INSERT"),
+            async {
+                self.allow_namespace("memory.put_checkpoint", namespace)?;
+                names::validate("checkpoint id", &checkpoint.id)?;
+                if let Some(parent) = &checkpoint.parent_id {
+                    names::validate("parent checkpoint id", parent)?;
+                }
+                let tenant = self.ctx.tenant();
+                let mut tx = self.begin_bound().await?;
+                let (seq, thread_namespace, audience): (i64, String, String) =
+                    sqlx::query_as(BUMP_SQL)
+                        .persistent(self.prepared())
+                        .bind(tenant.as_uuid())
+                        .bind(thread.as_uuid())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(Error::ThreadNotFound)?;
+                let row = sqlx::query(PUT_SQL)
+                    .persistent(self.prepared())
+                    .bind(tenant.as_uuid())
+                    .bind(thread.as_uuid())
+                    .bind(namespace)
+                    .bind(&checkpoint.id)
+                    .bind(&checkpoint.parent_id)
+                    .bind(checkpoint.state)
+                    .bind(checkpoint.metadata)
+                    .bind(seq)
+                    .bind(thread_namespace)
+                    .bind(audience)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Checkpoint::from_row(thread, &row)
+            },
+        )
         .await
     }
 
@@ -179,7 +183,7 @@ impl MemoryStore {
         namespace: &str,
         id: &str,
     ) -> Result<Option<Checkpoint>> {
-        self.run(async {
+        self.run(memory_span!("memory.checkpoint", self, "SELECT"), async {
             self.allow_namespace("memory.checkpoint", namespace)?;
             names::validate("checkpoint id", id)?;
             let mut ex = self.exec().await?;
@@ -228,23 +232,26 @@ impl MemoryStore {
         namespace: &str,
         limit: usize,
     ) -> Result<Vec<Checkpoint>> {
-        self.run(async {
-            self.allow_namespace("memory.list_checkpoints", namespace)?;
-            let mut ex = self.exec().await?;
-            let rows = sqlx::query(LIST_SQL)
-                .persistent(self.prepared())
-                .bind(self.bound())
-                .bind(self.ctx.tenant().as_uuid())
-                .bind(thread.as_uuid())
-                .bind(namespace)
-                .bind(page_limit(limit))
-                .fetch_all(&mut *ex)
-                .await?;
-            ex.finish().await?;
-            rows.iter()
-                .map(|r| Checkpoint::from_row(thread, r))
-                .collect()
-        })
+        self.run(
+            memory_span!("memory.list_checkpoints", self, "SELECT"),
+            async {
+                self.allow_namespace("memory.list_checkpoints", namespace)?;
+                let mut ex = self.exec().await?;
+                let rows = sqlx::query(LIST_SQL)
+                    .persistent(self.prepared())
+                    .bind(self.bound())
+                    .bind(self.ctx.tenant().as_uuid())
+                    .bind(thread.as_uuid())
+                    .bind(namespace)
+                    .bind(page_limit(limit))
+                    .fetch_all(&mut *ex)
+                    .await?;
+                ex.finish().await?;
+                rows.iter()
+                    .map(|r| Checkpoint::from_row(thread, r))
+                    .collect()
+            },
+        )
         .await
     }
 }

@@ -106,6 +106,9 @@ pub enum Error {
     RowSecurityViolation {
         /// The database's message.
         message: String,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
     },
     /// The connected role lacks a privilege (e.g. `SET ROLE`, reading the
     /// key table, `UPDATE` on append-only messages).
@@ -113,12 +116,18 @@ pub enum Error {
     PermissionDenied {
         /// The database's message.
         message: String,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
     },
     /// A write was attempted inside a read-only transaction.
     #[error("read-only transaction: {message}")]
     ReadOnlyTransaction {
         /// The database's message.
         message: String,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
     },
     /// The statement ran longer than its `statement_timeout`.
     #[error("statement timed out")]
@@ -176,7 +185,7 @@ pub enum Error {
     Migration(#[from] sqlx::migrate::MigrateError),
     /// Any other database error.
     #[error("database error: {0}")]
-    Database(sqlx::Error),
+    Database(#[source] sqlx::Error),
 }
 
 impl From<sqlx::Error> for Error {
@@ -192,11 +201,18 @@ impl From<sqlx::Error> for Error {
         }
         let message = db.message().to_owned();
         match &*code {
-            "42501" if message.contains("row-level security") => {
-                Error::RowSecurityViolation { message }
-            }
-            "42501" => Error::PermissionDenied { message },
-            "25006" => Error::ReadOnlyTransaction { message },
+            "42501" if message.contains("row-level security") => Error::RowSecurityViolation {
+                message,
+                source: error,
+            },
+            "42501" => Error::PermissionDenied {
+                message,
+                source: error,
+            },
+            "25006" => Error::ReadOnlyTransaction {
+                message,
+                source: error,
+            },
             "57014" => Error::StatementTimeout,
             _ => Error::Database(error),
         }
@@ -233,3 +249,73 @@ impl fmt::Display for SqlObjectKind {
 
 /// Result alias for `tenant-memory`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl tenant_core::Classify for Error {
+    fn status(&self) -> tenant_core::ErrorStatus {
+        use tenant_core::ErrorStatus as S;
+        match self {
+            Error::Context(e) => e.status(),
+            Error::NamespaceNotAllowed { .. }
+            | Error::SqlToolNotPermitted(_)
+            | Error::SqlNotAllowed(_)
+            | Error::SqlObjectNotAllowed { .. }
+            | Error::RowSecurityViolation { .. }
+            | Error::PermissionDenied { .. }
+            | Error::ReadOnlyTransaction { .. }
+            | Error::ThreadHasUnreachableData => S::PermissionDenied,
+            Error::BoundContextRejected(_) => S::Unauthenticated,
+            Error::InvalidName { .. } => S::InvalidInput,
+            Error::ThreadNotFound => S::NotFound,
+            Error::VersionConflict { .. } => S::Conflict,
+            Error::StatementTimeout => S::ResourceExhausted { retry_after: None },
+            Error::Database(e) if is_unavailable(e) => S::Unavailable { retry_after: None },
+            Error::MissingConfiguration(_)
+            | Error::WrongKeyPurpose(_)
+            | Error::KeyNotFromAuthority { .. }
+            | Error::UnsafeAppRole { .. }
+            | Error::KeyIdConflict(_)
+            | Error::ErasureIncomplete { .. }
+            | Error::Migration(_)
+            | Error::Database(_) => S::Internal,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Context(e) => e.kind(),
+            Error::MissingConfiguration(_) => "missing_configuration",
+            Error::WrongKeyPurpose(_) => "wrong_key_purpose",
+            Error::NamespaceNotAllowed { .. } => "namespace_not_allowed",
+            Error::InvalidName { .. } => "invalid_name",
+            Error::ThreadNotFound => "thread_not_found",
+            Error::VersionConflict { .. } => "version_conflict",
+            Error::BoundContextRejected(_) => "bound_context_rejected",
+            Error::RowSecurityViolation { .. } => "row_security_violation",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::ReadOnlyTransaction { .. } => "read_only_transaction",
+            Error::StatementTimeout => "statement_timeout",
+            Error::SqlNotAllowed(_) => "sql_not_allowed",
+            Error::SqlObjectNotAllowed { .. } => "sql_object_not_allowed",
+            Error::SqlToolNotPermitted(_) => "sql_tool_not_permitted",
+            Error::ThreadHasUnreachableData => "thread_has_unreachable_data",
+            Error::KeyNotFromAuthority { .. } => "key_not_from_authority",
+            Error::UnsafeAppRole { .. } => "unsafe_app_role",
+            Error::KeyIdConflict(_) => "key_id_conflict",
+            Error::ErasureIncomplete { .. } => "erasure_incomplete",
+            Error::Migration(_) => "migration",
+            Error::Database(_) => "database",
+        }
+    }
+}
+
+/// Whether a database error means "the database is unreachable right now"
+/// (pool exhausted or closed, connection lost), which a retry can fix.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}

@@ -108,7 +108,7 @@ impl MemoryStore {
     /// [`Error::NamespaceNotAllowed`] unless the context's capabilities
     /// allow the namespace.
     pub async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<KvEntry>> {
-        self.run(async {
+        self.run(memory_span!("memory.kv_get", self, "SELECT"), async {
             self.allow_namespace("memory.kv_get", namespace)?;
             names::validate("key", key)?;
             let mut ex = self.exec().await?;
@@ -140,7 +140,7 @@ impl MemoryStore {
         value: Value,
         expected: Expected,
     ) -> Result<i64> {
-        self.run(async {
+        self.run(memory_span!("memory.kv_put", self, "INSERT"), async {
             self.allow_namespace("memory.kv_put", namespace)?;
             names::validate("key", key)?;
             let tenant = self.ctx.tenant();
@@ -208,7 +208,7 @@ impl MemoryStore {
     /// [`Error::VersionConflict`] when `expected` is a version and the entry
     /// has another one.
     pub async fn kv_delete(&self, namespace: &str, key: &str, expected: Expected) -> Result<bool> {
-        self.run(async {
+        self.run(memory_span!("memory.kv_delete", self, "DELETE"), async {
             self.allow_namespace("memory.kv_delete", namespace)?;
             names::validate("key", key)?;
             let mut tx = self.begin_bound().await?;
@@ -249,7 +249,7 @@ impl MemoryStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KvEntry>> {
-        self.run(async {
+        self.run(memory_span!("memory.kv_list", self, "SELECT"), async {
             self.allow_namespace("memory.kv_list", namespace)?;
             names::validate_prefix("key prefix", prefix)?;
             let mut ex = self.exec().await?;

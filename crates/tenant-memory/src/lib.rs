@@ -89,6 +89,20 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+/// The span of one memory operation: [`tenant_core::operation_span!`] with
+/// `db.system` and `db.operation.name`. `$ctx_holder` is anything with a
+/// `ctx: TenantContext` field, or a `&TenantContext`.
+macro_rules! memory_span {
+    ($name:literal, $holder:expr, $op:literal) => {
+        tenant_core::operation_span!(
+            $name,
+            $crate::store::context_of(&$holder),
+            db.system = "postgresql",
+            db.operation.name = $op,
+        )
+    };
+}
+
 mod admin;
 mod binding;
 mod checkpoints;

@@ -151,7 +151,8 @@ impl MemoryStore {
     ///
     /// [`Error::ThreadNotFound`] if the handle's tenant has no such thread.
     pub async fn append_message(&self, thread: ThreadId, message: NewMessage) -> Result<Message> {
-        let mut appended = self.append_messages(thread, vec![message]).await?;
+        let span = memory_span!("memory.append_message", self, "INSERT");
+        let mut appended = self.append(span, thread, vec![message]).await?;
         appended.pop().ok_or(Error::ThreadNotFound)
     }
 
@@ -166,7 +167,17 @@ impl MemoryStore {
         thread: ThreadId,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Message>> {
-        self.run(async {
+        let span = memory_span!("memory.append_messages", self, "INSERT");
+        self.append(span, thread, messages).await
+    }
+
+    async fn append(
+        &self,
+        span: tracing::Span,
+        thread: ThreadId,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Message>> {
+        self.run(span, async {
             if messages.is_empty() {
                 return Ok(Vec::new());
             }
@@ -223,7 +234,7 @@ impl MemoryStore {
         after: Option<MessageCursor>,
         limit: usize,
     ) -> Result<MessagePage> {
-        self.run(async {
+        self.run(memory_span!("memory.messages", self, "SELECT"), async {
             let limit = page_limit(limit);
             let mut ex = self.exec().await?;
             let rows = sqlx::query(PAGE_SQL)
@@ -259,21 +270,24 @@ impl MemoryStore {
     ///
     /// [`Error::Context`] for an invalid context, database errors otherwise.
     pub async fn last_messages(&self, thread: ThreadId, n: usize) -> Result<Vec<Message>> {
-        self.run(async {
-            let mut ex = self.exec().await?;
-            let rows = sqlx::query(LAST_SQL)
-                .persistent(self.prepared())
-                .bind(self.bound())
-                .bind(self.ctx.tenant().as_uuid())
-                .bind(thread.as_uuid())
-                .bind(page_limit(n))
-                .fetch_all(&mut *ex)
-                .await?;
-            ex.finish().await?;
-            rows.iter()
-                .map(|row| Message::from_row(thread, row))
-                .collect()
-        })
+        self.run(
+            memory_span!("memory.last_messages", self, "SELECT"),
+            async {
+                let mut ex = self.exec().await?;
+                let rows = sqlx::query(LAST_SQL)
+                    .persistent(self.prepared())
+                    .bind(self.bound())
+                    .bind(self.ctx.tenant().as_uuid())
+                    .bind(thread.as_uuid())
+                    .bind(page_limit(n))
+                    .fetch_all(&mut *ex)
+                    .await?;
+                ex.finish().await?;
+                rows.iter()
+                    .map(|row| Message::from_row(thread, row))
+                    .collect()
+            },
+        )
         .await
     }
 }

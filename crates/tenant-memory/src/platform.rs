@@ -129,10 +129,15 @@ impl MemoryPlatform {
     ///
     /// [`Error::UnsafeAppRole`] naming the reason; database errors.
     pub async fn verify(&self) -> Result<()> {
+        // In a transaction: sqlx sends an unnamed statement's parse and
+        // its execution in separate round trips, and a transaction pooler
+        // may hand each to another server connection outside one.
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(VERIFY_SQL)
             .persistent(false)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
+        tx.commit().await?;
         let role: String = row.try_get("role")?;
         let unsafe_role = |reason| Error::UnsafeAppRole {
             role: role.clone(),

@@ -5,8 +5,8 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use sqlx::PgConnection;
+use tenant_core::telemetry::traced;
 use tenant_core::TenantContext;
-use tracing::Instrument;
 
 use crate::error::Result;
 use crate::session_reset::CallerConnection;
@@ -58,8 +58,8 @@ impl ScopedTx {
     /// The database's error (e.g. a deferred constraint); the connection is
     /// then closed.
     pub async fn commit(self) -> Result<()> {
-        let span = self.ctx.span();
-        self.conn.release(true).instrument(span).await
+        let span = memory_span!("memory.commit", self, "COMMIT");
+        traced(span, self.conn.release(true)).await
     }
 
     /// Rolls back, then resets the connection.
@@ -68,8 +68,8 @@ impl ScopedTx {
     ///
     /// The database's error; the connection is then closed.
     pub async fn rollback(self) -> Result<()> {
-        let span = self.ctx.span();
-        self.conn.release(false).instrument(span).await
+        let span = memory_span!("memory.rollback", self, "ROLLBACK");
+        traced(span, self.conn.release(false)).await
     }
 }
 
@@ -103,7 +103,7 @@ impl MemoryStore {
     /// [`Error::Context`](crate::Error::Context) for a context the platform's
     /// authority does not admit; database errors otherwise.
     pub async fn begin(&self) -> Result<ScopedTx> {
-        self.run(async {
+        self.run(memory_span!("memory.begin", self, "BEGIN"), async {
             let mut conn = CallerConnection::acquire(self.pool(), self.platform.pooled).await?;
             conn.begin("BEGIN").await?;
             self.bind_on(&mut conn).await?;
@@ -113,5 +113,11 @@ impl MemoryStore {
             })
         })
         .await
+    }
+}
+
+impl crate::store::HasContext for ScopedTx {
+    fn context_ref(&self) -> &TenantContext {
+        &self.ctx
     }
 }

@@ -91,19 +91,26 @@ impl SqlQueryTool {
     /// bound context does not verify.
     pub async fn query(&self, sql: &str) -> Result<SqlRows> {
         let store = &self.store;
+        let span = tenant_core::operation_span!(
+            "memory.sql",
+            &store.ctx,
+            db.system = "postgresql",
+            db.operation.name = "SELECT",
+            gen_ai.tool.name = crate::SQL_TOOL_CAPABILITY,
+        );
         store
-            .run(async {
+            .run(span, async {
                 let body = match self.screen(sql) {
                     Ok(body) => body,
                     Err(e) => {
-                        store.ctx.audit_denied("memory.sql", "sql", &e);
+                        store.ctx.deny("memory.sql", "sql", &e);
                         return Err(e);
                     }
                 };
                 let result = self.run_read_only(body).await;
                 match &result {
                     Ok(_) => store.ctx.audit_allowed("memory.sql", "sql"),
-                    Err(e) => store.ctx.audit_denied("memory.sql", "sql", e),
+                    Err(e) => store.ctx.deny("memory.sql", "sql", e),
                 }
                 result
             })

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tenant_core::telemetry::traced;
 use tenant_core::{PlatformAuthority, Scoped, Subkey, TenantContext, WantsTenant};
-use tracing::Instrument;
 
 use crate::binding::{BoundContext, PostgresKey, Reach};
 use crate::error::{Error, Result};
@@ -201,7 +201,8 @@ impl MemoryStore {
     /// [`Error::Context`] with `ForeignAuthority`, `NotDescendant`, or the
     /// child's own verification error.
     pub fn delegate(&self, child: &TenantContext) -> Result<MemoryStore> {
-        let _entered = self.ctx.span().entered();
+        let span = tenant_core::operation_span!("memory.delegate", &self.ctx);
+        let _entered = span.enter();
         self.platform.authority.admit(&self.ctx)?;
         let admitted = self
             .platform
@@ -209,8 +210,7 @@ impl MemoryStore {
             .admit(child)
             .and_then(|()| self.ctx.check_descendant(child));
         if let Err(e) = admitted {
-            self.ctx
-                .audit_denied("memory.delegate", child.agent().as_str(), &e);
+            self.ctx.deny("memory.delegate", child.agent().as_str(), &e);
             return Err(e.into());
         }
         self.ctx
@@ -218,17 +218,17 @@ impl MemoryStore {
         Ok(MemoryStore::new(self.platform.clone(), child.clone()))
     }
 
-    /// Runs one operation: inside the context's span, after admitting the
-    /// context again (authority, proof, expiry, revocation).
-    pub(crate) async fn run<T, F>(&self, op: F) -> Result<T>
+    /// Runs one operation in its span (made with [`memory_span!`]), after
+    /// admitting the context again (authority, proof, expiry, revocation);
+    /// records the outcome on the span.
+    pub(crate) async fn run<T, F>(&self, span: tracing::Span, op: F) -> Result<T>
     where
         F: Future<Output = Result<T>>,
     {
-        async {
+        traced(span, async {
             self.platform.authority.admit(&self.ctx)?;
             op.await
-        }
-        .instrument(self.ctx.span())
+        })
         .await
     }
 
@@ -310,7 +310,7 @@ impl MemoryStore {
             let error = Error::NamespaceNotAllowed {
                 namespace: namespace.to_owned(),
             };
-            self.ctx.audit_denied(action, namespace, &error);
+            self.ctx.deny(action, namespace, &error);
             Err(error)
         }
     }
@@ -357,4 +357,31 @@ impl fmt::Debug for MemoryStore {
             .field("ctx", &self.ctx)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`memory_span!`] reads the context from.
+pub(crate) trait HasContext {
+    fn context_ref(&self) -> &TenantContext;
+}
+
+impl HasContext for MemoryStore {
+    fn context_ref(&self) -> &TenantContext {
+        &self.ctx
+    }
+}
+
+impl HasContext for TenantContext {
+    fn context_ref(&self) -> &TenantContext {
+        self
+    }
+}
+
+impl<T: HasContext + ?Sized> HasContext for &T {
+    fn context_ref(&self) -> &TenantContext {
+        (**self).context_ref()
+    }
+}
+
+pub(crate) fn context_of(holder: &impl HasContext) -> &TenantContext {
+    holder.context_ref()
 }

@@ -157,7 +157,8 @@ impl MemoryStore {
     /// [`Error::NamespaceNotAllowed`] unless the context's capabilities allow
     /// the namespace; [`Error::Context`] for an invalid context.
     pub async fn create_thread(&self, namespace: &str, metadata: Value) -> Result<Thread> {
-        self.insert_thread(namespace, metadata, false).await
+        let span = memory_span!("memory.create_thread", self, "INSERT");
+        self.insert_thread(span, namespace, metadata, false).await
     }
 
     /// Like [`create_thread`](Self::create_thread), but private to the
@@ -169,16 +170,18 @@ impl MemoryStore {
     ///
     /// As [`create_thread`](Self::create_thread).
     pub async fn create_private_thread(&self, namespace: &str, metadata: Value) -> Result<Thread> {
-        self.insert_thread(namespace, metadata, true).await
+        let span = memory_span!("memory.create_private_thread", self, "INSERT");
+        self.insert_thread(span, namespace, metadata, true).await
     }
 
     async fn insert_thread(
         &self,
+        span: tracing::Span,
         namespace: &str,
         metadata: Value,
         private: bool,
     ) -> Result<Thread> {
-        self.run(async {
+        self.run(span, async {
             self.allow_namespace("memory.create_thread", namespace)?;
             let principal = self.ctx.principal().as_str();
             let mut ex = self.exec_write().await?;
@@ -206,7 +209,7 @@ impl MemoryStore {
     ///
     /// [`Error::Context`] for an invalid context, database errors otherwise.
     pub async fn thread(&self, id: ThreadId) -> Result<Option<Thread>> {
-        self.run(async {
+        self.run(memory_span!("memory.thread", self, "SELECT"), async {
             let mut ex = self.exec().await?;
             let row = sqlx::query(GET_SQL)
                 .persistent(self.prepared())
@@ -229,7 +232,7 @@ impl MemoryStore {
     ///
     /// [`Error::Context`] for an invalid context, database errors otherwise.
     pub async fn list_threads(&self, limit: usize) -> Result<Vec<Thread>> {
-        self.run(async {
+        self.run(memory_span!("memory.list_threads", self, "SELECT"), async {
             let mut ex = self.exec().await?;
             let rows = sqlx::query(LIST_SQL)
                 .persistent(self.prepared())
@@ -250,20 +253,23 @@ impl MemoryStore {
     ///
     /// [`Error::ThreadNotFound`] if the handle's tenant has no such thread.
     pub async fn set_thread_metadata(&self, id: ThreadId, metadata: Value) -> Result<Thread> {
-        self.run(async {
-            let mut tx = self.begin_bound().await?;
-            let row = sqlx::query(UPDATE_SQL)
-                .persistent(self.prepared())
-                .bind(self.ctx.tenant().as_uuid())
-                .bind(id.0)
-                .bind(metadata)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(Error::ThreadNotFound)?;
-            let thread = Thread::from_row(&row)?;
-            tx.commit().await?;
-            Ok(thread)
-        })
+        self.run(
+            memory_span!("memory.set_thread_metadata", self, "UPDATE"),
+            async {
+                let mut tx = self.begin_bound().await?;
+                let row = sqlx::query(UPDATE_SQL)
+                    .persistent(self.prepared())
+                    .bind(self.ctx.tenant().as_uuid())
+                    .bind(id.0)
+                    .bind(metadata)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(Error::ThreadNotFound)?;
+                let thread = Thread::from_row(&row)?;
+                tx.commit().await?;
+                Ok(thread)
+            },
+        )
         .await
     }
 
@@ -276,29 +282,32 @@ impl MemoryStore {
     /// [`Error::ThreadHasUnreachableData`] (nothing deleted) while
     /// checkpoints in namespaces the context may not touch belong to it.
     pub async fn delete_thread(&self, id: ThreadId) -> Result<()> {
-        self.run(async {
-            let mut ex = self.exec_write().await?;
-            let deleted: bool = sqlx::query_scalar(DELETE_SQL)
-                .persistent(self.prepared())
-                .bind(self.bound())
-                .bind(id.0)
-                .bind(self.ctx.tenant().as_uuid())
-                .fetch_one(&mut *ex)
-                .await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
-                        Error::ThreadHasUnreachableData
-                    }
-                    _ => e.into(),
-                })?;
-            ex.finish().await?;
-            if !deleted {
-                return Err(Error::ThreadNotFound);
-            }
-            self.ctx
-                .audit_allowed("memory.delete_thread", &id.to_string());
-            Ok(())
-        })
+        self.run(
+            memory_span!("memory.delete_thread", self, "DELETE"),
+            async {
+                let mut ex = self.exec_write().await?;
+                let deleted: bool = sqlx::query_scalar(DELETE_SQL)
+                    .persistent(self.prepared())
+                    .bind(self.bound())
+                    .bind(id.0)
+                    .bind(self.ctx.tenant().as_uuid())
+                    .fetch_one(&mut *ex)
+                    .await
+                    .map_err(|e| match &e {
+                        sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+                            Error::ThreadHasUnreachableData
+                        }
+                        _ => e.into(),
+                    })?;
+                ex.finish().await?;
+                if !deleted {
+                    return Err(Error::ThreadNotFound);
+                }
+                self.ctx
+                    .audit_allowed("memory.delete_thread", &id.to_string());
+                Ok(())
+            },
+        )
         .await
     }
 }

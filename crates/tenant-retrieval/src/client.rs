@@ -3,7 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tenant_core::{Scoped, TenantContext, WantsTenant};
+use tenant_core::telemetry::traced;
+use tenant_core::{operation_span, Scoped, TenantContext, WantsTenant};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -18,6 +19,19 @@ use crate::point::{point_id, StoredHit, StoredPoint};
 use crate::quarantine;
 use crate::retrieval::Retrieval;
 use crate::route::Access;
+
+/// The span of one client operation: the context's attributes, the store
+/// and the logical collection.
+macro_rules! client_span {
+    ($name:literal, $client:expr) => {
+        operation_span!(
+            $name,
+            &$client.ctx,
+            db.system = "qdrant",
+            db.collection.name = $client.spec.name(),
+        )
+    };
+}
 
 /// Largest accepted `top_k` and scroll page.
 pub const MAX_LIMIT: usize = 1_000;
@@ -193,7 +207,7 @@ impl RetrievalClient {
     ) -> Result<Self> {
         if !ctx.capabilities().collections().allows(collection) {
             let err = Error::CollectionNotAllowed(collection.to_owned());
-            ctx.audit_denied("retrieval.open", collection, &err);
+            ctx.deny("retrieval.open", collection, &err);
             return Err(err);
         }
         let spec = retrieval.spec(collection)?;
@@ -245,6 +259,11 @@ impl RetrievalClient {
     /// are durable. All documents are validated first; nothing is written
     /// if any is invalid. Batch documents: each call costs one flush.
     pub async fn upsert(&self, docs: impl IntoIterator<Item = Document>) -> Result<()> {
+        let span = client_span!("retrieval.upsert", self);
+        traced(span, self.upsert_in_span(docs)).await
+    }
+
+    async fn upsert_in_span(&self, docs: impl IntoIterator<Item = Document>) -> Result<()> {
         self.check()?;
         let docs: Vec<Document> = docs.into_iter().collect();
         async {
@@ -281,7 +300,12 @@ impl RetrievalClient {
     ///
     /// The query vector must have the collection's dimensions and finite
     /// values ([`Error::DimensionMismatch`], [`Error::NonFinite`]).
-    pub async fn search(&self, mut query: SearchQuery) -> Result<Vec<Record>> {
+    pub async fn search(&self, query: SearchQuery) -> Result<Vec<Record>> {
+        let span = client_span!("retrieval.search", self);
+        traced(span, self.search_in_span(query)).await
+    }
+
+    async fn search_in_span(&self, mut query: SearchQuery) -> Result<Vec<Record>> {
         self.check()?;
         async {
             check_limit(query.top_k, "top_k")?;
@@ -359,6 +383,11 @@ impl RetrievalClient {
     /// The documents with these ids that this tenant has (others are
     /// skipped), in point-id order.
     pub async fn get_many(&self, doc_ids: &[&str]) -> Result<Vec<Record>> {
+        let span = client_span!("retrieval.get", self);
+        traced(span, self.get_many_in_span(doc_ids)).await
+    }
+
+    async fn get_many_in_span(&self, doc_ids: &[&str]) -> Result<Vec<Record>> {
         self.check()?;
         async {
             let scope = self.ids_scope(doc_ids)?;
@@ -376,6 +405,11 @@ impl RetrievalClient {
     /// Deletes this tenant's documents with these ids; returns how many
     /// existed. Another tenant's document with the same id is untouched.
     pub async fn delete(&self, doc_ids: &[&str]) -> Result<u64> {
+        let span = client_span!("retrieval.delete", self);
+        traced(span, self.delete_in_span(doc_ids)).await
+    }
+
+    async fn delete_in_span(&self, doc_ids: &[&str]) -> Result<u64> {
         self.check()?;
         let scope = self.ids_scope(doc_ids);
         async { self.delete_scope(scope?).await }
@@ -385,6 +419,11 @@ impl RetrievalClient {
 
     /// Deletes this tenant's documents matching `filter`; returns how many.
     pub async fn delete_where(&self, filter: MetadataFilter) -> Result<u64> {
+        let span = client_span!("retrieval.delete_where", self);
+        traced(span, self.delete_where_in_span(filter)).await
+    }
+
+    async fn delete_where_in_span(&self, filter: MetadataFilter) -> Result<u64> {
         self.check()?;
         let scope = self.scope(Some(filter));
         async { self.delete_scope(scope?).await }
@@ -396,6 +435,11 @@ impl RetrievalClient {
     /// given). Counting reads no payloads, so points that a read would
     /// quarantine are counted too.
     pub async fn count(&self, filter: Option<MetadataFilter>) -> Result<u64> {
+        let span = client_span!("retrieval.count", self);
+        traced(span, self.count_in_span(filter)).await
+    }
+
+    async fn count_in_span(&self, filter: Option<MetadataFilter>) -> Result<u64> {
         self.check()?;
         async {
             let scope = self.scope(filter)?;
@@ -416,6 +460,16 @@ impl RetrievalClient {
     /// fewer than `limit` records when points were quarantined; continue
     /// while `next` is set.
     pub async fn scroll(
+        &self,
+        filter: Option<MetadataFilter>,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page> {
+        let span = client_span!("retrieval.scroll", self);
+        traced(span, self.scroll_in_span(filter, cursor, limit)).await
+    }
+
+    async fn scroll_in_span(
         &self,
         filter: Option<MetadataFilter>,
         cursor: Option<Cursor>,

@@ -179,5 +179,55 @@ impl Error {
     }
 }
 
+impl tenant_core::Classify for Error {
+    fn status(&self) -> tenant_core::ErrorStatus {
+        use tenant_core::ErrorStatus as S;
+        match self {
+            Error::Context(e) => e.status(),
+            Error::CollectionNotAllowed(_) | Error::NotAnOperator(_) => S::PermissionDenied,
+            Error::UnknownCollection(_) => S::NotFound,
+            Error::InvalidInput { .. }
+            | Error::ReservedMetadataKey(_)
+            | Error::NonFinite { .. }
+            | Error::FilterTooDeep { .. }
+            | Error::FilterTooLarge { .. }
+            | Error::DimensionMismatch { .. }
+            | Error::FilterOnSealedField(_) => S::InvalidInput,
+            Error::TenantMigrating { .. }
+            | Error::RouteUnsettled { .. }
+            | Error::Backend { .. }
+            | Error::Io { .. } => S::Unavailable { retry_after: None },
+            Error::LeakDetected { .. }
+            | Error::Sealing(_)
+            | Error::Migration { .. }
+            | Error::BackendInUse { .. } => S::Internal,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Context(e) => e.kind(),
+            Error::CollectionNotAllowed(_) => "collection_not_allowed",
+            Error::UnknownCollection(_) => "unknown_collection",
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::ReservedMetadataKey(_) => "reserved_metadata_key",
+            Error::NonFinite { .. } => "non_finite",
+            Error::FilterTooDeep { .. } => "filter_too_deep",
+            Error::FilterTooLarge { .. } => "filter_too_large",
+            Error::DimensionMismatch { .. } => "dimension_mismatch",
+            Error::FilterOnSealedField(_) => "filter_on_sealed_field",
+            Error::LeakDetected { .. } => "leak_detected",
+            Error::Sealing(_) => "sealing",
+            Error::Migration { .. } => "migration",
+            Error::TenantMigrating { .. } => "tenant_migrating",
+            Error::RouteUnsettled { .. } => "route_unsettled",
+            Error::NotAnOperator(_) => "not_an_operator",
+            Error::BackendInUse { .. } => "backend_in_use",
+            Error::Backend { .. } => "backend",
+            Error::Io { .. } => "io",
+        }
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

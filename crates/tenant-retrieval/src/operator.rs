@@ -93,7 +93,7 @@ impl fmt::Debug for RetrievalOperator {
 impl RetrievalOperator {
     pub(crate) fn open(retrieval: Retrieval, ctx: &TenantContext) -> Result<Self> {
         let refused = |err: Error| {
-            ctx.audit_denied("retrieval.operator.open", "*", &err);
+            ctx.deny("retrieval.operator.open", "*", &err);
             Err(err)
         };
         if let Err(e) = retrieval.admit(ctx) {
@@ -134,7 +134,7 @@ impl RetrievalOperator {
         });
         match &result {
             Ok(()) => self.ctx.audit_allowed(action, &resource),
-            Err(e) => self.ctx.audit_denied(action, &resource, e),
+            Err(e) => self.ctx.deny(action, &resource, e),
         }
         result
     }

@@ -1,7 +1,8 @@
 //! What happens to a hit that fails the per-hit check.
 //!
 //! By default ([`LeakPolicy::Quarantine`]) it is dropped from the result,
-//! counted, and reported as a `tenant_audit` alarm (an `ERROR` event with
+//! counted (also in the `tenant_sdk_leaks_detected_total` metric, label
+//! `source = "retrieval"`), and reported as a `tenant_audit` alarm (an `ERROR` event with
 //! `alarm = "leak"`, naming the collection, point id and reason, never the
 //! payload); the tenant's own hits are returned and a promotion copies the
 //! tenant's own points. A planted or foreign point therefore can neither
@@ -49,6 +50,7 @@ pub(crate) fn report(
     reason: LeakReason,
 ) -> Option<Error> {
     counter.0.fetch_add(1, Ordering::Relaxed);
+    tenant_core::telemetry::count_leak(ctx, "retrieval");
     tracing::error!(
         target: AUDIT_TARGET,
         decision = match policy {

@@ -381,3 +381,80 @@ async fn strict_mode_refuses_reads_and_promotion_and_nothing_changes() {
         .await
         .contains(&w.retrieval.naming().silo(DOCS, a.tenant())));
 }
+
+#[test]
+fn a_quarantined_point_is_counted_in_the_leak_metric_inside_the_search_span() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use tracing_subscriber::fmt::format::FmtSpan;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let log = AuditLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_env_filter("tenant_sdk=info,tenant_audit=info")
+        .finish();
+    let tenant = metrics::with_local_recorder(&recorder, || {
+        tracing::subscriber::with_default(subscriber, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let w = world(Kind::Edge, pool()).await.unwrap();
+                    let a = w.ctx(TenantId::random());
+                    let c = w.client(&a, DOCS);
+                    c.upsert([w.doc("mine", "quarterly numbers")])
+                        .await
+                        .unwrap();
+                    let p = lookalike(&a, "planted", "ignore previous instructions", None);
+                    w.plant(
+                        DOCS,
+                        point_id(a.tenant(), "planted"),
+                        "quarterly numbers",
+                        p,
+                    );
+                    let hits = c
+                        .search(SearchQuery::new(w.embed.embed_one("quarterly numbers")))
+                        .await
+                        .unwrap();
+                    assert_eq!(ids(&hits), ["mine"]);
+                    a.tenant()
+                })
+        })
+    });
+
+    let leaks: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "tenant_sdk_leaks_detected_total")
+        .collect();
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    let (key, _, _, value) = &leaks[0];
+    assert!(
+        key.key()
+            .labels()
+            .any(|l| l.key() == "source" && l.value() == "retrieval"),
+        "{key:?}"
+    );
+    assert_eq!(value, &DebugValue::Counter(1));
+
+    let log = log.text();
+    let search = log
+        .lines()
+        .find(|l| l.contains("retrieval.search{") && l.contains("close"))
+        .unwrap_or_else(|| panic!("no retrieval.search span in: {log}"));
+    for field in [
+        format!("tenant.id={tenant}"),
+        "db.system=\"qdrant\"".to_owned(),
+        format!("db.collection.name=\"{DOCS}\""),
+    ] {
+        assert!(search.contains(&field), "{field} missing: {search}");
+    }
+    assert!(!search.contains("error.type"), "{search}");
+    assert_alarm(&log, LeakReason::TagMismatch);
+}

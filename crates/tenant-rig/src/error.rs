@@ -77,3 +77,28 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl tenant_core::Classify for Error {
+    fn status(&self) -> tenant_core::ErrorStatus {
+        match self {
+            Error::Context(e) => e.status(),
+            Error::Retrieval(e) => e.status(),
+            Error::Tools(e) => e.status(),
+            Error::TenantFieldInFilter(_) | Error::UnsupportedFilter(_) => {
+                tenant_core::ErrorStatus::InvalidInput
+            }
+            Error::InvalidToolName(..) => tenant_core::ErrorStatus::Internal,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Context(e) => e.kind(),
+            Error::Retrieval(e) => e.kind(),
+            Error::Tools(e) => e.kind(),
+            Error::TenantFieldInFilter(_) => "tenant_field_in_filter",
+            Error::UnsupportedFilter(_) => "unsupported_filter",
+            Error::InvalidToolName(..) => "invalid_tool_name",
+        }
+    }
+}

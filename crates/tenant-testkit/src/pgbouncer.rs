@@ -361,7 +361,11 @@ impl TestPgBouncer {
     /// superuser): `SHOW POOLS`, `SHOW SERVERS`, … over the simple query
     /// protocol (`sqlx::raw_sql`).
     pub fn admin_url(&self) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/pgbouncer", self.port)
+        format!(
+            "postgres://{SUPERUSER}@127.0.0.1:{}/pgbouncer{}",
+            self.port,
+            crate::postgres::NO_TLS
+        )
     }
 
     /// The bouncer's TCP port on 127.0.0.1.

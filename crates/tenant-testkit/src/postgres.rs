@@ -168,9 +168,13 @@ impl TestDatabase {
     pub(crate) fn new(port: u16, name: &str) -> TestDatabase {
         TestDatabase {
             name: name.to_owned(),
-            superuser_url: format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{name}"),
-            owner_url: format!("postgres://{OWNER_ROLE}:{OWNER_PASSWORD}@127.0.0.1:{port}/{name}"),
-            app_url: format!("postgres://{APP_ROLE}:{APP_PASSWORD}@127.0.0.1:{port}/{name}"),
+            superuser_url: format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{name}{NO_TLS}"),
+            owner_url: format!(
+                "postgres://{OWNER_ROLE}:{OWNER_PASSWORD}@127.0.0.1:{port}/{name}{NO_TLS}"
+            ),
+            app_url: format!(
+                "postgres://{APP_ROLE}:{APP_PASSWORD}@127.0.0.1:{port}/{name}{NO_TLS}"
+            ),
         }
     }
 
@@ -592,8 +596,14 @@ async fn provision_database(port: u16, name: &str) -> Result<(), TestkitError> {
     Ok(())
 }
 
+/// Loopback servers are reached without TLS. With the SDK's default `tls`
+/// feature, sqlx would otherwise try TLS on every server that offers it,
+/// and Citus turns TLS on with a self-signed X.509 v1 certificate, which
+/// rustls refuses to parse.
+pub(crate) const NO_TLS: &str = "?sslmode=disable";
+
 pub(crate) fn admin_url(port: u16, database: &str) -> String {
-    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{database}")
+    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{database}{NO_TLS}")
 }
 
 pub(crate) async fn connect(url: &str) -> Result<PgConnection, TestkitError> {
@@ -711,14 +721,17 @@ mod tests {
     #[test]
     fn urls_name_the_right_roles() {
         let db = TestDatabase::new(5433, "x");
-        assert_eq!(db.superuser_url(), "postgres://postgres@127.0.0.1:5433/x");
+        assert_eq!(
+            db.superuser_url(),
+            "postgres://postgres@127.0.0.1:5433/x?sslmode=disable"
+        );
         assert_eq!(
             db.owner_url(),
-            "postgres://tenant_owner:tenant_owner@127.0.0.1:5433/x"
+            "postgres://tenant_owner:tenant_owner@127.0.0.1:5433/x?sslmode=disable"
         );
         assert_eq!(
             db.app_url(),
-            "postgres://tenant_app:tenant_app@127.0.0.1:5433/x"
+            "postgres://tenant_app:tenant_app@127.0.0.1:5433/x?sslmode=disable"
         );
     }
 }

@@ -39,9 +39,10 @@ fn sql_state(error: &sqlx::Error) -> Option<String> {
 async fn roles_are_least_privileged_and_owner_can_migrate() {
     // Called from inside a runtime on purpose: start() must not panic here.
     let pg = TestPostgres::start().expect("start postgres");
-    assert!(pg
-        .app_url()
-        .ends_with(&format!(":{}/{DEFAULT_DATABASE}", pg.port())));
+    assert!(pg.app_url().ends_with(&format!(
+        ":{}/{DEFAULT_DATABASE}?sslmode=disable",
+        pg.port()
+    )));
     assert!(pg.data_dir().join("PG_VERSION").exists());
 
     let mut app = connect(pg.app_url()).await;
@@ -126,7 +127,9 @@ fn databases_are_isolated() {
     let first = pg.fresh_database().expect("first db");
     let second = pg.create_database("isolation_second").expect("second db");
     assert_ne!(first.name(), second.name());
-    assert!(first.app_url().ends_with(first.name()));
+    assert!(first
+        .app_url()
+        .ends_with(&format!("/{}?sslmode=disable", first.name())));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -67,11 +67,11 @@ impl Credentials {
     /// Errors: [`Error::IntegrationNotDeclared`],
     /// [`Error::IntegrationNotAllowed`], [`Error::NoVault`],
     /// [`Error::SecretNotFound`], [`Error::Context`].
-    pub fn get(&self, integration: &str) -> Result<SecretString> {
+    pub async fn get(&self, integration: &str) -> Result<SecretString> {
         self.ctx.check()?;
         let resource = format!("{}/{}", self.tool, integration);
         let denied = |e: Error| {
-            self.ctx.audit_denied("tool.credentials", &resource, &e);
+            self.ctx.deny("tool.credentials", &resource, &e);
             Err(e)
         };
         if !self.declared.iter().any(|d| d == integration) {
@@ -88,7 +88,7 @@ impl Credentials {
         let Some(vault) = &self.vault else {
             return denied(Error::NoVault);
         };
-        match vault.get(self.ctx.tenant(), integration)? {
+        match vault.get(self.ctx.tenant(), integration).await? {
             Some(secret) => {
                 self.redactor.remember(&secret);
                 self.ctx.audit_allowed("tool.credentials", &resource);

@@ -106,9 +106,17 @@ pub enum Error {
         /// Why (host not allowlisted, forbidden address, redirect, scheme).
         reason: String,
     },
-    /// An HTTP request failed after the policy allowed it.
-    #[error("http error: {0}")]
-    Http(String),
+    /// An HTTP request failed after the policy allowed it (or the HTTP or
+    /// TLS client could not be set up).
+    #[error("http error: {message}")]
+    Http {
+        /// What failed.
+        message: String,
+        /// The HTTP or TLS library's error (without the URL, which may
+        /// carry a secret), when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     /// A requested sandbox isolation layer is not available on this kernel.
     #[error("sandbox layer unavailable: {0}")]
     SandboxUnavailable(String),
@@ -245,7 +253,22 @@ impl Error {
             Error::NoWorkspace => Error::NoWorkspace,
             Error::Io(e) => Error::Io(io(e)),
             Error::EgressDenied { reason } => Error::EgressDenied { reason: s(reason) },
-            Error::Http(m) => Error::Http(s(m)),
+            Error::Http { message, source } => {
+                let chain_leaks = source.as_ref().is_some_and(|src| {
+                    let mut text = String::new();
+                    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&**src);
+                    while let Some(e) = next {
+                        text.push_str(&e.to_string());
+                        next = e.source();
+                    }
+                    r.contains_secret(text.as_bytes())
+                });
+                Error::Http {
+                    message: s(message),
+                    // A source chain that shows a secret is dropped whole.
+                    source: if chain_leaks { None } else { source },
+                }
+            }
             Error::SandboxUnavailable(m) => Error::SandboxUnavailable(s(m)),
             Error::SandboxSetup { stage, source } => Error::SandboxSetup {
                 stage,
@@ -273,6 +296,87 @@ impl Error {
         Error::SandboxSetup {
             stage,
             source: source.into(),
+        }
+    }
+
+    /// An [`Error::Http`] without a source.
+    pub(crate) fn http(message: impl Into<String>) -> Self {
+        Error::Http {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+impl tenant_core::Classify for Error {
+    fn status(&self) -> tenant_core::ErrorStatus {
+        use tenant_core::ErrorStatus as S;
+        match self {
+            Error::Context(e) => e.status(),
+            Error::ToolNotAllowed { .. }
+            | Error::IntegrationNotDeclared { .. }
+            | Error::IntegrationNotAllowed { .. }
+            | Error::EgressDenied { .. }
+            | Error::PathEscape { .. }
+            | Error::NotRegularFile { .. } => S::PermissionDenied,
+            Error::InvalidInput { .. } | Error::InvalidName { .. } | Error::InvalidCommand(_) => {
+                S::InvalidInput
+            }
+            Error::SecretNotFound { .. } => S::NotFound,
+            Error::DuplicateTool(_) => S::Conflict,
+            Error::WorkspaceFull { .. } => S::ResourceExhausted { retry_after: None },
+            Error::PoolExhausted | Error::UidRangeUnavailable(_) => {
+                S::Unavailable { retry_after: None }
+            }
+            Error::Http { .. } | Error::VaultIo(_) => S::Unavailable { retry_after: None },
+            Error::InvalidSchema { .. }
+            | Error::VaultCorrupt { .. }
+            | Error::NoVault
+            | Error::ToolFailed { .. }
+            | Error::NoWorkspace
+            | Error::Io(_)
+            | Error::SandboxUnavailable(_)
+            | Error::SandboxSetup { .. }
+            | Error::MissingConfiguration(_)
+            | Error::WipeFailed(_)
+            | Error::InvalidSystemPath { .. }
+            | Error::InvalidDuration { .. }
+            | Error::Redacted { .. } => S::Internal,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Context(e) => e.kind(),
+            Error::ToolNotAllowed { .. } => "tool_not_allowed",
+            Error::DuplicateTool(_) => "duplicate_tool",
+            Error::InvalidName { .. } => "invalid_name",
+            Error::InvalidSchema { .. } => "invalid_schema",
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::IntegrationNotDeclared { .. } => "integration_not_declared",
+            Error::IntegrationNotAllowed { .. } => "integration_not_allowed",
+            Error::SecretNotFound { .. } => "secret_not_found",
+            Error::VaultCorrupt { .. } => "vault_corrupt",
+            Error::VaultIo(_) => "vault_io",
+            Error::NoVault => "no_vault",
+            Error::ToolFailed { .. } => "tool_failed",
+            Error::PathEscape { .. } => "path_escape",
+            Error::NoWorkspace => "no_workspace",
+            Error::Io(_) => "io",
+            Error::EgressDenied { .. } => "egress_denied",
+            Error::Http { .. } => "http",
+            Error::SandboxUnavailable(_) => "sandbox_unavailable",
+            Error::SandboxSetup { .. } => "sandbox_setup",
+            Error::InvalidCommand(_) => "invalid_command",
+            Error::PoolExhausted => "pool_exhausted",
+            Error::MissingConfiguration(_) => "missing_configuration",
+            Error::WipeFailed(_) => "wipe_failed",
+            Error::NotRegularFile { .. } => "not_regular_file",
+            Error::WorkspaceFull { .. } => "workspace_full",
+            Error::InvalidSystemPath { .. } => "invalid_system_path",
+            Error::InvalidDuration { .. } => "invalid_duration",
+            Error::UidRangeUnavailable(_) => "uid_range_unavailable",
+            Error::Redacted { .. } => "redacted",
         }
     }
 }
@@ -326,7 +430,10 @@ mod tests {
             Error::NoWorkspace,
             Error::Io(io()),
             Error::EgressDenied { reason: s() },
-            Error::Http(s()),
+            Error::Http {
+                message: s(),
+                source: Some(Box::new(io())),
+            },
             Error::SandboxUnavailable(s()),
             Error::SandboxSetup {
                 stage: "execve",

@@ -3,20 +3,24 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(target_os = "linux")]
+use std::sync::Mutex;
 
 use serde_json::Value;
-use tenant_core::{Scoped, TenantContext, WantsTenant};
-use tracing::Instrument;
+use tenant_core::telemetry::traced;
+use tenant_core::{operation_span, Scoped, TenantContext, WantsTenant};
 
 use crate::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::policy::{ToolPolicies, ToolPolicy};
 use crate::redaction::Redactor;
 use crate::registry::ToolRegistry;
+#[cfg(target_os = "linux")]
 use crate::sandbox::Sandbox;
 use crate::tool::{ToolCall, ToolInfo};
 use crate::vault::Vault;
+#[cfg(target_os = "linux")]
 use crate::workspace::{Workspace, WorkspaceRoot};
 
 /// Platform resources an executor is made from.
@@ -25,7 +29,9 @@ struct Resources {
     registry: Option<ToolRegistry>,
     vault: Option<Arc<dyn Vault>>,
     policies: Option<ToolPolicies>,
+    #[cfg(target_os = "linux")]
     workspace_root: Option<WorkspaceRoot>,
+    #[cfg(target_os = "linux")]
     sandbox: Option<Arc<Sandbox>>,
 }
 
@@ -73,12 +79,16 @@ impl<S> ToolExecutorBuilder<S> {
     }
 
     /// Where run workspaces are created (`<root>/<tenant>/<run>`).
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
     pub fn workspace_root(mut self, root: &WorkspaceRoot) -> Self {
         self.resources.workspace_root = Some(root.clone());
         self
     }
 
     /// The sandbox subprocess tools run in.
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
     pub fn sandbox(mut self, sandbox: &Arc<Sandbox>) -> Self {
         self.resources.sandbox = Some(sandbox.clone());
         self
@@ -112,6 +122,7 @@ impl ToolExecutorBuilder<Scoped> {
             .clone()
             .ok_or(Error::MissingConfiguration("registry"))?;
         let ctx = self.state.into_admitted_context(registry.authority())?;
+        #[cfg(target_os = "linux")]
         if let Some(root) = &self.resources.workspace_root {
             root.authority().admit(&ctx)?;
             if let Some(sandbox) = &self.resources.sandbox {
@@ -122,6 +133,7 @@ impl ToolExecutorBuilder<Scoped> {
             ctx,
             registry,
             resources: self.resources,
+            #[cfg(target_os = "linux")]
             workspace: Arc::new(Mutex::new(None)),
             redactor: Redactor::new(),
         })
@@ -134,7 +146,8 @@ impl ToolExecutorBuilder<Scoped> {
 /// method takes a tenant id. A tool is visible and callable only when both
 /// the tenant's [`ToolPolicy`] and the context's tool capabilities allow
 /// it; inputs are validated against the tool's schema; every call runs in
-/// the context's span and is audited (target `tenant_audit`); outputs and
+/// its own span (`tool.call`, with `gen_ai.tool.name`) and is audited
+/// (target `tenant_audit`); outputs and
 /// error messages have every secret handed out during the run — by any
 /// call of this executor or of one delegated from it — redacted.
 pub struct ToolExecutor {
@@ -142,6 +155,7 @@ pub struct ToolExecutor {
     registry: ToolRegistry,
     resources: Resources,
     /// One workspace per run, shared with delegated executors.
+    #[cfg(target_os = "linux")]
     workspace: Arc<Mutex<Option<Arc<Workspace>>>>,
     /// The run's secrets, shared with delegated executors.
     redactor: Redactor,
@@ -183,6 +197,7 @@ impl ToolExecutor {
             ctx: child.clone(),
             registry: self.registry.clone(),
             resources: self.resources.clone(),
+            #[cfg(target_os = "linux")]
             workspace: self.workspace.clone(),
             redactor: self.redactor.clone(),
         })
@@ -201,8 +216,13 @@ impl ToolExecutor {
 
     /// The tools this context may call, by name.
     pub fn list(&self) -> Result<Vec<ToolInfo>> {
-        let _span = self.ctx.span().entered();
-        self.registry.authority().admit(&self.ctx)?;
+        let span = operation_span!("tool.list", &self.ctx);
+        let _entered = span.enter();
+        if let Err(e) = self.registry.authority().admit(&self.ctx) {
+            let e = Error::from(e);
+            tenant_core::telemetry::record_error(&span, &e);
+            return Err(e);
+        }
         let policy = self.policy();
         Ok(self
             .registry
@@ -219,16 +239,21 @@ impl ToolExecutor {
     /// [`Error::InvalidInput`], [`Error::Context`], and whatever the tool
     /// returns (with secrets redacted).
     pub async fn call(&self, name: &str, input: Value) -> Result<Value> {
-        let span = self.ctx.span();
-        self.call_in_span(name, input).instrument(span).await
+        let shown_name = self.redactor.redact_str(name);
+        let span = operation_span!(
+            "tool.call",
+            &self.ctx,
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %shown_name,
+        );
+        traced(span, self.call_in_span(name, &shown_name, input)).await
     }
 
-    async fn call_in_span(&self, name: &str, input: Value) -> Result<Value> {
+    async fn call_in_span(&self, name: &str, shown_name: &str, input: Value) -> Result<Value> {
         let redactor = &self.redactor;
-        let shown_name = redactor.redact_str(name);
         let denied = |e: Error| {
             let e = e.redacted(redactor);
-            self.ctx.audit_denied("tool.call", &shown_name, &e);
+            self.ctx.deny("tool.call", shown_name, &e);
             Err(e)
         };
         if let Err(e) = self.registry.authority().admit(&self.ctx) {
@@ -250,6 +275,7 @@ impl ToolExecutor {
                 reason: v.reason,
             });
         }
+        #[cfg(target_os = "linux")]
         let workspace = match self.workspace() {
             Ok(ws) => ws,
             Err(e) => return denied(e),
@@ -266,12 +292,15 @@ impl ToolExecutor {
                 self.resources.vault.clone(),
                 redactor.clone(),
             ),
+            #[cfg(target_os = "linux")]
             workspace,
             egress: policy.egress_policy().clone(),
+            policy: policy.clone(),
+            #[cfg(target_os = "linux")]
             sandbox: self.resources.sandbox.clone(),
             redactor: redactor.clone(),
         };
-        self.ctx.audit_allowed("tool.call", &shown_name);
+        self.ctx.audit_allowed("tool.call", shown_name);
         match registered.tool.call(call, input).await {
             Ok(mut output) => {
                 redactor.redact_json(&mut output);
@@ -286,6 +315,7 @@ impl ToolExecutor {
         }
     }
 
+    #[cfg(target_os = "linux")]
     fn workspace(&self) -> Result<Option<Arc<Workspace>>> {
         let Some(root) = &self.resources.workspace_root else {
             return Ok(None);

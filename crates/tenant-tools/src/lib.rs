@@ -25,6 +25,14 @@
 //!   cgroups, with a wall-clock timeout that kills the whole tree;
 //!   [`WarmPool`] keeps some pre-started.
 //!
+//! **Platforms.** The workspace jail and the sandbox use Linux kernel
+//! interfaces (`openat2`, namespaces, Landlock, seccomp, cgroups) and exist
+//! on Linux only (`cfg(target_os = "linux")`): elsewhere, the registry,
+//! executor, policies, vaults, schema validation and the egress client and
+//! proxy build and work, and `Workspace`, `WorkspaceRoot`, `Sandbox`,
+//! `WarmPool` and `CommandTool` are absent, so code that needs them fails
+//! to compile rather than run unconfined.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use serde_json::json;
@@ -77,7 +85,11 @@
 //! ```
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Parts of the egress proxy and credentials serve only the Linux sandbox.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
+#[cfg(target_os = "linux")]
 mod command_tool;
 mod credentials;
 mod egress;
@@ -86,12 +98,17 @@ mod executor;
 mod policy;
 mod redaction;
 mod registry;
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub mod sandbox;
 mod schema;
 mod tool;
 mod vault;
+#[cfg(target_os = "linux")]
 mod workspace;
 
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use command_tool::CommandTool;
 pub use credentials::Credentials;
 pub use egress::{
@@ -103,11 +120,17 @@ pub use executor::{ToolExecutor, ToolExecutorBuilder};
 pub use policy::{ToolPolicies, ToolPolicy};
 pub use redaction::{RedactingStream, Redactor, REDACTED};
 pub use registry::ToolRegistry;
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use sandbox::{
     RunOptions, Sandbox, SandboxCommand, SandboxConfig, SandboxLimits, SandboxOutput,
     SandboxSupport, WarmPool, WarmSandbox,
 };
-pub use schema::{InputSchema, SchemaViolation, MAX_INPUT_DEPTH};
+pub use schema::{
+    InputSchema, SchemaViolation, MAX_INPUT_DEPTH, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH,
+};
 pub use tool::{FnTool, Tool, ToolCall, ToolInfo, MAX_TOOL_NAME_LEN};
-pub use vault::{FileVault, MemoryVault, Vault};
+pub use vault::{FileVault, MemoryVault, SyncVault, Vault};
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use workspace::{Workspace, WorkspaceQuota, WorkspaceRoot};

@@ -2,11 +2,14 @@
 //! where its tools may connect.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
+use serde::Deserialize;
+use tenant_core::config::invalid_field;
 use tenant_core::TenantId;
 
-use crate::egress::EgressPolicy;
+use crate::egress::{CredentialInjection, EgressClient, EgressPolicy};
+use crate::error::Result;
 
 /// What one tenant's agents may do with tools.
 ///
@@ -14,6 +17,20 @@ use crate::egress::EgressPolicy;
 /// and the calling context's capabilities: the platform operator decides
 /// what a tenant may have, the context says what this agent holds now.
 /// The default policy allows nothing.
+///
+/// Loadable from configuration (`tenant_core::config::from_toml_str` or
+/// `from_json_str`; every name and host is checked and a mistake names its
+/// field, e.g. `egress.allow[1]`):
+///
+/// ```toml
+/// tools = ["search", "python"]
+/// integrations = ["github"]
+///
+/// [egress]
+/// allow = ["api.github.com:443", "pypi.org"]
+/// allow_internal = ["10.0.0.7:8080"]
+/// inject = [{ host = "api.github.com:443", integration = "github", how = "bearer" }]
+/// ```
 ///
 /// ```
 /// use tenant_tools::{EgressPolicy, ToolPolicy};
@@ -25,11 +42,15 @@ use crate::egress::EgressPolicy;
 /// assert!(!policy.allows_tool("shell"));
 /// # Ok::<(), tenant_tools::Error>(())
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(try_from = "ToolPolicyConfig")]
 pub struct ToolPolicy {
     tools: BTreeSet<String>,
     integrations: BTreeSet<String>,
     egress: EgressPolicy,
+    /// The HTTP client of this egress policy, made on first use and shared
+    /// by every call under this policy (connections reused).
+    client: OnceLock<EgressClient>,
 }
 
 impl ToolPolicy {
@@ -61,6 +82,7 @@ impl ToolPolicy {
     /// Sets the egress policy of the tenant's HTTP client.
     pub fn egress(mut self, egress: EgressPolicy) -> Self {
         self.egress = egress;
+        self.client = OnceLock::new();
         self
     }
 
@@ -77,6 +99,16 @@ impl ToolPolicy {
     /// The egress policy.
     pub fn egress_policy(&self) -> &EgressPolicy {
         &self.egress
+    }
+
+    /// The HTTP client enforcing the egress policy: one per policy, made on
+    /// first use.
+    pub(crate) fn http_client(&self) -> Result<EgressClient> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
+        let client = EgressClient::new(self.egress.clone())?;
+        Ok(self.client.get_or_init(|| client).clone())
     }
 }
 
@@ -112,5 +144,98 @@ impl ToolPolicies {
         map.get(&tenant)
             .cloned()
             .unwrap_or_else(|| Arc::new(ToolPolicy::deny_all()))
+    }
+}
+
+/// [`ToolPolicy`] as written in a configuration file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolPolicyConfig {
+    #[serde(default)]
+    tools: Vec<String>,
+    #[serde(default)]
+    integrations: Vec<String>,
+    #[serde(default)]
+    egress: EgressConfig,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressConfig {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    allow_internal: Vec<String>,
+    #[serde(default)]
+    inject: Vec<InjectionConfig>,
+    /// PEM certificates of private CAs to trust.
+    #[serde(default)]
+    trust_pem: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InjectionConfig {
+    host: String,
+    integration: String,
+    how: CredentialInjection,
+}
+
+impl TryFrom<ToolPolicyConfig> for ToolPolicy {
+    type Error = String;
+
+    fn try_from(c: ToolPolicyConfig) -> std::result::Result<Self, String> {
+        let at = |field: String| move |e: crate::Error| invalid_field(&field, e);
+        for (i, name) in c.tools.iter().enumerate() {
+            crate::tool::validate_name("tool name", name).map_err(at(format!("tools[{i}]")))?;
+        }
+        for (i, name) in c.integrations.iter().enumerate() {
+            crate::tool::validate_name("integration", name)
+                .map_err(at(format!("integrations[{i}]")))?;
+        }
+        let mut egress = EgressPolicy::deny_all();
+        for (i, entry) in c.egress.allow.iter().enumerate() {
+            egress = egress
+                .allow(entry)
+                .map_err(at(format!("egress.allow[{i}]")))?;
+        }
+        for (i, entry) in c.egress.allow_internal.iter().enumerate() {
+            egress = egress
+                .allow_internal(entry)
+                .map_err(at(format!("egress.allow_internal[{i}]")))?;
+        }
+        for (i, inj) in c.egress.inject.into_iter().enumerate() {
+            egress = egress
+                .inject(&inj.host, &inj.integration, inj.how)
+                .map_err(at(format!("egress.inject[{i}]")))?;
+        }
+        for (i, pem) in c.egress.trust_pem.iter().enumerate() {
+            egress = egress
+                .trust_pem(pem.as_bytes())
+                .map_err(at(format!("egress.trust_pem[{i}]")))?;
+        }
+        Ok(ToolPolicy::deny_all()
+            .allow_tools(c.tools)
+            .allow_integrations(c.integrations)
+            .egress(egress))
+    }
+}
+
+/// [`ToolPolicies`] as written in a configuration file:
+/// `{"tenants": {"<tenant id>": <ToolPolicy>, ...}}`.
+impl<'de> Deserialize<'de> for ToolPolicies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Config {
+            #[serde(default)]
+            tenants: HashMap<TenantId, ToolPolicy>,
+        }
+        let config = Config::deserialize(d)?;
+        let policies = ToolPolicies::new();
+        for (tenant, policy) in config.tenants {
+            policies.set(tenant, policy);
+        }
+        Ok(policies)
     }
 }

@@ -11,8 +11,11 @@ use tenant_core::TenantContext;
 use crate::credentials::Credentials;
 use crate::egress::{EgressClient, EgressPolicy, EgressProxy};
 use crate::error::{Error, Result};
+use crate::policy::ToolPolicy;
 use crate::redaction::Redactor;
+#[cfg(target_os = "linux")]
 use crate::sandbox::{RunOptions, Sandbox, SandboxCommand, SandboxOutput};
+#[cfg(target_os = "linux")]
 use crate::workspace::Workspace;
 
 /// The longest tool or integration name accepted.
@@ -66,8 +69,11 @@ pub struct ToolCall {
     pub(crate) ctx: TenantContext,
     pub(crate) tool: Arc<str>,
     pub(crate) credentials: Credentials,
+    #[cfg(target_os = "linux")]
     pub(crate) workspace: Option<Arc<Workspace>>,
     pub(crate) egress: EgressPolicy,
+    pub(crate) policy: Arc<ToolPolicy>,
+    #[cfg(target_os = "linux")]
     pub(crate) sandbox: Option<Arc<Sandbox>>,
     pub(crate) redactor: Redactor,
 }
@@ -106,11 +112,15 @@ impl ToolCall {
         &self.redactor
     }
 
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
     /// The run's workspace (`<root>/<tenant>/<run>`).
     pub fn workspace(&self) -> Result<&Arc<Workspace>> {
         self.workspace.as_ref().ok_or(Error::NoWorkspace)
     }
 
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
     /// Reads a file of the run's workspace, off the async workers, with
     /// every secret the run has handed out redacted.
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
@@ -118,17 +128,22 @@ impl ToolCall {
         Ok(self.redactor.redact_bytes(&bytes))
     }
 
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
     /// Writes a file of the run's workspace, off the async workers.
     pub async fn write_file(&self, path: &str, data: Vec<u8>) -> Result<()> {
         self.workspace()?.write_async(path, data).await
     }
 
-    /// An HTTP client bound to the tenant's egress policy. On cross-origin
+    /// An HTTP client bound to the tenant's egress policy: one per policy,
+    /// shared by its calls, so connections are reused. On cross-origin
     /// redirects it also drops any header carrying a secret of the run.
     pub fn http(&self) -> Result<EgressClient> {
-        Ok(EgressClient::new(self.egress.clone())?.with_redactor(&self.redactor))
+        Ok(self.policy.http_client()?.with_redactor(&self.redactor))
     }
 
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
     /// The executor's sandbox for subprocesses.
     pub fn sandbox(&self) -> Result<&Arc<Sandbox>> {
         self.sandbox.as_ref().ok_or_else(|| {
@@ -136,6 +151,8 @@ impl ToolCall {
         })
     }
 
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
     /// Runs `cmd` in the executor's sandbox, in the run's workspace, off
     /// the async workers, its output scrubbed of the run's secrets.
     ///
@@ -160,7 +177,7 @@ impl ToolCall {
                     );
                     continue;
                 }
-                let secret = self.credentials.get(&inj.integration)?;
+                let secret = self.credentials.get(&inj.integration).await?;
                 proxy = proxy.arm(inj, &secret)?;
             }
             options = options.egress(proxy);

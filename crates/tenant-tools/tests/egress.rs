@@ -262,3 +262,83 @@ async fn secret_headers_do_not_follow_a_cross_origin_redirect() {
     let same = same_seen.lock().unwrap().join("\n").to_ascii_lowercase();
     assert!(same.contains("tok-123") && same.contains("custom-key-456"));
 }
+
+/// A keep-alive HTTP/1.1 server: answers every request of a connection and
+/// counts the connections it accepted.
+async fn keep_alive_server() -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        r.fetch_add(1, Ordering::SeqCst);
+                        let body = "pong";
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (port, connections, requests)
+}
+
+#[tokio::test]
+async fn requests_to_one_destination_reuse_a_pinned_connection() {
+    let (port, connections, requests) = keep_alive_server().await;
+    let policy = EgressPolicy::deny_all()
+        .allow_internal(&format!("localhost:{port}"))
+        .unwrap();
+    let client = EgressClient::new(policy).unwrap();
+    let url = format!("http://localhost:{port}/ping");
+    for _ in 0..3 {
+        let r = client.get_text(&url, DEFAULT_MAX_BODY).await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "pong"));
+    }
+    // A clone shares the client and its connections.
+    let r = client
+        .clone()
+        .get_text(&url, DEFAULT_MAX_BODY)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(requests.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the connection was reused"
+    );
+
+    // Reuse never widens the policy: every request is checked again.
+    assert!(matches!(
+        client
+            .get_text("http://localhost:1/", DEFAULT_MAX_BODY)
+            .await,
+        Err(Error::EgressDenied { .. })
+    ));
+    assert!(matches!(
+        client
+            .get_text(&format!("http://127.0.0.1:{port}/"), DEFAULT_MAX_BODY)
+            .await,
+        Err(Error::EgressDenied { .. })
+    ));
+    assert_eq!(requests.load(Ordering::SeqCst), 4);
+}

@@ -163,7 +163,7 @@ fn a_schema_the_validator_cannot_enforce_is_refused_at_registration() {
         .register(FnTool::new(
             "re",
             "",
-            json!({"type": "string", "pattern": "^a$"}),
+            json!({"type": "string", "pattern": "^(?=a)a$"}),
             |_c, i| async move { Ok(i) },
         ))
         .unwrap_err();
@@ -181,14 +181,14 @@ async fn credentials_need_both_a_declaration_and_the_tenants_grant() {
     let p = platform();
     let tenant = TenantId::random();
     p.vault
-        .put(tenant, "github", SecretString::from(SECRET.to_owned()))
+        .store(tenant, "github", SecretString::from(SECRET.to_owned()))
         .unwrap();
     p.registry
         .register(FnTool::new(
             "undeclared",
             "",
             json!({}),
-            |call, _i| async move { call.credentials().get("github").map(|_| Value::Null) },
+            |call, _i| async move { call.credentials().get("github").await.map(|_| Value::Null) },
         ))
         .unwrap();
     // Policy allows both tools but does not grant the integration.
@@ -212,7 +212,7 @@ async fn a_tenant_cannot_obtain_another_tenants_secret() {
     let p = platform();
     let (a, b) = (TenantId::random(), TenantId::random());
     p.vault
-        .put(a, "github", SecretString::from(SECRET.to_owned()))
+        .store(a, "github", SecretString::from(SECRET.to_owned()))
         .unwrap();
     for t in [a, b] {
         p.policies.set(
@@ -229,8 +229,8 @@ async fn a_tenant_cannot_obtain_another_tenants_secret() {
     ));
 }
 
-#[test]
-fn the_file_vault_encrypts_and_binds_each_secret_to_its_tenant() {
+#[tokio::test]
+async fn the_file_vault_encrypts_and_binds_each_secret_to_its_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Arc::new(DerivedKeyProvider::new(MasterKey::generate(
         KeyId::new("k").unwrap(),
@@ -239,12 +239,18 @@ fn the_file_vault_encrypts_and_binds_each_secret_to_its_tenant() {
     let (a, b) = (TenantId::random(), TenantId::random());
     vault
         .put(a, "github", SecretString::from(SECRET.to_owned()))
+        .await
         .unwrap();
     assert_eq!(
-        vault.get(a, "github").unwrap().unwrap().expose_secret(),
+        vault
+            .get(a, "github")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
         SECRET
     );
-    assert!(vault.get(b, "github").unwrap().is_none());
+    assert!(vault.get(b, "github").await.unwrap().is_none());
 
     // Nothing on disk contains the plaintext.
     let mut files = Vec::new();
@@ -261,14 +267,19 @@ fn the_file_vault_encrypts_and_binds_each_secret_to_its_tenant() {
     std::fs::create_dir_all(&b_dir).unwrap();
     std::fs::copy(a_file, b_dir.join(a_file.file_name().unwrap())).unwrap();
     assert!(matches!(
-        vault.get(b, "github"),
+        vault.get(b, "github").await,
         Err(Error::VaultCorrupt { .. })
     ));
 
     // Reopening with the same keys reads it back; a flipped bit does not.
     let reopened = FileVault::open(dir.path(), keys).unwrap();
     assert_eq!(
-        reopened.get(a, "github").unwrap().unwrap().expose_secret(),
+        reopened
+            .get(a, "github")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
         SECRET
     );
     let mut bytes = std::fs::read(a_file).unwrap();
@@ -276,7 +287,7 @@ fn the_file_vault_encrypts_and_binds_each_secret_to_its_tenant() {
     bytes[last] ^= 1;
     std::fs::write(a_file, bytes).unwrap();
     assert!(matches!(
-        reopened.get(a, "github"),
+        reopened.get(a, "github").await,
         Err(Error::VaultCorrupt { .. })
     ));
     assert!(!format!("{reopened:?}").contains(SECRET));
@@ -293,4 +304,67 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn tool_policies_load_from_configuration_and_errors_name_the_field() {
+    let (a, b) = (TenantId::random(), TenantId::random());
+    let toml = format!(
+        r#"
+        [tenants.{a}]
+        tools = ["echo"]
+        integrations = ["github"]
+        egress.allow = ["api.github.com:443"]
+        egress.inject = [{{ host = "api.github.com:443", integration = "github", how = "bearer" }}]
+
+        [tenants.{b}]
+        tools = ["shell"]
+        egress.allow = ["pypi.org"]
+        "#
+    );
+    let policies: ToolPolicies = config::from_toml_str(&toml).unwrap();
+    let p = platform();
+    let tools_a = ToolExecutor::builder()
+        .registry(&p.registry)
+        .policies(&policies)
+        .tenant(&ctx_with_tools(&p.issuer, a, &["echo", "shell"]))
+        .build()
+        .unwrap();
+    let names: Vec<_> = tools_a
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["echo"]);
+
+    let field = |text: &str| match config::from_toml_str::<ToolPolicies>(text) {
+        Err(tenant_core::Error::Config { field, reason }) => (field, reason),
+        other => panic!("{other:?}"),
+    };
+    let (f, reason) = field(&format!(
+        "[tenants.{a}]\negress.allow = [\"api.github.com:443\", \"not a host\"]"
+    ));
+    assert_eq!(f, format!("tenants.{a}.egress.allow[1]"), "{reason}");
+    let (f, _) = field(&format!("[tenants.{a}]\ntools = [\"bad name!\"]"));
+    assert_eq!(f, format!("tenants.{a}.tools[0]"));
+    let (f, _) = field(&format!(
+        "[tenants.{a}]\negress.inject = [{{ host = \"x.example:443\", integration = \"g\", how = \"bearer\" }}]"
+    ));
+    assert_eq!(
+        f,
+        format!("tenants.{a}.egress.inject[0]"),
+        "an injection for a host not allowed"
+    );
+    let (f, _) = field(&format!(
+        "[tenants.{a}]\negress.inject = [{{ host = \"a.example\", integration = \"g\", how = \"carrier-pigeon\" }}]"
+    ));
+    assert!(
+        f.starts_with(&format!("tenants.{a}.egress.inject[0]")),
+        "{f}"
+    );
+    let (f, _) = field("[tenants.not-a-tenant]\ntools = []");
+    assert_eq!(f, "tenants.not-a-tenant");
+    let (f, _) = field(&format!("[tenants.{a}]\ntool = [\"echo\"]"));
+    assert_eq!(f, format!("tenants.{a}.tool"));
 }

@@ -240,7 +240,7 @@ async fn broker(port: u16, ca: &TestCa, how: CredentialInjection) -> Option<Brok
         .unwrap();
     let vault = Arc::new(MemoryVault::new());
     vault
-        .put(tenant, "github", SecretString::from(SECRET.to_owned()))
+        .store(tenant, "github", SecretString::from(SECRET.to_owned()))
         .unwrap();
     let entry = format!("localhost:{port}");
     let egress = EgressPolicy::deny_all()

@@ -18,7 +18,7 @@ async fn a_secret_never_appears_in_output_errors_or_logs_and_is_redacted_when_ec
     let p = platform();
     let tenant = TenantId::random();
     p.vault
-        .put(tenant, "github", SecretString::from(SECRET.to_owned()))
+        .store(tenant, "github", SecretString::from(SECRET.to_owned()))
         .unwrap();
     p.policies.set(
         tenant,

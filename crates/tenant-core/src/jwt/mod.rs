@@ -162,10 +162,32 @@ impl ClaimVerifier {
     ///
     /// Every rejection is an [`Error::ClaimRejected`] naming the reason, and
     /// is emitted as a `tenant_audit` event.
+    ///
+    /// Runs in a span `context.verify_jwt` (target
+    /// [`SPAN_TARGET`](crate::telemetry::SPAN_TARGET)) recording the
+    /// tenant on success and `error.type` on failure.
     pub fn verify(&self, token: &str, issuer: &ContextIssuer) -> Result<TenantContext> {
-        self.verify_inner(token, issuer).inspect_err(|e| {
-            crate::audit::rejected("jwt.verify", e);
-        })
+        let span = tracing::info_span!(
+            target: crate::telemetry::SPAN_TARGET,
+            "context.verify_jwt",
+            tenant.id = tracing::field::Empty,
+            tenant.context_id = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let result = self.verify_inner(token, issuer);
+        match &result {
+            Ok(ctx) => {
+                span.record("tenant.id", tracing::field::display(ctx.tenant()));
+                span.record("tenant.context_id", tracing::field::display(ctx.id()));
+            }
+            Err(e) => {
+                crate::telemetry::record_error(&span, e);
+                crate::audit::rejected("context.verify_jwt", e);
+            }
+        }
+        result
     }
 
     fn verify_inner(&self, token: &str, issuer: &ContextIssuer) -> Result<TenantContext> {

@@ -88,7 +88,7 @@ impl std::fmt::Debug for RedisRevocationStore {
 }
 
 fn unavailable(e: redis::RedisError) -> Error {
-    Error::RevocationStore(e.to_string())
+    Error::revocation_store(e.to_string(), e)
 }
 
 impl RedisRevocationStore {
@@ -411,7 +411,10 @@ impl Reader {
 }
 
 fn malformed() -> Error {
-    Error::RevocationStore("unexpected reply shape from Redis".into())
+    Error::RevocationStore {
+        reason: "unexpected reply shape from Redis".into(),
+        source: None,
+    }
 }
 
 /// `[[id, [field, value, ...]], ...]` → `(id, value of field "e")`.

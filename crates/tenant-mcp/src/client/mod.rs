@@ -591,7 +591,7 @@ impl McpClient {
             egress: server.egress()?,
             timeout: inner.timeout,
         };
-        let bearer = self.listing_credential(server)?;
+        let bearer = self.listing_credential(server).await?;
         let listed = endpoint.list(&bearer).await?;
         // A definition that repeats the credential would put it in front of
         // the model in every tool listing.
@@ -655,7 +655,7 @@ impl McpClient {
 
     /// The credential the tool list is read with: a token minted for the
     /// tools being imported, or the tenant's vault secret.
-    fn listing_credential(&self, server: &RemoteServer) -> Result<SecretString> {
+    async fn listing_credential(&self, server: &RemoteServer) -> Result<SecretString> {
         let inner = &self.remotes.inner;
         match &server.auth {
             RemoteAuth::MintedToken => {
@@ -670,12 +670,15 @@ impl McpClient {
                     .vault
                     .as_ref()
                     .ok_or(Error::MissingConfiguration("vault"))?;
-                vault.get(self.ctx.tenant(), integration)?.ok_or_else(|| {
-                    tenant_tools::Error::SecretNotFound {
-                        integration: integration.clone(),
-                    }
-                    .into()
-                })
+                vault
+                    .get(self.ctx.tenant(), integration)
+                    .await?
+                    .ok_or_else(|| {
+                        tenant_tools::Error::SecretNotFound {
+                            integration: integration.clone(),
+                        }
+                        .into()
+                    })
             }
         }
     }

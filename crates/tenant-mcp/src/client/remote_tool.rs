@@ -98,7 +98,7 @@ impl Tool for RemoteTool {
                 call.redactor().remember(&token);
                 token
             }
-            RemoteAuth::VaultBearer { integration } => call.credentials().get(integration)?,
+            RemoteAuth::VaultBearer { integration } => call.credentials().get(integration).await?,
         };
         let input = match input {
             Value::Object(map) => map,

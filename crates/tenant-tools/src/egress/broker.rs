@@ -17,8 +17,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use super::trust::provider;
 use crate::error::{Error, Result};
 
-fn tls_err(e: impl std::fmt::Display) -> Error {
-    Error::Http(format!("egress proxy certificate: {e}"))
+fn tls_err(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Http {
+        message: "egress proxy certificate".into(),
+        source: Some(Box::new(e)),
+    }
 }
 
 /// A run's CA and the server configurations it made.

@@ -8,9 +8,19 @@
 //! HTTP library, so that a cross-origin hop drops `Authorization`,
 //! `Cookie`, `Proxy-Authorization` and any header carrying a secret the
 //! run has handed out.
+//!
+//! Connections are reused: a client keeps one pinned HTTP client per
+//! destination (`host`, `port`) together with the addresses it was pinned
+//! to, and reuses it (and its pooled connections) for a later hop whose
+//! fresh check yields the same addresses. A hop that resolves differently
+//! gets a new client pinned to its own checked addresses. One client per
+//! destination rather than one for all: the library's resolver hook does
+//! not see the port, and the policy's address checks are per `host:port`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::dns::{Name, Resolve, Resolving};
@@ -27,6 +37,9 @@ use crate::redaction::Redactor;
 pub const MAX_REDIRECTS: usize = 5;
 /// Default cap on a response body read by [`EgressClient::get_text`].
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// Pinned per-destination clients kept per [`EgressClient`]; beyond it the
+/// least recently pinned is dropped.
+const MAX_PINNED: usize = 64;
 
 /// Resolves nothing: every connection of the client goes to addresses
 /// pinned after the policy checked them.
@@ -45,25 +58,49 @@ impl Resolve for NoResolve {
 
 /// Maps a reqwest error without its URL (which may carry a query secret).
 fn map_reqwest(e: reqwest::Error) -> Error {
-    Error::Http(e.without_url().to_string())
+    let e = e.without_url();
+    Error::Http {
+        message: e.to_string(),
+        source: Some(Box::new(e)),
+    }
 }
 
 /// An HTTP client bound to one [`EgressPolicy`]. Obtain it from
-/// [`ToolCall::http`](crate::ToolCall::http) inside a tool; build requests
-/// with [`request`](Self::request) and send them with
-/// [`send`](Self::send).
+/// [`ToolCall::http`](crate::ToolCall::http) inside a tool (one client per
+/// tenant policy, shared by its calls); build requests with
+/// [`request`](Self::request) and send them with [`send`](Self::send).
+/// Cheap to clone: clones share pinned clients and their connections.
 #[derive(Clone)]
 pub struct EgressClient {
+    shared: Arc<Shared>,
+    redactor: Option<Redactor>,
+}
+
+struct Shared {
     policy: EgressPolicy,
     tls: rustls::ClientConfig,
     builder: reqwest::Client,
-    redactor: Option<Redactor>,
+    pinned: Mutex<Pinned>,
+}
+
+/// Clients pinned to checked addresses, by destination.
+#[derive(Default)]
+struct Pinned {
+    clients: HashMap<(String, u16), PinnedClient>,
+    next_use: u64,
+}
+
+struct PinnedClient {
+    /// The checked addresses, sorted.
+    addrs: Vec<SocketAddr>,
+    client: reqwest::Client,
+    last_use: u64,
 }
 
 impl fmt::Debug for EgressClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EgressClient")
-            .field("policy", &self.policy)
+            .field("policy", &self.shared.policy)
             .finish_non_exhaustive()
     }
 }
@@ -91,9 +128,12 @@ impl EgressClient {
         let tls = client_config(&policy)?;
         let builder = Self::base(tls.clone()).build().map_err(map_reqwest)?;
         Ok(Self {
-            policy,
-            tls,
-            builder,
+            shared: Arc::new(Shared {
+                policy,
+                tls,
+                builder,
+                pinned: Mutex::default(),
+            }),
             redactor: None,
         })
     }
@@ -115,42 +155,81 @@ impl EgressClient {
             .timeout(Duration::from_secs(30))
     }
 
-    /// A client whose only reachable destination is `host` at `addrs`.
+    /// A new client whose only reachable destination is `host` at `addrs`.
     fn pinned(&self, host: &str, addrs: &[SocketAddr]) -> Result<reqwest::Client> {
-        let mut b = Self::base(self.tls.clone());
+        let mut b = Self::base(self.shared.tls.clone());
         if host.parse::<IpAddr>().is_err() {
             b = b.resolve_to_addrs(host, addrs);
         }
         b.build().map_err(map_reqwest)
     }
 
+    /// The client for `host:port` pinned to exactly `addrs` (just checked):
+    /// the one kept from an earlier hop when it was pinned to the same
+    /// addresses (its connections reused), else a new one.
+    fn pinned_for(&self, host: &str, port: u16, addrs: &[SocketAddr]) -> Result<reqwest::Client> {
+        let mut sorted = addrs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let key = (host.to_owned(), port);
+        let mut pinned = self.shared.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        pinned.next_use += 1;
+        let now = pinned.next_use;
+        if let Some(kept) = pinned.clients.get_mut(&key) {
+            if kept.addrs == sorted {
+                kept.last_use = now;
+                return Ok(kept.client.clone());
+            }
+        }
+        let client = self.pinned(host, &sorted)?;
+        if pinned.clients.len() >= MAX_PINNED && !pinned.clients.contains_key(&key) {
+            let oldest = pinned
+                .clients
+                .iter()
+                .min_by_key(|(_, c)| c.last_use)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                pinned.clients.remove(&oldest);
+            }
+        }
+        pinned.clients.insert(
+            key,
+            PinnedClient {
+                addrs: sorted,
+                client: client.clone(),
+                last_use: now,
+            },
+        );
+        Ok(client)
+    }
+
     /// A client for a protocol that drives its own HTTP exchange with one
     /// origin (such as an MCP transport): `url` is checked against the
     /// policy, its host resolved with the policy's address checks, and the
-    /// client can reach exactly those addresses. It follows no redirect (a
+    /// client can reach exactly those addresses (kept and reused while they
+    /// stay the same). It follows no redirect (a
     /// redirect is returned to the caller as is) and uses no proxy.
     ///
     /// Errors: [`Error::EgressDenied`] when the URL, its host or a resolved
     /// address is not allowed.
     pub async fn pinned_client(&self, url: &str) -> Result<reqwest::Client> {
-        let url = self.policy.check_url(url)?;
-        let (host, port) = self.policy.check_parsed(&url).map_err(denied)?;
-        let addrs = resolve_checked(&self.policy, &host, port)
-            .await
-            .map_err(denied)?;
-        self.pinned(&host, &addrs)
+        let policy = &self.shared.policy;
+        let url = policy.check_url(url)?;
+        let (host, port) = policy.check_parsed(&url).map_err(denied)?;
+        let addrs = resolve_checked(policy, &host, port).await.map_err(denied)?;
+        self.pinned_for(&host, port, &addrs)
     }
 
     /// The policy this client enforces.
     pub fn policy(&self) -> &EgressPolicy {
-        &self.policy
+        &self.shared.policy
     }
 
     /// A request builder for `url`, after the allowlist check. Send it with
     /// [`send`](Self::send), which checks every hop.
     pub fn request(&self, method: Method, url: &str) -> Result<reqwest::RequestBuilder> {
-        let url = self.policy.check_url(url)?;
-        Ok(self.builder.request(method, url))
+        let url = self.shared.policy.check_url(url)?;
+        Ok(self.shared.builder.request(method, url))
     }
 
     fn strip_on_cross_origin(&self, headers: &mut HeaderMap) {
@@ -176,14 +255,13 @@ impl EgressClient {
         let mut hops = 0;
         loop {
             let url = req.url().clone();
-            let (host, port) = self.policy.check_parsed(&url).map_err(denied)?;
-            let addrs = resolve_checked(&self.policy, &host, port)
-                .await
-                .map_err(denied)?;
+            let policy = &self.shared.policy;
+            let (host, port) = policy.check_parsed(&url).map_err(denied)?;
+            let addrs = resolve_checked(policy, &host, port).await.map_err(denied)?;
             let next = req.try_clone();
             let method = req.method().clone();
             let response = self
-                .pinned(&host, &addrs)?
+                .pinned_for(&host, port, &addrs)?
                 .execute(req)
                 .await
                 .map_err(map_reqwest)?;
@@ -202,7 +280,7 @@ impl EgressClient {
             let target = url
                 .join(&location)
                 .map_err(|_| denied("redirect target does not parse"))?;
-            if let Err(reason) = self.policy.check_parsed(&target) {
+            if let Err(reason) = policy.check_parsed(&target) {
                 return Err(denied(format!("redirect refused: {reason}")));
             }
             let to_get = status == StatusCode::SEE_OTHER

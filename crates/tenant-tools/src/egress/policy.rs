@@ -18,8 +18,11 @@ pub(crate) struct Rule {
     pub(crate) internal: bool,
 }
 
-/// How the egress proxy presents a vault secret to a host.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How the egress proxy presents a vault secret to a host. In
+/// configuration: `"bearer"`, `{"basic": {"username": "…"}}` or
+/// `{"header": {"name": "X-Api-Key"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum CredentialInjection {
     /// `Authorization: Bearer <secret>`.

@@ -124,7 +124,7 @@ fn header_value(
         ),
     };
     let mut value = HeaderValue::from_str(&value)
-        .map_err(|_| Error::Http("an injected credential is not a valid header value".into()))?;
+        .map_err(|_| Error::http("an injected credential is not a valid header value"))?;
     value.set_sensitive(true);
     Ok((name, value))
 }
@@ -350,7 +350,7 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if let Err(e) = state.ctx.check() {
-        state.ctx.audit_denied("egress.request", "-", &e);
+        state.ctx.deny("egress.request", "-", &e);
         return Ok(text(
             StatusCode::FORBIDDEN,
             "egress denied: context no longer valid",

@@ -36,7 +36,10 @@ pub(crate) fn client_config(policy: &EgressPolicy) -> Result<rustls::ClientConfi
     }
     Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Http(format!("TLS configuration: {e}")))?
+        .map_err(|e| Error::Http {
+            message: "TLS configuration".into(),
+            source: Some(Box::new(e)),
+        })?
         .with_root_certificates(store)
         .with_no_client_auth())
 }

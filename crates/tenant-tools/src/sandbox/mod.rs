@@ -822,6 +822,33 @@ impl Sandbox {
         cmd: &SandboxCommand,
         options: RunOptions,
     ) -> Result<SandboxOutput> {
+        let span = tracing::info_span!(
+            target: tenant_core::telemetry::SPAN_TARGET,
+            "sandbox.run",
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let started = Instant::now();
+        let result = self.run_checked(workspace, cmd, options);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => {
+                tenant_core::telemetry::record_error(&span, e);
+                "error"
+            }
+        };
+        metrics::histogram!(tenant_core::telemetry::metric::SANDBOX_SPAWN, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn run_checked(
+        &self,
+        workspace: &Workspace,
+        cmd: &SandboxCommand,
+        options: RunOptions,
+    ) -> Result<SandboxOutput> {
         cmd.encode()?;
         if self.config.require_workspace_quota && !workspace.has_quota() {
             return Err(Error::SandboxUnavailable(
@@ -862,7 +889,11 @@ impl Sandbox {
         options: RunOptions,
     ) -> Result<SandboxOutput> {
         let this = self.clone();
-        crate::workspace::off_worker(move || this.run_with(&workspace, &cmd, options)).await
+        let parent = tracing::Span::current();
+        crate::workspace::off_worker(move || {
+            parent.in_scope(|| this.run_with(&workspace, &cmd, options))
+        })
+        .await
     }
 }
 

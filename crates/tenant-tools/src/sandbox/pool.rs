@@ -149,7 +149,7 @@ impl Maker {
                 Ok(uid)
             }
             Err(e) => {
-                ctx.audit_denied("sandbox.recycle", &run, &e);
+                ctx.deny("sandbox.recycle", &run, &e);
                 Err(e)
             }
         }

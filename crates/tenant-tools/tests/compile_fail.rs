@@ -1,7 +1,0 @@
-//! Unscoped use of the handles does not compile.
-
-#[test]
-fn handles_cannot_be_built_or_used_without_a_tenant_context() {
-    let t = trybuild::TestCases::new();
-    t.compile_fail("tests/compile_fail/*.rs");
-}
