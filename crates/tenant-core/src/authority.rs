@@ -55,6 +55,7 @@ impl PlatformAuthority {
 
     /// Whether `ctx` was issued under this authority (without checking its
     /// proof, expiry or revocation; see [`admit`](Self::admit)).
+    #[inline]
     pub fn issued(&self, ctx: &TenantContext) -> bool {
         Arc::ptr_eq(&self.inner, ctx.authority())
     }

@@ -291,6 +291,7 @@ impl TenantContext {
         Arc::ptr_eq(&self.inner.authority, &other.inner.authority)
     }
 
+    #[inline]
     pub(crate) fn authority(&self) -> &Arc<Authority> {
         &self.inner.authority
     }
