@@ -29,7 +29,7 @@
 //! rather than grow.
 //!
 //! **Why not `governor`.** It is the baseline this limiter is benchmarked
-//! against (`benches/quota.rs`: the per-tenant check at 0.98–1.02× of
+//! against (`benches/quota.rs`: the per-tenant check at 0.98–1.11× of
 //! `governor`'s keyed check), and its keyed store grows without bound
 //! unless the caller sweeps it, whereas a tenant flood here is refused
 //! within a fixed memory budget. Kept hand-written for that bound, not for
