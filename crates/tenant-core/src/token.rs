@@ -122,7 +122,8 @@ impl ContextIssuer {
     /// holds on both sides when they share a revocation store).
     ///
     /// Costs one Ed25519 verification; the contexts it makes are checked
-    /// with the in-process HMAC from then on.
+    /// with the in-process HMAC from then on. Their expiry is capped at
+    /// this issuer's [`max_ttl`](Self::max_ttl) from now.
     ///
     /// # Errors
     ///
@@ -142,7 +143,13 @@ impl ContextIssuer {
         let _entered = span.enter();
         let result = decode_and_verify(token, verifier)
             .inspect_err(|e| crate::audit::rejected("context.accept_token", e))
-            .and_then(|claims| {
+            .and_then(|mut claims| {
+                // A context lives here no longer than this issuer's own
+                // maximum, whatever the sending process allowed.
+                let max_ms = u64::try_from(self.max_ttl().as_millis()).unwrap_or(u64::MAX);
+                claims.expires_at_ms = claims
+                    .expires_at_ms
+                    .min(crate::context::now_ms().saturating_add(max_ms));
                 let ctx = TenantContext::sign(claims, self.shared_authority().clone());
                 ctx.check_fresh()?;
                 Ok(ctx)

@@ -300,3 +300,40 @@ proptest! {
         prop_assert!(down.accept_remote(&as_text, &up.token_verifier()).is_err());
     }
 }
+
+#[test]
+fn an_accepted_context_lives_no_longer_than_the_receivers_maximum() {
+    let up = ContextIssuer::builder(MasterKey::from_bytes(KeyId::new("up").unwrap(), [1; 32]))
+        .max_ttl(std::time::Duration::from_secs(24 * 3600))
+        .build()
+        .unwrap();
+    let down = ContextIssuer::builder(MasterKey::from_bytes(KeyId::new("down").unwrap(), [2; 32]))
+        .max_ttl(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let long = up
+        .context()
+        .tenant(TenantId::random())
+        .principal(PrincipalId::new("alice").unwrap())
+        .ttl(std::time::Duration::from_secs(12 * 3600))
+        .issue()
+        .unwrap();
+    let local = down
+        .accept_remote(long.to_token().as_str(), &up.token_verifier())
+        .unwrap();
+    assert!(local.expires_at_unix_ms() < long.expires_at_unix_ms());
+    assert!(local.remaining() <= std::time::Duration::from_secs(60));
+    assert_eq!(local.id(), long.id());
+    // A shorter context keeps its own expiry.
+    let short = up
+        .context()
+        .tenant(TenantId::random())
+        .principal(PrincipalId::new("alice").unwrap())
+        .ttl(std::time::Duration::from_secs(30))
+        .issue()
+        .unwrap();
+    let local = down
+        .accept_remote(short.to_token().as_str(), &up.token_verifier())
+        .unwrap();
+    assert_eq!(local.expires_at_unix_ms(), short.expires_at_unix_ms());
+}
