@@ -12,6 +12,7 @@
 //! | feature      | module         | crate               |
 //! |--------------|----------------|---------------------|
 //! | `retrieval`  | [`retrieval`]  | `tenant-retrieval`  |
+//! | `edge`       | (embedded Qdrant backend for [`retrieval`]) | `qdrant-edge` |
 //! | `memory`     | [`memory`]     | `tenant-memory`     |
 //! | `tools`      | [`tools`]      | `tenant-tools`      |
 //! | `governance` | [`governance`] | `tenant-governance` |
@@ -63,12 +64,24 @@ pub use error::SdkError;
 pub use platform::{Handles, Platform, PlatformBuilder};
 
 /// The README's code, compiled and run as doctests so it cannot drift.
-#[cfg(doctest)]
+#[cfg(all(
+    doctest,
+    feature = "edge",
+    feature = "memory",
+    feature = "tools",
+    feature = "governance"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
 /// The getting-started guide's code, compiled as doctests.
-#[cfg(doctest)]
+#[cfg(all(
+    doctest,
+    feature = "edge",
+    feature = "memory",
+    feature = "tools",
+    feature = "governance"
+))]
 #[doc = include_str!("../docs/getting-started.md")]
 pub struct GettingStartedDoctests;
 

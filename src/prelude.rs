@@ -24,9 +24,13 @@ pub use tenant_memory::{
 #[cfg(feature = "retrieval")]
 #[cfg_attr(docsrs, doc(cfg(feature = "retrieval")))]
 pub use tenant_retrieval::{
-    CollectionSpec, Document, EdgeBackend, Embedder, HashEmbedder, MetadataFilter, Retrieval,
-    RetrievalClient, SearchQuery,
+    CollectionSpec, Document, Embedder, HashEmbedder, MetadataFilter, Retrieval, RetrievalClient,
+    SearchQuery,
 };
+
+#[cfg(feature = "edge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "edge")))]
+pub use tenant_retrieval::EdgeBackend;
 
 #[cfg(feature = "tools")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tools")))]

@@ -1,6 +1,6 @@
 //! The `Platform` bundle: one authority for every resource, one call for
 //! every handle of a context, nothing for another issuer's context.
-#![cfg(all(feature = "retrieval", feature = "tools", feature = "governance"))]
+#![cfg(all(feature = "edge", feature = "tools", feature = "governance"))]
 
 use std::sync::Arc;
 

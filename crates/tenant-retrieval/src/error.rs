@@ -171,6 +171,7 @@ impl Error {
         }
     }
 
+    #[cfg(feature = "edge")]
     pub(crate) fn edge(message: impl fmt::Display) -> Self {
         Error::Backend {
             backend: "edge",

@@ -338,6 +338,7 @@ impl ScopedFilter {
 
     /// `must: [tenant_id == tenant, narrowing]` as a tree a backend
     /// translates verbatim.
+    #[cfg_attr(not(any(feature = "edge", feature = "server")), allow(dead_code))]
     pub(crate) fn to_node(&self) -> Node {
         let tenant = Node::Eq(
             TENANT_FIELD.to_owned(),

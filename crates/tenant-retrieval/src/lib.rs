@@ -103,6 +103,8 @@ mod route;
 mod seal;
 mod tag;
 
+#[cfg(feature = "edge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "edge")))]
 pub use backend::edge::EdgeBackend;
 #[cfg(feature = "server")]
 pub use backend::server::{QdrantBackend, QdrantBackendBuilder, QdrantLayout};

@@ -158,6 +158,7 @@ impl RouteTable {
     }
 
     /// Every known entry, sorted (what a local backend persists).
+    #[cfg(feature = "edge")]
     pub(crate) fn snapshot(&self) -> Vec<RouteEntry> {
         let mut all: Vec<RouteEntry> = read(&self.entries)
             .values()

@@ -23,6 +23,7 @@ use crate::health::CollectionHealth;
 use crate::point::{StoredHit, StoredPoint};
 use crate::route::{RouteEntry, RouteTable};
 
+#[cfg(feature = "edge")]
 pub(crate) mod edge;
 #[cfg(feature = "server")]
 pub(crate) mod server;
