@@ -151,6 +151,9 @@ pub enum Error {
         backend: &'static str,
         /// The backend's message.
         message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// Local file I/O failed (edge backend, routing table).
     #[error("I/O on {path}: {source}")]
@@ -171,12 +174,36 @@ impl Error {
         }
     }
 
+    /// A failure of `backend` described by `message`, with no error of its
+    /// own behind it.
+    pub(crate) fn backend(backend: &'static str, message: impl fmt::Display) -> Self {
+        Error::Backend {
+            backend,
+            message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// A failure of `backend` caused by `source` (kept as the source).
+    pub(crate) fn backend_source(
+        backend: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Backend {
+            backend,
+            message: source.to_string(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     #[cfg(feature = "edge")]
     pub(crate) fn edge(message: impl fmt::Display) -> Self {
-        Error::Backend {
-            backend: "edge",
-            message: message.to_string(),
-        }
+        Error::backend("edge", message)
+    }
+
+    #[cfg(feature = "edge")]
+    pub(crate) fn edge_source(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::backend_source("edge", source)
     }
 }
 
@@ -232,3 +259,20 @@ impl tenant_core::Classify for Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_error_keeps_the_backends_own_error_as_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::backend_source("qdrant", io);
+        assert_eq!(e.to_string(), "qdrant backend: refused");
+        let source = std::error::Error::source(&e).expect("source kept");
+        assert_eq!(source.to_string(), "refused");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        let described = Error::backend("qdrant", "route entry is not an object");
+        assert!(std::error::Error::source(&described).is_none());
+    }
+}

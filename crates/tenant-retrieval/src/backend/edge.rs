@@ -67,7 +67,7 @@ impl EdgeCollection {
     /// Runs `op` then flushes, both under the writer lock.
     fn write(&self, op: UpdateOperation) -> Result<()> {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        self.shard.update(op).map_err(Error::edge)?;
+        self.shard.update(op).map_err(Error::edge_source)?;
         flush(&self.shard)
     }
 }
@@ -230,7 +230,7 @@ impl EdgeBackend {
                 "collection `{physical}` does not exist"
             )));
         }
-        let shard = EdgeShard::load(&dir, None).map_err(Error::edge)?;
+        let shard = EdgeShard::load(&dir, None).map_err(Error::edge_source)?;
         Ok(self.insert(physical, shard))
     }
 
@@ -260,7 +260,7 @@ impl EdgeBackend {
             path: dir.clone(),
             source,
         })?;
-        let shard = EdgeShard::load(&dir, Some(edge_config(layout))).map_err(Error::edge)?;
+        let shard = EdgeShard::load(&dir, Some(edge_config(layout))).map_err(Error::edge_source)?;
         let index =
             UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
                 field_name: json_path(TENANT_FIELD)?,
@@ -273,7 +273,7 @@ impl EdgeBackend {
                     }),
                 )),
             }));
-        shard.update(index).map_err(Error::edge)?;
+        shard.update(index).map_err(Error::edge_source)?;
         flush(&shard)?;
         self.insert(physical, shard);
         Ok(())
@@ -345,7 +345,7 @@ impl EdgeBackend {
         let c = self.get(physical)?;
         blocking(move || {
             let _w = c.writer.lock().unwrap_or_else(|e| e.into_inner());
-            c.shard.optimize().map_err(Error::edge)?;
+            c.shard.optimize().map_err(Error::edge_source)?;
             flush(&c.shard)
         })
         .await
@@ -614,7 +614,7 @@ impl Store for EdgeBackend {
         self.read_op(move || {
             c.shard
                 .search(req)
-                .map_err(Error::edge)?
+                .map_err(Error::edge_source)?
                 .into_iter()
                 .map(scored_to_hit)
                 .collect()
@@ -640,7 +640,7 @@ impl Store for EdgeBackend {
             order_by: None,
         };
         self.read_op(move || {
-            let (records, next) = c.shard.scroll(req).map_err(Error::edge)?;
+            let (records, next) = c.shard.scroll(req).map_err(Error::edge_source)?;
             Ok(StoredPage {
                 points: records
                     .into_iter()
@@ -658,7 +658,7 @@ impl Store for EdgeBackend {
             filter: Some(edge_filter(filter)?),
             exact: true,
         };
-        self.read_op(move || Ok(c.shard.count(req).map_err(Error::edge)? as u64))
+        self.read_op(move || Ok(c.shard.count(req).map_err(Error::edge_source)? as u64))
             .await
     }
 
@@ -709,7 +709,7 @@ impl Store for EdgeBackend {
         table.retain(|r| !(r.tenant == entry.tenant && r.collection == entry.collection));
         table.push(entry.clone());
         table.sort_by(|a, b| (a.tenant, &a.collection).cmp(&(b.tenant, &b.collection)));
-        let bytes = serde_json::to_vec_pretty(&table).map_err(Error::edge)?;
+        let bytes = serde_json::to_vec_pretty(&table).map_err(Error::edge_source)?;
         let this = self.handle();
         blocking(move || {
             let _g = this

@@ -80,11 +80,14 @@ pub enum QdrantLayout {
     ShardKeys,
 }
 
-fn err(e: impl fmt::Display) -> Error {
-    Error::Backend {
-        backend: "qdrant",
-        message: e.to_string(),
-    }
+/// A failure of the server, keeping its error as the source.
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::backend_source("qdrant", e)
+}
+
+/// A failure of the server described by the SDK.
+fn fail(message: impl fmt::Display) -> Error {
+    Error::backend("qdrant", message)
 }
 
 /// Configures a [`QdrantBackend`].
@@ -326,7 +329,7 @@ fn condition(node: &Node) -> Condition {
 /// The scope as a server filter: `must: [tenant, narrowing]`.
 fn server_filter(scope: &ScopedFilter) -> Result<Filter> {
     let Node::All(conds) = scope.to_node() else {
-        return Err(err("scope is not a conjunction"));
+        return Err(fail("scope is not a conjunction"));
     };
     Ok(Filter::must(conds.iter().map(condition)))
 }
@@ -334,7 +337,7 @@ fn server_filter(scope: &ScopedFilter) -> Result<Filter> {
 fn to_uuid(id: Option<PointId>) -> Result<Uuid> {
     match id.and_then(|p| p.point_id_options) {
         Some(PointIdOptions::Uuid(s)) => s.parse().map_err(err),
-        other => Err(err(format!("unexpected point id {other:?}"))),
+        other => Err(fail(format!("unexpected point id {other:?}"))),
     }
 }
 
@@ -655,7 +658,7 @@ impl Store for QdrantBackend {
     async fn store_route(&self, entry: &RouteEntry) -> Result<()> {
         let payload = match serde_json::to_value(entry).map_err(err)? {
             Value::Object(m) => m,
-            _ => return Err(err("route entry is not an object")),
+            _ => return Err(fail("route entry is not an object")),
         };
         let point = PointStruct::new(
             route_point_id(entry.tenant, &entry.collection),
@@ -794,19 +797,19 @@ impl QdrantBackend {
             match self.key_state(collection, key).await? {
                 KeyState::Active => return Ok(()),
                 KeyState::Failed => {
-                    return Err(err(format!(
+                    return Err(fail(format!(
                         "a replica of shard key `{key}` of `{collection}` is dead"
                     )))
                 }
                 KeyState::Missing => {
-                    return Err(err(format!(
+                    return Err(fail(format!(
                         "shard key `{key}` of `{collection}` vanished while being filled"
                     )))
                 }
                 KeyState::Filling => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(err(format!(
+                return Err(fail(format!(
                     "shard key `{key}` of `{collection}` was not active after {:?}",
                     self.transfer_timeout
                 )));
