@@ -16,7 +16,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use tenant_core::{Purpose, TenantContext};
 use tenant_memory::{Error, MemoryAdmin, MemoryPlatform, MemoryStore};
-use tenant_testkit::{TestPgBouncer, TestPostgres, APP_ROLE};
+use tenant_testkit::{TestPostgres, APP_ROLE};
 
 struct Pooled {
     issuer: tenant_core::ContextIssuer,
@@ -27,20 +27,7 @@ struct Pooled {
 }
 
 async fn pooled() -> Option<Pooled> {
-    let bouncer = match tokio::task::spawn_blocking(|| {
-        TestPgBouncer::try_shared().map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap()
-    {
-        Ok(bouncer) => bouncer,
-        Err(e) => {
-            announce(&format!(
-                "tenant-memory PgBouncer suite SKIPPED: no PgBouncer ({e})"
-            ));
-            return None;
-        }
-    };
+    let bouncer = support::bouncer().await?;
     let db = tokio::task::spawn_blocking(|| TestPostgres::shared().fresh_database().unwrap())
         .await
         .unwrap();

@@ -454,6 +454,19 @@ async fn tenant_b_cannot_reach_tenant_a_thread_or_checkpoint_by_id() {
         Err(Error::ThreadNotFound)
     ));
 
+    // The deletion function called directly from B's transaction, naming
+    // A as the tenant: row-level security still admits only B's rows.
+    let mut tx = b.begin().await.unwrap();
+    let deleted: bool = sqlx::query_scalar("SELECT tenant_memory.delete_thread($1, $2)")
+        .persistent(false)
+        .bind(v.a.tenant().as_uuid())
+        .bind(a_thread.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(!deleted);
+    tx.commit().await.unwrap();
+
     // B's own thread is untouched by A's id being the same shape.
     assert!(b.thread(v.b_thread).await.unwrap().is_some());
     assert_eq!(v.snapshot().await, before);

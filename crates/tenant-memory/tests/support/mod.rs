@@ -84,6 +84,23 @@ fn migrated_database() -> TestDatabase {
     db
 }
 
+/// The test kit's shared PgBouncer; `None`, announced once, without a
+/// `pgbouncer` executable.
+pub async fn bouncer() -> Option<&'static TestPgBouncer> {
+    match tokio::task::spawn_blocking(|| TestPgBouncer::try_shared().map_err(|e| e.to_string()))
+        .await
+        .unwrap()
+    {
+        Ok(bouncer) => Some(bouncer),
+        Err(e) => {
+            announce_once(&format!(
+                "tenant-memory PgBouncer suite SKIPPED: no PgBouncer ({e})"
+            ));
+            None
+        }
+    }
+}
+
 static CITUS_DB: OnceLock<Result<TestDatabase, String>> = OnceLock::new();
 
 /// Creates a database on the test kit's Citus cluster, migrates it (twice:
@@ -171,20 +188,7 @@ impl Fixture {
     /// through PgBouncer in transaction pooling mode (2 server
     /// connections); `None`, announced, without a `pgbouncer` executable.
     pub async fn through_pgbouncer() -> Option<Fixture> {
-        let bouncer = match tokio::task::spawn_blocking(|| {
-            TestPgBouncer::try_shared().map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap()
-        {
-            Ok(bouncer) => bouncer,
-            Err(e) => {
-                announce_once(&format!(
-                    "tenant-memory PgBouncer suite SKIPPED: no PgBouncer ({e})"
-                ));
-                return None;
-            }
-        };
+        let bouncer = bouncer().await?;
         let db = SHARED_DB.get_or_init(migrated_database).clone();
         let through = bouncer.database(&db);
         let fx = Self::assemble(db, through.app_url(), 8, Deployment::PgBouncer).await;
